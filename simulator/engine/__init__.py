@@ -1,0 +1,1 @@
+"""What makes p2msim a race detector: the conductor, the oracle, bugs, logs, wiring."""

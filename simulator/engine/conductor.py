@@ -1,0 +1,286 @@
+"""The conductor: one simulated actor runs at a time, and the strategy picks which.
+
+Reproducibility cannot rest on trio's or asyncio's scheduler (trio shuffles
+its run batches from an unseeded source), so every actor - each hart task and
+the workload driver - parks on its own event and only the conductor sets one.
+
+Invariants:
+
+* Exactly one actor is *current*; every other actor is parked on its event,
+  finished, or not yet started.  ``step`` asserts the caller is current, so a
+  task the event loop ran behind the conductor's back is caught at once.
+* ``seq`` counts atomic actions.  It is the logical time of every log line.
+* The fast path - the strategy keeps the current actor - is a few integer
+  operations and no await; it is what makes a TLB hit cost about a microsecond.
+  ``run_left`` is how many more actions the current actor may take before the
+  strategy is asked again; hot loops may consume it inline (see ``riscv.hart``).
+* Anything that can make a parked actor runnable (a lock release, a message,
+  an acknowledgement) calls ``notify``, which forces the next ``step`` to ask
+  the strategy again.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Awaitable, Callable
+from typing import TYPE_CHECKING
+
+import anyio
+
+if TYPE_CHECKING:
+    from simulator.engine.strategies import Strategy
+
+Cond = Callable[[], bool]
+
+
+class SimulationStop(Exception):
+    """Raised inside the current actor to end the run (budget, violation stop)."""
+
+    def __init__(self, reason: str) -> None:
+        super().__init__(reason)
+        self.reason = reason
+
+
+class Deadlock(Exception):
+    """No actor can run while some have not finished."""
+
+
+class ConductorError(Exception):
+    """The conductor's invariant broke: a bug in p2msim, not in the model."""
+
+
+class Actor:
+    __slots__ = ("name", "index", "event", "cond", "waiting_for", "done", "started", "wake_at")
+
+    def __init__(self, name: str, index: int) -> None:
+        self.name = name
+        self.index = index
+        self.event: anyio.Event | None = None
+        self.cond: Cond | None = None  # set while blocked
+        self.waiting_for = ""
+        self.done = False
+        self.started = False
+        self.wake_at = 0  # for timed waits; 0 = none
+
+    def runnable(self) -> bool:
+        if self.done:
+            return False
+        cond = self.cond
+        return cond is None or cond()
+
+    def __repr__(self) -> str:
+        return f"Actor({self.name})"
+
+
+class Conductor:
+    def __init__(self, strategy: Strategy, budget: int) -> None:
+        self.strategy = strategy
+        self.budget = budget
+        self.seq = 0
+        self.run_left = 0
+        self.dirty = True
+        self.actors: list[Actor] = []
+        self.current: Actor | None = None
+        self.switches = 0
+        self.stop_reason: str | None = None
+        self.next_timer = 1 << 62
+        self.decisions: list[tuple[int, int]] = []  # (seq, actor index) at each switch
+
+    # -- set-up ---------------------------------------------------------------
+
+    def add_actor(self, name: str) -> Actor:
+        actor = Actor(name, len(self.actors))
+        self.actors.append(actor)
+        return actor
+
+    async def run_actor(self, actor: Actor, body: Callable[[], Awaitable[None]]) -> None:
+        """Run ``body`` as ``actor``: wait for the first turn, run, hand over."""
+        if actor.event is None:
+            actor.event = anyio.Event()
+        await actor.event.wait()
+        actor.started = True
+        try:
+            await body()
+        finally:
+            actor.done = True
+            actor.cond = None
+        self._hand_over(actor)
+
+    def begin(self) -> None:
+        """Pick the first actor; called once after every actor is registered."""
+        self.strategy.new_execution(self.actors)
+        for a in self.actors:
+            if a.event is None:
+                a.event = anyio.Event()
+        first = self._pick(None)
+        self.current = first
+        assert first.event is not None
+        first.event.set()
+
+    # -- the hot path -----------------------------------------------------------
+
+    async def step(self, actor: Actor) -> None:
+        """One atomic action of ``actor`` follows; maybe let another actor go first."""
+        if actor is not self.current:
+            raise ConductorError(f"{actor.name} ran while {self.current} was current")
+        self.seq += 1
+        self.run_left -= 1
+        if self.run_left > 0 and not self.dirty:
+            return
+        await self._reschedule(actor)
+
+    async def yield_(self, actor: Actor) -> None:
+        """A natural switch point (end of a guest quantum): the strategy may deprioritise."""
+        self.strategy.on_yield(actor)
+        self.dirty = True
+        await self.step(actor)
+
+    def notify(self) -> None:
+        self.dirty = True
+
+    # -- blocking ---------------------------------------------------------------
+
+    async def block(self, actor: Actor, cond: Cond, what: str) -> None:
+        """Park ``actor`` until ``cond()`` holds and the strategy picks it."""
+        actor.cond = cond
+        actor.waiting_for = what
+        try:
+            self.dirty = True
+            await self.step(actor)
+            if not cond():
+                raise ConductorError(f"{actor.name} resumed while blocked on {what}")
+        finally:
+            actor.cond = None
+            actor.waiting_for = ""
+
+    async def sleep_until(self, actor: Actor, seq: int, what: str = "logical time") -> None:
+        if self.seq >= seq:
+            await self.step(actor)
+            return
+        actor.wake_at = seq
+        self.next_timer = min(self.next_timer, seq)
+        try:
+            await self.block(actor, lambda: self.seq >= seq, f"{what} (step {seq})")
+        finally:
+            actor.wake_at = 0
+            self._recompute_timer()
+
+    def _recompute_timer(self) -> None:
+        t = 1 << 62
+        for a in self.actors:
+            if a.wake_at and not a.done and a.wake_at < t:
+                t = a.wake_at
+        self.next_timer = t
+
+    # -- scheduling ---------------------------------------------------------------
+
+    def _pick(self, current: Actor | None) -> Actor:
+        if self.seq >= self.budget:
+            self.stop_reason = "budget"
+            raise SimulationStop("budget")
+        enabled = [a for a in self.actors if a.runnable()]
+        if not enabled:
+            raise Deadlock(self.describe_waits())
+        nxt, run = self.strategy.next_actor(current, enabled, self.seq)
+        limit = min(self.budget, self.next_timer) - self.seq
+        if limit < 1:
+            limit = 1
+        self.run_left = run if run < limit else limit
+        self.dirty = False
+        if nxt is not current:
+            self.switches += 1
+            self.decisions.append((self.seq, nxt.index))
+        return nxt
+
+    async def _reschedule(self, actor: Actor) -> None:
+        nxt = self._pick(actor)
+        if nxt is actor:
+            return
+        self.current = nxt
+        my_event = anyio.Event()
+        actor.event = my_event
+        assert nxt.event is not None
+        nxt.event.set()
+        await my_event.wait()
+        if self.current is not actor:
+            raise ConductorError(f"{actor.name} woke while {self.current} is current")
+
+    def _hand_over(self, actor: Actor) -> None:
+        if all(a.done for a in self.actors):
+            self.current = None
+            return
+        try:
+            nxt = self._pick(None)
+        except SimulationStop:
+            # the budget ran out as this actor finished: stop everyone else
+            self.current = None
+            raise
+        self.current = nxt
+        assert nxt.event is not None
+        nxt.event.set()
+
+    def describe_waits(self) -> str:
+        waits = [f"{a.name} waits for {a.waiting_for}" for a in self.actors if not a.done and a.cond]
+        return "; ".join(waits) or "no actor is waiting"
+
+
+class SpinLock:
+    """A lock that blocks through the conductor, so contention is a scheduling choice."""
+
+    __slots__ = ("conductor", "name", "holder")
+
+    def __init__(self, conductor: Conductor, name: str) -> None:
+        self.conductor = conductor
+        self.name = name
+        self.holder: str | None = None
+
+    async def acquire(self, who: str, wait: Callable[[Cond, str], Awaitable[None]]) -> None:
+        if self.holder is not None:
+            if self.holder == who:
+                raise ConductorError(f"{who} takes {self.name} twice")
+            await wait(lambda: self.holder is None, f"{self.name} held by {self.holder}")
+        self.holder = who
+
+    def release(self, who: str) -> None:
+        if self.holder != who:
+            raise ConductorError(f"{who} releases {self.name} held by {self.holder}")
+        self.holder = None
+        self.conductor.notify()
+
+
+class RwLock:
+    """p2m->lock: many readers or one writer; writers are not starved by design here."""
+
+    __slots__ = ("conductor", "name", "writer", "readers")
+
+    def __init__(self, conductor: Conductor, name: str) -> None:
+        self.conductor = conductor
+        self.name = name
+        self.writer: str | None = None
+        self.readers: list[str] = []
+
+    def _desc(self) -> str:
+        if self.writer:
+            return f"{self.name} (write-held by {self.writer})"
+        return f"{self.name} (read-held by {', '.join(self.readers)})"
+
+    async def write_lock(self, who: str, wait: Callable[[Cond, str], Awaitable[None]]) -> None:
+        if self.writer == who:
+            raise ConductorError(f"{who} write-locks {self.name} twice")
+        if self.writer is not None or self.readers:
+            await wait(lambda: self.writer is None and not self.readers, self._desc())
+        self.writer = who
+
+    def write_unlock(self, who: str) -> None:
+        if self.writer != who:
+            raise ConductorError(f"{who} write-unlocks {self.name} held by {self.writer}")
+        self.writer = None
+        self.conductor.notify()
+
+    async def read_lock(self, who: str, wait: Callable[[Cond, str], Awaitable[None]]) -> None:
+        if self.writer is not None:
+            await wait(lambda: self.writer is None, self._desc())
+        self.readers.append(who)
+
+    def read_unlock(self, who: str) -> None:
+        self.readers.remove(who)
+        self.conductor.notify()

@@ -1,0 +1,404 @@
+"""The stale-translation oracle: violations, warnings, invariants, explanations.
+
+It trusts only the machine layer.  The machine decides the facts (this
+translation reached a frame handed out again since the PTE was stored; this
+walk read a table that was handed out again); the oracle classifies them,
+remembers the history it needs, and explains each violation as a causal
+chain in logical time: fill, unmap, free, fences, reuse, stale use.
+
+Classes:
+  reused-same-domain / reused-other-domain / reused-as-table / reused-by-xen
+      a guest access reached a frame that was freed and handed out again;
+  walk-through-reused-table   a walk read a PTE from a table frame handed out again;
+  dangling-root               a walk started at an hgatp root that was freed and reused;
+  vmid-alias                  a translation filled under another root was used through
+                              the same VMID (another address space's entry);
+  invariant                   refcount underflow, double free, pool accounting,
+                              a frame in no or two places, leftovers after destroy;
+  deadlock / panic            the model stopped: nobody could run / Xen panicked.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import TYPE_CHECKING, Any
+
+from simulator.riscv import memory as M
+from simulator.riscv.observer import Observer
+from simulator.riscv.pte import GStageMode
+
+if TYPE_CHECKING:
+    from simulator.engine.conductor import Conductor
+    from simulator.engine.log import EventLog
+    from simulator.riscv.hart import Hart
+    from simulator.riscv.sbi import FenceRequest
+    from simulator.riscv.tlb import TlbEntry
+
+MAX_REPORTED = 16
+MAX_WARNINGS = 16
+
+
+@dataclass
+class Violation:
+    cls: str
+    hart: int | None
+    dom: int | None
+    gfn: int | None
+    mfn: int | None
+    seq: int
+    headline: str
+    chain: list[tuple[int, int | None, str]] = field(default_factory=list)
+    missing: str = ""
+
+    def to_json(self) -> dict[str, Any]:
+        return {
+            "class": self.cls,
+            "hart": self.hart,
+            "dom": self.dom,
+            "gfn": self.gfn,
+            "mfn": self.mfn,
+            "seq": self.seq,
+            "explanation": self.explain(),
+        }
+
+    def explain(self) -> str:
+        lines = [f"{self.cls}: {self.headline}"]
+        if self.chain:
+            lines.append("     step  hart  event")
+            for seq, hart, text in self.chain:
+                h = "-" if hart is None else str(hart)
+                lines.append(f"  {seq:>7,}  {h:>4}  {text}")
+        if self.missing:
+            lines.append(f"  missing: {self.missing}")
+        return "\n".join(lines)
+
+
+def _hex(v: int | None) -> str:
+    return "-" if v is None else f"{v:#x}"
+
+
+class Oracle(Observer):
+    def __init__(
+        self, memory: M.Memory, conductor: Conductor, log: EventLog, harts: list[Hart], mode: GStageMode,
+        bugs: list[str], strict: bool = False,
+    ) -> None:
+        self.memory = memory
+        self.conductor = conductor
+        self.log = log
+        self.harts = harts
+        self.mode = mode
+        self.bugs = bugs
+        self.strict = strict
+        self.violations: list[Violation] = []
+        self.violation_count = 0
+        self.warnings: list[str] = []
+        self.warning_count = 0
+        self.stale_benign = 0
+        self.frames_freed = 0
+        self.frames_reused = 0
+        self._seen: set[tuple[Any, ...]] = set()
+        # per-hart context from the hypervisor's narrative
+        self.hart_ctx: list[tuple[int, int, int] | None] = [None] * len(harts)  # (dom, vcpu, vmid)
+        # history for explanations
+        # mfn -> [(seq, hart, kind, stamp, why, gen, state, owner)]
+        self.frame_hist: dict[int, list[tuple[Any, ...]]] = {}
+        self.pte_hist: dict[tuple[int, int], list[tuple[int, int | None, int, int, str]]] = {}
+        self.fences: list[tuple[int, int, str, FenceRequest]] = []
+        self.flushes: list[tuple[int, int | None, int, list[int]]] = []  # seq, hart, dom, mask
+        self.reuse_flushes: list[tuple[int, int | None, int]] = []
+
+    # -- who is doing what ---------------------------------------------------------
+
+    def _hart(self) -> int | None:
+        cur = self.conductor.current
+        if cur is None or cur.index >= len(self.harts):
+            return None
+        return cur.index
+
+    def _op(self, hart: int | None) -> str:
+        if hart is None:
+            return "workload driver"
+        job = self.harts[hart].current_job
+        return job.label if job is not None else "guest"
+
+    # -- machine hooks --------------------------------------------------------------
+
+    def on_hand_out(self, mfn: int, state: int, owner: int, gen: int, why: str) -> None:
+        hart = self._hart()
+        if gen > 1:
+            self.frames_reused += 1
+        self.frame_hist.setdefault(mfn, []).append(
+            (self.conductor.seq, hart, "reuse" if gen > 1 else "alloc", self.memory.stamp[mfn], why, gen, state, owner)
+        )
+        if self.log.enabled:
+            self.log.debug(hart, "frame.hand_out", mfn=mfn, gen=gen, state=M.STATE_NAMES[state], owner=owner, why=why)
+
+    def on_retire(self, mfn: int, old_state: int, new_state: int, gen: int, why: str) -> None:
+        hart = self._hart()
+        if old_state == M.FREE:
+            self.invariant(f"double free of mfn {mfn:#x} ({why})", mfn=mfn)
+            return
+        self.frames_freed += 1
+        self.frame_hist.setdefault(mfn, []).append((self.conductor.seq, hart, "free", 0, why, gen, new_state, -1))
+        if self.log.enabled:
+            self.log.debug(hart, "frame.free", mfn=mfn, gen=gen, to=M.STATE_NAMES[new_state], why=why)
+
+    def on_pte_write(self, mfn: int, idx: int, old: int, new: int) -> None:
+        hart = self._hart()
+        if old & 1:
+            self.pte_hist.setdefault((mfn, idx), []).append((self.conductor.seq, hart, old, new, self._op(hart)))
+        if self.log.enabled:
+            self.log.debug(hart, "pte.write", mfn=mfn, idx=idx, old=old, new=new)
+
+    def on_fill(self, hart: int, entry: TlbEntry) -> None:
+        if self.log.enabled:
+            self.log.debug(
+                hart, "tlb.fill", leaf=entry.leaf, vmid=entry.vmid, level=entry.level, gfn=entry.gfn_base,
+                mfn=entry.ppn, path=[t for _, t, _ in entry.path],
+            )
+
+    def on_fence(self, hart: int, what: str, req: FenceRequest) -> None:
+        self.fences.append((self.conductor.seq, hart, what, req))
+        if self.log.enabled:
+            self.log.debug(hart, f"fence.{what}", id=req.id, src=req.src, dst=req.dst, vmid=req.vmid, gfn=req.gfn)
+
+    def on_hgatp(self, hart: int, hgatp: int) -> None:
+        if self.log.enabled:
+            self.log.debug(hart, "hgatp.write", hgatp=hgatp)
+
+    def event(self, hart: int, name: str, **fields: Any) -> None:
+        if name == "switch_in":
+            self.hart_ctx[hart] = (fields["dom"], fields["vcpu"], fields["vmid"])
+        elif name == "switch_out":
+            self.hart_ctx[hart] = None
+        elif name == "p2m_tlb_flush":
+            self.flushes.append((self.conductor.seq, hart, fields["dom"], list(fields["mask"])))
+        elif name == "page_alloc.reuse_flush":
+            self.reuse_flushes.append((self.conductor.seq, hart, fields["mfn"]))
+        elif name == "invariant":
+            self.invariant(f"{fields['what']} (mfn {fields.get('mfn', 0):#x})", mfn=fields.get("mfn"))
+            return
+        if self.log.enabled:
+            self.log.debug(hart, name, **fields)
+
+    # -- findings ------------------------------------------------------------------------
+
+    def on_stale_use(self, hart: int, entry: TlbEntry | None, mfn: int, gfn: int, frame_free: bool) -> None:
+        if not frame_free:
+            self.stale_benign += 1
+            return
+        self.warning_count += 1
+        key = ("warn", hart, mfn, entry.key if entry is not None else None)
+        if key in self._seen:
+            return
+        self._seen.add(key)
+        what = "walk read a freed table" if entry is None or not entry.leaf else "access reached a freed frame"
+        text = (
+            f"stale use at step {self.conductor.seq:,}: hart {hart} {what} mfn {mfn:#x} "
+            f"(gfn {gfn:#x}); it is free but not reused yet"
+        )
+        if self.strict:
+            self._record(Violation("stale-free", hart, self._dom(hart), gfn, mfn, self.conductor.seq, text))
+            return
+        if len(self.warnings) < MAX_WARNINGS:
+            self.warnings.append(text)
+        self.log.info(hart, "oracle.warning", mfn=mfn, gfn=gfn, text=text)
+
+    def on_alias_use(self, hart: int, entry: TlbEntry, gfn: int, root_mfn: int) -> None:
+        key = ("alias", hart, entry.key, entry.root_mfn)
+        self.violation_count += 1
+        if key in self._seen:
+            return
+        self._seen.add(key)
+        v = Violation(
+            "vmid-alias", hart, self._dom(hart), gfn, entry.ppn, self.conductor.seq,
+            f"hart {hart} ({self._who(hart)}) used a translation of gfn {gfn:#x} filled under root "
+            f"mfn {entry.root_mfn:#x}, but its hgatp names root mfn {root_mfn:#x}: the VMID was not flushed "
+            "when it changed hands",
+        )
+        v.chain = [
+            (entry.fill_seq, None, f"entry filled for VMID {entry.vmid} under root mfn {entry.root_mfn:#x}"),
+            (self.conductor.seq, hart, f"stale use under root mfn {root_mfn:#x} with the same VMID {entry.vmid}"),
+        ]
+        v.missing = "an HFENCE.GVMA for the VMID before it was given to another vCPU (vmid_flush_vcpu on migration)"
+        self._record(v, count=False)
+
+    def on_reused_use(self, hart: int, kind: str, entry: TlbEntry | None, mfn: int, gfn: int) -> None:
+        self.violation_count += 1
+        key = (kind, hart, mfn, entry.key if entry is not None else None)
+        if key in self._seen:
+            return
+        self._seen.add(key)
+        ghost = entry.ghost if entry is not None else self.harts[hart].hgatp_clock
+        reuse = self._first_reuse(mfn, ghost)
+        if kind == "leaf":
+            cls = self._classify(hart, mfn, reuse)
+        else:
+            cls = kind
+        self._record(self._explain(cls, kind, hart, entry, mfn, gfn, ghost, reuse), count=False)
+
+    def _record(self, v: Violation, count: bool = True) -> None:
+        if count:
+            self.violation_count += 1
+        if len(self.violations) < MAX_REPORTED:
+            self.violations.append(v)
+        self.log.error(v.hart, "oracle.violation", cls=v.cls, dom=v.dom, gfn=v.gfn, mfn=v.mfn, explanation=v.explain())
+
+    def invariant(self, what: str, mfn: int | None = None) -> None:
+        hart = self._hart()
+        self._record(Violation("invariant", hart, None, None, mfn, self.conductor.seq, what))
+
+    def stopped(self, cls: str, what: str) -> None:
+        self._record(Violation(cls, self._hart(), None, None, None, self.conductor.seq, what))
+
+    # -- classification and explanation ----------------------------------------------------
+
+    def _dom(self, hart: int | None) -> int | None:
+        ctx = self.hart_ctx[hart] if hart is not None else None
+        return ctx[0] if ctx else None
+
+    def _who(self, hart: int) -> str:
+        ctx = self.hart_ctx[hart]
+        if ctx is None:
+            return "no vCPU"
+        return f"dom{ctx[0]} vcpu{ctx[1]}, VMID {ctx[2]}"
+
+    def _first_reuse(self, mfn: int, ghost: int) -> tuple[Any, ...] | None:
+        for ev in self.frame_hist.get(mfn, ()):
+            if ev[2] in ("reuse", "alloc") and ev[3] > ghost:
+                return ev
+        return None
+
+    def _classify(self, hart: int, mfn: int, reuse: tuple[Any, ...] | None) -> str:
+        """By what the frame became when it was first handed out again."""
+        if reuse is not None:
+            state, owner = reuse[6], reuse[7]
+        else:
+            state, owner = self.memory.state[mfn], self.memory.owner[mfn]
+        if state == M.DOMAIN:
+            return "reused-same-domain" if owner == self._dom(hart) else "reused-other-domain"
+        if state in (M.TABLE, M.METADATA, M.POOL):
+            return "reused-as-table"
+        return "reused-by-xen"
+
+    def _walked_locations(self, entry: TlbEntry | None, gfn: int) -> list[tuple[int, int]]:
+        if entry is None:
+            return []
+        locs = [(table, self.mode.gfn_index(gfn, level) & 511) for level, table, _ in entry.path]
+        locs.append((entry.src_mfn, entry.src_idx))
+        return locs
+
+    def _explain(
+        self, cls: str, kind: str, hart: int, entry: TlbEntry | None, mfn: int, gfn: int, ghost: int,
+        reuse: tuple[Any, ...] | None,
+    ) -> Violation:
+        mem = self.memory
+        now = self.conductor.seq
+        fill_seq = entry.fill_seq if entry is not None else 0
+        chain: list[tuple[int, int | None, str]] = []
+        if entry is not None:
+            walked = " -> ".join(f"L{lvl} mfn {t:#x} (gen {g})" for lvl, t, g in entry.path)
+            what = "leaf" if entry.leaf else "non-leaf"
+            target = f"mfn {entry.ppn:#x}" if entry.leaf else f"table mfn {entry.ppn:#x}"
+            chain.append(
+                (fill_seq, None, f"fill: walk of gfn {gfn:#x}: {walked}; cached {what} entry "
+                 f"(VMID {entry.vmid}, L{entry.level}, gfn {entry.gfn_base:#x}) -> {target}")
+            )
+        # the unmap: the first change after the fill to any PTE this translation was built from
+        unmap = None
+        for loc in self._walked_locations(entry, gfn):
+            for ev in self.pte_hist.get(loc, ()):
+                if ev[0] >= fill_seq and (unmap is None or ev[0] < unmap[0]):
+                    unmap = (ev[0], ev[1], loc, ev[2], ev[3], ev[4])
+                    break
+        if unmap is not None:
+            seq, h, (t, i), old, new, op = unmap
+            verb = "cleared" if not new & 1 else f"changed to {new:#x}"
+            chain.append((seq, h, f"unmap: {op}: PTE {t:#x}[{i}] {verb} (was {old:#x})"))
+        frees = [ev for ev in self.frame_hist.get(mfn, ()) if ev[2] == "free" and ev[0] >= fill_seq]
+        reuse_seq = reuse[0] if reuse is not None else now
+        free_seq = None
+        for ev in frees:
+            if ev[0] <= reuse_seq:
+                chain.append((ev[0], ev[1], f"free: mfn {mfn:#x}: {ev[4]}"))
+                free_seq = ev[0]
+        # fences that concern the hart holding the stale entry
+        start = unmap[0] if unmap is not None else fill_seq
+        fences_to_hart = [f for f in self.fences if f[3].dst == hart and f[0] >= start and f[2] in ("sent", "local", "taken")]
+        for seq, h, what, req in fences_to_hart:
+            if what == "sent":
+                state = "taken at step {:,}".format(req.taken_seq) if req.taken_seq >= 0 else "never taken"
+                chain.append((seq, h, f"fence sent to hart {hart}: {req.describe()} ({state})"))
+            elif what == "local" and h == hart:
+                chain.append((seq, h, f"local {req.describe()} on hart {hart}"))
+            elif what == "taken":
+                chain.append((seq, h, f"hart {hart} takes the fence from hart {req.src} and acknowledges"))
+        for seq, h, dom, mask in self.flushes:
+            if start <= seq <= reuse_seq and hart not in mask:
+                chain.append((seq, h, f"p2m_tlb_flush(dom{dom}) fences harts {mask or 'none (empty mask)'}: not hart {hart}"))
+        if reuse is not None:
+            chain.append((reuse[0], reuse[1], f"reuse: mfn {mfn:#x} handed out again: {reuse[4]} (gen {reuse[5]})"))
+        chain.append((now, hart, self._use_text(kind, hart, entry, mfn, gfn)))
+        chain.sort(key=lambda c: c[0])
+
+        missing = self._missing(hart, unmap[0] if unmap else None, free_seq, reuse, kind)
+        if self.bugs:
+            missing += f" (bugs injected: {', '.join(self.bugs)})"
+        headline = self._headline(cls, kind, hart, entry, mfn, gfn)
+        return Violation(cls, hart, self._dom(hart), gfn, mfn, now, headline, chain, missing)
+
+    def _use_text(self, kind: str, hart: int, entry: TlbEntry | None, mfn: int, gfn: int) -> str:
+        now_is = self.memory.describe(mfn)
+        if kind == "leaf":
+            return f"stale use: hart {hart} ({self._who(hart)}) accesses gfn {gfn:#x} -> mfn {mfn:#x}, now {now_is}"
+        if kind == "dangling-root":
+            return f"stale use: hart {hart} walks gfn {gfn:#x} from its hgatp root mfn {mfn:#x}, now {now_is}"
+        return f"stale use: hart {hart} walk of gfn {gfn:#x} reads a PTE from table mfn {mfn:#x}, now {now_is}"
+
+    def _headline(self, cls: str, kind: str, hart: int, entry: TlbEntry | None, mfn: int, gfn: int) -> str:
+        who = self._who(hart)
+        if kind == "leaf":
+            return (f"hart {hart} ({who}) accessed gfn {gfn:#x} through a stale TLB entry -> mfn {mfn:#x}, "
+                    f"which was freed and is now {self.memory.describe(mfn)}")
+        if kind == "dangling-root":
+            return f"hart {hart} ({who}) walked from a freed hgatp root mfn {mfn:#x}, now {self.memory.describe(mfn)}"
+        return (f"hart {hart} ({who}) walked gfn {gfn:#x} through a stale non-leaf entry -> table mfn {mfn:#x}, "
+                f"which was freed and is now {self.memory.describe(mfn)}")
+
+    def _missing(self, hart: int, unmap_seq: int | None, free_seq: int | None, reuse: Any, kind: str) -> str:
+        reuse_seq = reuse[0] if reuse is not None else self.conductor.seq
+        lo = unmap_seq if unmap_seq is not None else 0
+        taken = [f for f in self.fences if f[1] == hart and f[2] in ("taken", "local") and lo <= f[0] <= reuse_seq]
+        if taken:
+            return f"a fence reached hart {hart} but did not cover the entry (an address-specific fence keeps non-leaf entries)"
+        pending = [f for f in self.fences if f[2] == "sent" and f[3].dst == hart and lo <= f[0] <= reuse_seq]
+        if pending:
+            seq, h, _, req = pending[0]
+            when = f"only at step {req.taken_seq:,}" if req.taken_seq >= 0 else "never"
+            return (f"the fence hart {h} sent to hart {hart} at step {seq:,} was taken {when}, after the frame was "
+                    f"reused at step {reuse_seq:,}: the sender went on without waiting for the acknowledgement")
+        missed = [f for f in self.flushes if lo <= f[0] <= reuse_seq and hart not in f[3]]
+        if free_seq is not None and unmap_seq is not None:
+            flushed_before_free = [f for f in self.flushes if unmap_seq <= f[0] <= free_seq]
+            if not flushed_before_free and kind != "leaf":
+                return (f"no p2m_tlb_flush between the unmap (step {unmap_seq:,}) and the free (step {free_seq:,}): "
+                        "the table was freed before the flush")
+        if missed:
+            seq, h, dom, mask = missed[0]
+            return (f"p2m_tlb_flush at step {seq:,} fenced harts {mask} but not hart {hart}, which still held "
+                    f"the entry (dirty_cpumask missed it)")
+        if kind == "leaf" and reuse is not None:
+            flushed = [f for f in self.reuse_flushes if f[0] >= reuse[0] - 2]
+            if not flushed:
+                return (f"the reallocation at step {reuse[0]:,} fenced no hart: the flush on reuse that "
+                        "p2m_put_foreign_page relies on did not happen")
+        return f"no fence reached hart {hart} between the unmap and the reuse"
+
+    # -- invariants --------------------------------------------------------------------------
+
+    def stats(self) -> dict[str, int]:
+        return {
+            "frames_freed": self.frames_freed,
+            "frames_reused": self.frames_reused,
+            "stale_benign": self.stale_benign,
+        }

@@ -1,0 +1,354 @@
+"""Wiring: a configuration becomes a machine, a hypervisor, tasks, and a result.
+
+``run(config)`` is deterministic: the same configuration (seed included) gives
+the same result, digest and log bytes on the trio and asyncio backends.  A
+run ends when the workload finishes, the step budget runs out, the model
+deadlocks or panics; the log is flushed on every one of those paths and on
+Ctrl-C.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import importlib
+import importlib.util
+import pkgutil
+import shlex
+import sys
+from dataclasses import asdict, dataclass, field, replace
+from pathlib import Path
+from types import ModuleType
+from typing import Any
+
+import anyio
+import orjson
+
+from simulator import __version__
+from simulator.engine import invariants
+from simulator.engine.bugs import BUGS
+from simulator.engine.conductor import Conductor, Deadlock, SimulationStop
+from simulator.engine.log import LOG_SCHEMA_VERSION, EventLog
+from simulator.engine.oracle import Oracle, Violation
+from simulator.engine.scenario import Scenario, WorkloadError
+from simulator.engine.strategies import STRATEGIES, ReplayStrategy, Strategy, make_strategy
+from simulator.riscv.hart import Hart
+from simulator.riscv.memory import Memory
+from simulator.riscv.observer import Observer
+from simulator.riscv.pte import MODES
+from simulator.riscv.sbi import Sbi
+from simulator.riscv.tlb import Tlb
+from simulator.xen.base import XenPanic
+from simulator.xen.hypervisor import Xen
+from simulator.xen.profiles import PROFILES
+
+
+class ConfigError(Exception):
+    """Bad input: an unknown name or an impossible configuration (exit code 2)."""
+
+
+@dataclass(frozen=True)
+class Config:
+    workload: str
+    seed: int = 0
+    strategy: str = "random"
+    pct_depth: int = 3
+    pcpus: int = 4
+    profile: str = "fixed"
+    bugs: tuple[str, ...] = ()
+    steps: int = 400_000
+    mode: str = "sv39x4"
+    vmid_bits: int = 7
+    tlb_leaf: int = 64
+    tlb_nonleaf: int = 16
+    frames: int = 16384
+    backend: str = "trio"
+    log: str | None = None
+    log_level: str = "debug"
+    strict: bool = False
+    params: tuple[tuple[str, str], ...] = ()
+
+    def identity(self) -> dict[str, Any]:
+        """What determines the run (not where it logs or which event loop runs it)."""
+        d = asdict(self)
+        for k in ("backend", "log", "log_level"):
+            d.pop(k)
+        d["bugs"] = list(self.bugs)
+        d["params"] = dict(self.params)
+        return d
+
+    def digest(self) -> str:
+        return hashlib.blake2b(orjson.dumps(self.identity(), option=orjson.OPT_SORT_KEYS), digest_size=8).hexdigest()
+
+
+DEFAULTS = Config(workload="")
+
+
+# -- workloads ------------------------------------------------------------------------------
+
+
+def builtin_workloads() -> dict[str, ModuleType]:
+    import workloads
+
+    found: dict[str, ModuleType] = {}
+    for info in sorted(pkgutil.iter_modules(workloads.__path__), key=lambda i: i.name):
+        mod = importlib.import_module(f"workloads.{info.name}")
+        name = getattr(mod, "NAME", None)
+        if name:
+            found[name] = mod
+    return found
+
+
+def load_workload(name_or_path: str) -> ModuleType:
+    builtins = builtin_workloads()
+    if name_or_path in builtins:
+        return builtins[name_or_path]
+    path = Path(name_or_path)
+    if path.suffix == ".py" or path.exists():
+        if not path.is_file():
+            raise ConfigError(f"workload file {name_or_path} does not exist")
+        spec = importlib.util.spec_from_file_location(f"p2msim_workload_{path.stem}", path)
+        if spec is None or spec.loader is None:
+            raise ConfigError(f"cannot load workload file {name_or_path}")
+        mod = importlib.util.module_from_spec(spec)
+        try:
+            spec.loader.exec_module(mod)
+        except Exception as exc:  # the user's script failed to import
+            raise ConfigError(f"workload file {name_or_path} raised {type(exc).__name__}: {exc}") from None
+        if not callable(getattr(mod, "main", None)):
+            raise ConfigError(f"workload file {name_or_path} has no async main(sim) function")
+        return mod
+    raise ConfigError(f"unknown workload {name_or_path!r} (built-in: {', '.join(builtins)}; or give a path to a .py file)")
+
+
+def validate(config: Config) -> None:
+    if config.strategy not in STRATEGIES and config.strategy != "replay":
+        raise ConfigError(f"unknown strategy {config.strategy!r} (choose from {', '.join(STRATEGIES)})")
+    if config.profile not in PROFILES:
+        raise ConfigError(f"unknown profile {config.profile!r} (choose from {', '.join(PROFILES)})")
+    for b in config.bugs:
+        if b not in BUGS:
+            raise ConfigError(f"unknown bug {b!r} (see `p2msim list`)")
+    if config.mode not in MODES:
+        raise ConfigError(f"unknown G-stage mode {config.mode!r} (choose from {', '.join(MODES)})")
+    if not 1 <= config.pcpus <= 64:
+        raise ConfigError(f"--pcpus must be between 1 and 64, not {config.pcpus}")
+    if not 1 <= config.vmid_bits <= 14:
+        raise ConfigError(f"VMID bits must be between 1 and 14 (hgatp.VMID is 14 bits), not {config.vmid_bits}")
+    if config.steps < 1:
+        raise ConfigError(f"--steps must be positive, not {config.steps}")
+    if config.frames < 4096 or config.frames & (config.frames - 1):
+        raise ConfigError(f"memory must be a power of two of at least 4096 frames, not {config.frames}")
+    if config.tlb_leaf < 1 or config.tlb_nonleaf < 0:
+        raise ConfigError("the TLB needs at least one leaf entry and a non-negative walk cache")
+    if config.backend not in ("trio", "asyncio"):
+        raise ConfigError(f"unknown backend {config.backend!r} (trio or asyncio)")
+    if config.pct_depth < 1:
+        raise ConfigError(f"pct depth must be at least 1, not {config.pct_depth}")
+
+
+# -- results ----------------------------------------------------------------------------------
+
+
+@dataclass
+class Result:
+    config: Config
+    stats: dict[str, int]
+    violations: list[Violation]
+    violation_count: int
+    warnings: list[str]
+    warning_count: int
+    stop_reason: str
+    destroyed: list[int]
+    decisions: list[tuple[int, int]] = field(repr=False, default_factory=list)
+    digest: str = ""
+
+    @property
+    def clean(self) -> bool:
+        return not self.violations
+
+    @property
+    def replay_command(self) -> str:
+        return replay_command(self.config)
+
+    def to_json(self) -> dict[str, Any]:
+        c = self.config
+        return {
+            "workload": c.workload,
+            "seed": c.seed,
+            "profile": c.profile,
+            "strategy": c.strategy,
+            "bugs": list(c.bugs),
+            "steps": self.stats["steps"],
+            "stats": {k: self.stats[k] for k in (
+                "accesses", "tlb_hits", "walks", "fences_sent", "fences_acked",
+                "frames_freed", "frames_reused", "stale_benign",
+            )},
+            "warnings": self.warning_count,
+            "violations": [v.to_json() for v in self.violations],
+            "violation_count": self.violation_count,
+            "stop": self.stop_reason,
+            "digest": self.digest,
+            "replay": self.replay_command,
+        }
+
+    def explain(self) -> str:
+        if not self.violations:
+            return f"clean: no violation in {self.stats['steps']:,} steps ({self.replay_command})"
+        parts = [
+            f"VIOLATION {i} of {len(self.violations)}: {v.explain()}" for i, v in enumerate(self.violations, 1)
+        ]
+        parts.append(f"replay: {self.replay_command}")
+        return "\n\n".join(parts)
+
+
+def replay_command(c: Config) -> str:
+    args = ["p2msim", "run", c.workload, "--seed", str(c.seed)]
+    for name, flag in (("strategy", "--strategy"), ("pcpus", "--pcpus"), ("profile", "--profile"),
+                       ("steps", "--steps"), ("mode", "--mode"), ("vmid_bits", "--vmid-bits"),
+                       ("tlb_leaf", "--tlb-leaf"), ("tlb_nonleaf", "--tlb-nonleaf"), ("frames", "--frames"),
+                       ("pct_depth", "--pct-depth")):
+        value = getattr(c, name)
+        if value != getattr(DEFAULTS, name):
+            args += [flag, str(value)]
+    for b in c.bugs:
+        args += ["--bug", b]
+    for k, v in c.params:
+        args += ["-p", f"{k}={v}"]
+    if c.strict:
+        args.append("--strict")
+    return " ".join(shlex.quote(a) for a in args)
+
+
+# -- the run ------------------------------------------------------------------------------------
+
+
+def _params(mod: ModuleType, config: Config) -> dict[str, Any]:
+    declared: dict[str, Any] = dict(getattr(mod, "PARAMS", {}))
+    out = dict(declared)
+    for k, v in config.params:
+        if k not in declared:
+            raise ConfigError(f"workload {config.workload} has no parameter {k!r} (it has: {', '.join(declared) or 'none'})")
+        kind = type(declared[k])
+        try:
+            out[k] = (v.lower() in ("1", "true", "yes")) if kind is bool else kind(v)
+        except ValueError:
+            raise ConfigError(f"parameter {k}={v!r} is not a {kind.__name__}") from None
+    return out
+
+
+def run(config: Config, decisions: list[tuple[int, int]] | None = None) -> Result:
+    """Run one simulation.  Raises ConfigError for bad input, WorkloadError if the script fails."""
+    validate(config)
+    mod = load_workload(config.workload)
+    params = _params(mod, config)
+    if decisions is not None:
+        strategy: Strategy = ReplayStrategy(config.seed, decisions)
+    else:
+        strategy = make_strategy(config.strategy, config.seed, pct_depth=config.pct_depth, horizon=config.steps)
+    try:
+        return anyio.run(_run, config, mod, params, strategy, backend=config.backend)
+    except KeyboardInterrupt:
+        raise
+
+
+async def _run(config: Config, mod: ModuleType, params: dict[str, Any], strategy: Strategy) -> Result:
+    conductor = Conductor(strategy, config.steps)
+    try:
+        log = EventLog(config.log, conductor, config.log_level)
+    except OSError as exc:
+        raise ConfigError(f"cannot write log {config.log}: {exc.strerror}") from None
+    mode = MODES[config.mode]
+    stop_reason = "done"
+    try:
+        log.info(None, "run.start", v=LOG_SCHEMA_VERSION, version=__version__, config=config.identity(),
+                 config_digest=config.digest())
+        memory = Memory(config.frames, Observer())
+        harts: list[Hart] = []
+        for i in range(config.pcpus):
+            actor = conductor.add_actor(f"hart{i}")
+            tlb = Tlb(config.tlb_leaf, config.tlb_nonleaf, strategy.stream(f"tlb/hart{i}"))
+            harts.append(Hart(i, conductor, actor, memory, tlb, memory.observer, strategy.stream))
+        oracle = Oracle(memory, conductor, log, harts, mode, list(config.bugs), strict=config.strict)
+        memory.observer = oracle
+        for h in harts:
+            h.observer = oracle
+        sbi = Sbi(harts)
+        for h in harts:
+            h.sbi = sbi
+        xen = Xen(memory=memory, harts=harts, sbi=sbi, conductor=conductor, profile=PROFILES[config.profile],
+                  observer=oracle, gstage_mode=mode, vmid_bits=config.vmid_bits, xen_frames=64)
+        for b in config.bugs:
+            BUGS[b].apply(xen)
+        driver = conductor.add_actor("driver")
+        scenario = Scenario(xen, conductor, driver, strategy.stream("workload"), params)
+
+        async def drive() -> None:
+            try:
+                await mod.main(scenario)
+            finally:
+                for h in harts:
+                    h.stopping = True
+                conductor.notify()
+
+        try:
+            async with anyio.create_task_group() as tg:
+                for h in harts:
+                    tg.start_soon(conductor.run_actor, h.actor, h.main)
+                tg.start_soon(conductor.run_actor, driver, drive)
+                conductor.begin()
+        except* SimulationStop as eg:
+            stop_reason = eg.exceptions[0].args[0]
+        except* Deadlock as eg:
+            stop_reason = "deadlock"
+            oracle.stopped("deadlock", f"deadlock: {eg.exceptions[0]}")
+        except* XenPanic as eg:
+            stop_reason = "panic"
+            oracle.stopped("panic", f"Xen panicked: {eg.exceptions[0]}")
+        except* (WorkloadError, ValueError) as eg:
+            exc = eg.exceptions[0]
+            log.error(None, "run.error", error=f"{type(exc).__name__}: {exc}")
+            raise WorkloadError(f"workload {config.workload} failed at step {conductor.seq:,}: {exc}") from None
+        except* Exception as eg:
+            exc = eg.exceptions[0]
+            log.error(None, "run.error", error=f"{type(exc).__name__}: {exc}")
+            raise WorkloadError(
+                f"workload {config.workload} raised {type(exc).__name__} at step {conductor.seq:,}: {exc}"
+            ) from exc
+
+        if stop_reason == "done":
+            for problem in invariants.check(xen):
+                oracle.invariant(problem)
+
+        stats = {
+            "steps": conductor.seq,
+            "switches": conductor.switches,
+            "accesses": sum(h.hits + h.walks for h in harts),
+            "tlb_hits": sum(h.hits for h in harts),
+            "walks": sum(h.walks for h in harts),
+            "faults": sum(h.faults for h in harts),
+            "fences_sent": sbi.sent,
+            "fences_acked": sbi.acked,
+            **oracle.stats(),
+        }
+        result = Result(
+            config, stats, oracle.violations, oracle.violation_count, oracle.warnings, oracle.warning_count,
+            stop_reason, scenario.destroyed, list(conductor.decisions),
+        )
+        body = result.to_json()
+        body.pop("digest")
+        body["decisions"] = result.decisions
+        body["version"] = __version__
+        result.digest = hashlib.blake2b(orjson.dumps(body, option=orjson.OPT_SORT_KEYS), digest_size=8).hexdigest()
+        log.info(None, "run.end", stop=stop_reason, stats=stats, violations=oracle.violation_count,
+                 warnings=oracle.warning_count, digest=result.digest, decisions=result.decisions)
+        return result
+    finally:
+        log.close()
+
+
+def with_overrides(config: Config, **kw: Any) -> Config:
+    return replace(config, **kw)
+
+
+if sys.version_info < (3, 11):  # pragma: no cover
+    raise RuntimeError("p2msim needs Python 3.11 or newer")

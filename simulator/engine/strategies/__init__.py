@@ -1,0 +1,24 @@
+"""Scheduling strategies, one per module, chosen by name."""
+
+from __future__ import annotations
+
+from simulator.engine.strategies.base import Strategy, derive_seed
+from simulator.engine.strategies.pct import PctStrategy
+from simulator.engine.strategies.randomized import RandomStrategy
+from simulator.engine.strategies.replay import ReplayStrategy
+
+STRATEGIES = {
+    "random": "seeded uniform choice among runnable actors, held for random run lengths",
+    "pct": "probabilistic concurrency testing: random priorities, depth-1 change points",
+}
+
+
+def make_strategy(name: str, seed: int, *, pct_depth: int = 3, horizon: int = 100_000) -> Strategy:
+    if name == "random":
+        return RandomStrategy(seed)
+    if name == "pct":
+        return PctStrategy(seed, depth=pct_depth, horizon=horizon)
+    raise KeyError(name)
+
+
+__all__ = ["STRATEGIES", "PctStrategy", "RandomStrategy", "ReplayStrategy", "Strategy", "derive_seed", "make_strategy"]

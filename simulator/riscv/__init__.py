@@ -1,0 +1,1 @@
+"""The machine: what the hardware does, the ground truth the oracle trusts."""

@@ -1,0 +1,251 @@
+"""A pCPU (hart) as an anyio task: guest accesses, hypervisor work, fences.
+
+A hart does one of three things at each instruction boundary: take a pending
+remote fence (when, is a seeded choice), run queued hypervisor work (a
+hypercall or a context switch that the workload asked for), or execute guest
+accesses for the vCPU it runs.  Idle, it blocks until work or a fence arrives.
+
+The guest loop is the hot path.  While the conductor keeps this hart current
+(``run_left``), no fence is pending and the access hits the TLB, an access is
+a dict probe, two array reads and an integer compare - no await, no task switch.
+"""
+
+from __future__ import annotations
+
+import math
+import random
+from collections import deque
+from collections.abc import Awaitable, Callable
+from typing import TYPE_CHECKING, Any, Protocol
+
+import anyio
+
+from simulator.riscv import pte as P
+from simulator.riscv.memory import Memory
+from simulator.riscv.observer import Observer
+from simulator.riscv.sbi import FenceRequest, Sbi
+from simulator.riscv.tlb import Tlb, TlbEntry
+from simulator.riscv.walker import walk
+
+if TYPE_CHECKING:
+    from simulator.engine.conductor import Actor, Conductor
+
+
+class GuestProgram(Protocol):
+    """A vCPU's instruction stream, reduced to the guest-physical accesses it makes."""
+
+    def next_access(self, rng: random.Random) -> int:
+        """``gfn << 1 | is_write``."""
+        ...
+
+
+class Job:
+    """Hypervisor work queued on a hart; the submitter may wait for ``done``."""
+
+    __slots__ = ("label", "fn", "done", "error", "result")
+
+    def __init__(self, label: str, fn: Callable[[], Awaitable[Any]]) -> None:
+        self.label = label
+        self.fn = fn
+        self.done = False
+        self.error: BaseException | None = None
+        self.result: Any = None
+
+
+class Hart:
+    def __init__(
+        self,
+        hart_id: int,
+        conductor: Conductor,
+        actor: Actor,
+        memory: Memory,
+        tlb: Tlb,
+        observer: Observer,
+        streams: Callable[[str], random.Random],
+        *,
+        quantum: tuple[int, int] = (1, 48),
+        fence_take_prob: float = 0.35,
+    ) -> None:
+        self.id = hart_id
+        self.conductor = conductor
+        self.actor = actor
+        self.memory = memory
+        self.tlb = tlb
+        self.observer = observer
+        self.sbi: Sbi | None = None
+        self.online = True
+        self.stopping = False
+        self.jobs: deque[Job] = deque()
+        self.current_job: Job | None = None
+        self.guest: GuestProgram | None = None
+        # hgatp and what the walker needs from it
+        self.hgatp = 0
+        self.mode: P.GStageMode | None = None
+        self.vmid = 0
+        self.root_mfn = 0
+        self.hgatp_clock = 0
+        self.modes = {m.hgatp_mode: m for m in P.MODES.values()}
+        # inbox: requests from other harts' sbi_remote_hfence_gvma
+        self._send, self._recv = anyio.create_memory_object_stream[FenceRequest](math.inf)
+        self.pending = 0
+        self.guest_rng = streams(f"guest/hart{hart_id}")
+        self.fence_rng = streams(f"fence/hart{hart_id}")
+        self.quantum_min, self.quantum_span = quantum[0], max(1, quantum[1] - quantum[0] + 1)
+        self.fence_take_prob = fence_take_prob
+        # statistics (accesses = hits + walks)
+        self.hits = 0
+        self.walks = 0
+        self.faults = 0
+        self.fences_taken = 0
+
+    # -- instruction boundaries --------------------------------------------------
+
+    async def tick(self) -> None:
+        """One atomic action of this hart follows; a pending fence may be taken first."""
+        await self.conductor.step(self.actor)
+        if self.pending and self.fence_rng.random() < self.fence_take_prob:
+            await self.take_fence()
+
+    async def wait_until(self, cond: Callable[[], bool], what: str) -> None:
+        """Block until ``cond``; fences keep being taken meanwhile (they are M-mode IPIs)."""
+        while not cond():
+            await self.conductor.block(self.actor, lambda: self.pending > 0 or cond(), what)
+            while self.pending:
+                await self.take_fence()
+
+    def post(self, req: FenceRequest) -> None:
+        self._send.send_nowait(req)
+        self.pending += 1
+        self.conductor.notify()
+
+    async def take_fence(self) -> None:
+        await self.conductor.step(self.actor)
+        req = self._recv.receive_nowait()
+        self.pending -= 1
+        req.taken_seq = self.conductor.seq
+        self.tlb.hfence_gvma(req.vmid, req.gfn)
+        self.fences_taken += 1
+        self.observer.on_fence(self.id, "taken", req)
+        assert self.sbi is not None
+        self.sbi.acknowledge(req)
+        req.acked_seq = self.conductor.seq
+        self.observer.on_fence(self.id, "acked", req)
+        self.conductor.notify()
+
+    def local_hfence(self, req: FenceRequest) -> None:
+        """HFENCE.GVMA on this hart, inline (the caller's own hart, or a VMID rollover)."""
+        req.taken_seq = req.acked_seq = self.conductor.seq
+        self.tlb.hfence_gvma(req.vmid, req.gfn)
+        self.observer.on_fence(self.id, "local", req)
+
+    def write_hgatp(self, value: int) -> None:
+        """csr_write(CSR_HGATP): no fence, no ordering; the TLB keeps its entries."""
+        self.hgatp = value
+        mode, vmid, ppn = P.hgatp_fields(value)
+        self.mode = self.modes.get(mode)
+        self.vmid = vmid
+        self.root_mfn = ppn
+        self.hgatp_clock = self.memory.clock
+        self.observer.on_hgatp(self.id, value)
+
+    # -- the task ------------------------------------------------------------------
+
+    def submit(self, job: Job) -> None:
+        self.jobs.append(job)
+        self.conductor.notify()
+
+    async def main(self) -> None:
+        try:
+            while True:
+                if self.jobs:
+                    job = self.jobs.popleft()
+                    self.current_job = job
+                    try:
+                        job.result = await job.fn()
+                    except Exception as exc:  # a panic in the model is a finding, reported by the engine
+                        job.error = exc
+                    finally:
+                        job.done = True
+                        self.current_job = None
+                        self.conductor.notify()
+                    continue
+                if self.stopping:
+                    return
+                if self.guest is not None:
+                    await self.run_guest()
+                    continue
+                await self.wait_until(
+                    lambda: bool(self.jobs) or self.guest is not None or self.stopping, "work (idle)"
+                )
+        finally:
+            self.online = False
+
+    async def run_guest(self) -> None:
+        """One guest quantum: a run of accesses ended by a yield (a timer tick, in effect)."""
+        c = self.conductor
+        await c.yield_(self.actor)
+        if self.pending and self.fence_rng.random() < self.fence_take_prob:
+            await self.take_fence()
+        prog = self.guest
+        if prog is None or self.jobs or self.stopping:
+            return
+        rng = self.guest_rng
+        n = self.quantum_min + rng.randrange(self.quantum_span)
+        leaf = self.tlb.leaf_entries
+        stamp = self.memory.stamp
+        observer = self.observer
+        vm = self.vmid << 3
+        k0, k1, k2 = vm << 48, (vm | 1) << 48, (vm | 2) << 48
+        hits = 0
+        for _ in range(n):
+            if c.run_left > 1 and not c.dirty and not self.pending:
+                c.seq += 1
+                c.run_left -= 1
+            else:
+                self.hits += hits
+                hits = 0
+                await self.tick()
+                if self.guest is not prog or self.jobs or self.stopping:
+                    break
+            code = prog.next_access(rng)
+            gfn = code >> 1
+            e = leaf.get(k0 | gfn)
+            if e is None:
+                e = leaf.get(k1 | (gfn >> 9))
+                if e is None:
+                    e = leaf.get(k2 | (gfn >> 18))
+                    if e is None:
+                        self.hits += hits
+                        hits = 0
+                        self.walks += 1
+                        e = await walk(self, gfn)
+                        if e is None:
+                            self.faults += 1
+                        elif self.guest is not prog:
+                            break
+                        else:
+                            self._use(e, gfn, code & 1)
+                        continue
+            hits += 1
+            mfn = e.ppn + gfn - e.gfn_base
+            if stamp[mfn] > e.ghost or e.src_table[e.src_idx] != e.src_pte or e.root_mfn != self.root_mfn:
+                self._use_slow(e, gfn, mfn)
+            if code & 1 and not e.perms & P.PTE_W:
+                self.faults += 1
+        self.hits += hits
+
+    def _use(self, e: TlbEntry, gfn: int, write: int) -> None:
+        mfn = e.ppn + gfn - e.gfn_base
+        if self.memory.stamp[mfn] > e.ghost or e.src_table[e.src_idx] != e.src_pte:
+            self._use_slow(e, gfn, mfn)
+        if write and not e.perms & P.PTE_W:
+            self.faults += 1
+
+    def _use_slow(self, e: TlbEntry, gfn: int, mfn: int) -> None:
+        """Something about this translation is off; let the observer classify it."""
+        if e.root_mfn != self.root_mfn:
+            self.observer.on_alias_use(self.id, e, gfn, self.root_mfn)
+        if self.memory.stamp[mfn] > e.ghost:
+            self.observer.on_reused_use(self.id, "leaf", e, mfn, gfn)
+        elif e.src_table[e.src_idx] != e.src_pte:
+            self.observer.on_stale_use(self.id, e, mfn, gfn, self.memory.state[mfn] == 0)

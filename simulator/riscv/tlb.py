@@ -1,0 +1,146 @@
+"""A hart-private, incoherent G-stage translation cache.
+
+The spec lets a hart cache leaf AND non-leaf PTEs, tagged by VMID, and keep
+them across traps, privilege changes and hgatp writes until a local
+HFENCE.GVMA removes them.  Emulators that flush more eagerly (QEMU, Spike)
+hide exactly the bugs p2msim hunts, so this cache never drops an entry
+except by a fence or by capacity eviction.
+
+Keys are plain ints, ``((vmid << 3 | level) << 48) | (gfn >> 9*level)``, so a
+lookup is one dict probe per level.
+"""
+
+from __future__ import annotations
+
+import random
+from array import array
+
+
+class TlbEntry:
+    """One cached PTE and what it was derived from.
+
+    ``ghost`` is the allocation clock when the PTE was stored (see
+    ``riscv.memory``); ``src_mfn``/``src_idx``/``src_pte`` say where it was read,
+    so a later use can tell whether the PTE has changed since.
+    """
+
+    __slots__ = (
+        "key", "leaf", "vmid", "level", "gfn_base", "ppn", "perms", "ghost",
+        "src_mfn", "src_idx", "src_pte", "src_table", "root_mfn", "fill_seq", "path", "reported",
+    )
+
+    def __init__(
+        self, key: int, leaf: bool, vmid: int, level: int, gfn_base: int, ppn: int, perms: int,
+        ghost: int, src_mfn: int, src_idx: int, src_pte: int, root_mfn: int, fill_seq: int,
+        path: tuple[tuple[int, int, int], ...],
+    ) -> None:
+        self.key = key
+        self.leaf = leaf
+        self.vmid = vmid
+        self.level = level
+        self.gfn_base = gfn_base
+        self.ppn = ppn
+        self.perms = perms
+        self.ghost = ghost
+        self.src_mfn = src_mfn
+        self.src_idx = src_idx
+        self.src_pte = src_pte
+        self.src_table: array[int] | None = None  # the source table's contents, for a cheap re-read
+        self.root_mfn = root_mfn
+        self.fill_seq = fill_seq
+        self.path = path  # ((level, table mfn, gen), ...) as walked
+        self.reported = False
+
+
+def tlb_key(vmid: int, level: int, gfn: int) -> int:
+    return (((vmid << 3) | level) << 48) | (gfn >> (9 * level))
+
+
+class _Cache:
+    """A dict with O(1) random eviction; iteration order is insertion order, never hash order."""
+
+    __slots__ = ("entries", "keys", "pos", "capacity")
+
+    def __init__(self, capacity: int) -> None:
+        self.entries: dict[int, TlbEntry] = {}
+        self.keys: list[int] = []
+        self.pos: dict[int, int] = {}
+        self.capacity = capacity
+
+    def insert(self, e: TlbEntry, rng: random.Random) -> TlbEntry | None:
+        evicted = None
+        if e.key in self.entries:
+            self.entries[e.key] = e
+            return None
+        if len(self.keys) >= self.capacity:
+            victim = self.keys[rng.randrange(len(self.keys))]
+            evicted = self.entries[victim]
+            self.remove(victim)
+        self.entries[e.key] = e
+        self.pos[e.key] = len(self.keys)
+        self.keys.append(e.key)
+        return evicted
+
+    def remove(self, key: int) -> None:
+        i = self.pos.pop(key)
+        last = self.keys.pop()
+        if last != key:
+            self.keys[i] = last
+            self.pos[last] = i
+        del self.entries[key]
+
+    def remove_if(self, pred) -> int:  # type: ignore[no-untyped-def]
+        doomed = [k for k in self.keys if pred(self.entries[k])]
+        for k in doomed:
+            self.remove(k)
+        return len(doomed)
+
+    def clear(self) -> int:
+        n = len(self.keys)
+        self.entries.clear()
+        self.keys.clear()
+        self.pos.clear()
+        return n
+
+
+class Tlb:
+    def __init__(self, leaf_capacity: int, nonleaf_capacity: int, rng: random.Random) -> None:
+        if leaf_capacity < 1 or nonleaf_capacity < 0:
+            raise ValueError("TLB needs at least one leaf entry and a non-negative walk cache")
+        self.leaf = _Cache(leaf_capacity)
+        self.nonleaf = _Cache(max(nonleaf_capacity, 0))
+        self.leaf_entries = self.leaf.entries  # the hot path probes this dict directly
+        self.rng = rng
+
+    def fill(self, e: TlbEntry) -> None:
+        cache = self.leaf if e.leaf else self.nonleaf
+        if cache.capacity:
+            cache.insert(e, self.rng)
+
+    def lookup_nonleaf(self, vmid: int, gfn: int, root_level: int) -> TlbEntry | None:
+        """The deepest cached non-leaf entry for gfn: the walk starts below it."""
+        entries = self.nonleaf.entries
+        for level in range(1, root_level + 1):
+            e = entries.get(tlb_key(vmid, level, gfn))
+            if e is not None:
+                return e
+        return None
+
+    # -- HFENCE.GVMA -------------------------------------------------------------
+
+    def hfence_gvma(self, vmid: int | None = None, gfn: int | None = None) -> int:
+        """Local fence.  An address-specific fence removes leaf entries only."""
+        if gfn is None:
+            if vmid is None:
+                return self.leaf.clear() + self.nonleaf.clear()
+            return self.leaf.remove_if(lambda e: e.vmid == vmid) + self.nonleaf.remove_if(
+                lambda e: e.vmid == vmid
+            )
+
+        def covers(e: TlbEntry) -> bool:
+            return (vmid is None or e.vmid == vmid) and e.gfn_base <= gfn < e.gfn_base + (1 << (9 * e.level))
+
+        return self.leaf.remove_if(covers)
+
+    def __len__(self) -> int:
+        return len(self.leaf.keys) + len(self.nonleaf.keys)

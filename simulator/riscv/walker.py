@@ -1,0 +1,93 @@
+"""The hardware G-stage walk: one PTE read per conductor step.
+
+The walk starts from the deepest cached non-leaf entry for the address, or
+from the hgatp root, so other harts' PTE stores and frees interleave with
+it.  Before each read the walker checks, against the machine's allocation
+clock, that the table it is about to read is the one the pointer meant:
+a root freed under hgatp, a cached non-leaf entry, or a PTE read from a freed
+table may all point at a frame that has been handed out again since.
+"""
+
+from __future__ import annotations
+
+from typing import TYPE_CHECKING
+
+from simulator.riscv.memory import FREE, POOL
+from simulator.riscv.pte import PTE_ACCESS_MASK, PTE_PPN_SHIFT, PTE_V
+from simulator.riscv.tlb import TlbEntry, tlb_key
+
+if TYPE_CHECKING:
+    from simulator.riscv.hart import Hart
+
+
+async def walk(hart: Hart, gfn: int) -> TlbEntry | None:
+    """Translate ``gfn`` under the hart's hgatp; fill and return the leaf, or None (fault)."""
+    mode = hart.mode
+    if mode is None:
+        return None
+    mem = hart.memory
+    stamp = mem.stamp
+    vmid = hart.vmid
+    tlb = hart.tlb
+    observer = hart.observer
+    root_level = mode.root_level
+    path: list[tuple[int, int, int]] = []
+
+    start = tlb.lookup_nonleaf(vmid, gfn, root_level)
+    if start is not None:
+        level = start.level - 1
+        table = start.ppn
+        via: TlbEntry | None = start
+        ghost = start.ghost
+        kind = "walk-through-reused-table"
+    else:
+        if gfn > mode.max_gfn:
+            return None
+        level = root_level
+        idx = mode.gfn_index(gfn, level)
+        table = hart.root_mfn + (idx >> 9)
+        via = None
+        ghost = hart.hgatp_clock
+        kind = "dangling-root"
+
+    while True:
+        await hart.tick()
+        # the table we are about to read: was it handed out again since the pointer was made?
+        if stamp[table] > ghost:
+            observer.on_reused_use(hart.id, kind, via, table, gfn)
+        elif mem.state[table] in (FREE, POOL):
+            observer.on_stale_use(hart.id, via, table, gfn, True)
+        idx = mode.gfn_index(gfn, level) & 511
+        pte, pte_ghost = mem.read_pte(table, idx)
+        path.append((level, table, mem.gen[table]))
+        if not pte & PTE_V:
+            return None
+        ppn = pte >> PTE_PPN_SHIFT & ((1 << 44) - 1)
+        if ppn >= mem.nr_frames:
+            return None  # no such frame: access fault
+        if pte & PTE_ACCESS_MASK:
+            if level > 2:
+                return None  # Xen maps at most 1G leaves
+            base = gfn >> (9 * level) << (9 * level)
+            e = TlbEntry(
+                tlb_key(vmid, level, gfn), True, vmid, level, base, ppn, pte & PTE_ACCESS_MASK,
+                pte_ghost, table, idx, pte, hart.root_mfn, hart.conductor.seq, tuple(path),
+            )
+            e.src_table = mem.table(table)
+            tlb.fill(e)
+            observer.on_fill(hart.id, e)
+            return e
+        if level == 0:
+            return None  # a table pointer at level 0 is reserved: fault
+        e = TlbEntry(
+            tlb_key(vmid, level, gfn), False, vmid, level, gfn >> (9 * level) << (9 * level), ppn, 0,
+            pte_ghost, table, idx, pte, hart.root_mfn, hart.conductor.seq, tuple(path),
+        )
+        e.src_table = mem.table(table)
+        tlb.fill(e)
+        observer.on_fill(hart.id, e)
+        via = e
+        kind = "walk-through-reused-table"
+        ghost = pte_ghost
+        table = ppn
+        level -= 1

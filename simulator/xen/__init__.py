@@ -1,0 +1,1 @@
+"""The hypervisor model: the code under test, named as in Xen."""

@@ -94,6 +94,13 @@ async def main(sim: Scenario) -> None:
         await sim.elapse(rng.randrange(50, 600))
         await shuffle()
         await sim.wait(job)
+        gone_end = BASE + c * CHUNK + CHUNK + extra
+        mapped = [(g, k) for g, k in mapped if g + k <= BASE + c * CHUNK] + [
+            (max(g, gone_end), g + k - max(g, gone_end)) for g, k in mapped if g + k > gone_end
+        ]
+        for pat in patterns:
+            pat.cover(mapped)
+            pat.aim((), 0.0)
         await sim.elapse(rng.randrange(200, 1000))
 
     # dom2 dies while dom1 runs; new domains take its frames

@@ -31,23 +31,45 @@ class _Table:
 
 
 class AccessPattern:
-    """``next_access`` returns ``gfn << 1 | is_write`` (see riscv.hart.GuestProgram)."""
+    """``next_access`` returns ``gfn << 1 | is_write`` (see riscv.hart.GuestProgram).
+
+    One 40-bit draw per access: the low 8 bits decide read or write, the high
+    32 bits the page (a multiply-shift, no modulo bias worth speaking of).
+    """
 
     def __init__(self, ranges: Ranges, hot: Ranges = (), hot_prob: float = 0.0, write_ratio: float = 0.25) -> None:
-        self._all = _Table(ranges)
-        if not self._all.total:
-            raise ValueError("an access pattern needs at least one non-empty range")
+        if not 0.0 <= write_ratio <= 1.0 or not 0.0 <= hot_prob <= 1.0:
+            raise ValueError("write_ratio and hot_prob are probabilities")
         self.write_ratio = write_ratio
+        self._w256 = round(write_ratio * 256)
+        self.cover(ranges)
         self.aim(hot, hot_prob)
+
+    def cover(self, ranges: Ranges) -> None:
+        """Replace the whole set (e.g. after the guest gave memory back)."""
+        table = _Table(ranges)
+        if not table.total:
+            raise ValueError("an access pattern needs at least one non-empty range")
+        self._all = table
 
     def aim(self, hot: Ranges, hot_prob: float) -> None:
         """Point the hot set somewhere else (e.g. at the region about to be torn down)."""
         self._hot = _Table(hot)
         self.hot_prob = hot_prob if self._hot.total else 0.0
 
+    def next_accesses(self, rng: random.Random, n: int) -> list[int]:
+        """The next ``n`` accesses at once (the hart's hot loop consumes them)."""
+        t = self._all
+        if self.hot_prob or len(t.cum) != 1:
+            return [self.next_access(rng) for _ in range(n)]
+        bits = rng.getrandbits
+        start, total, w = t.starts[0], t.total, self._w256
+        return [(start + (((r >> 8) * total) >> 32)) << 1 | ((r & 255) < w) for r in map(bits, [40] * n)]
+
     def next_access(self, rng: random.Random) -> int:
-        rnd = rng.random
-        t = self._hot if self.hot_prob and rnd() < self.hot_prob else self._all
-        x = int(rnd() * t.total)
-        gfn = t.starts[bisect_right(t.cum, x)] + x
-        return gfn << 1 | (rnd() < self.write_ratio)
+        t = self._hot if self.hot_prob and rng.random() < self.hot_prob else self._all
+        r = rng.getrandbits(40)
+        x = ((r >> 8) * t.total) >> 32
+        cum = t.cum
+        gfn = t.starts[0 if len(cum) == 1 else bisect_right(cum, x)] + x
+        return gfn << 1 | ((r & 255) < self._w256)

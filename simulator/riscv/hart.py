@@ -34,8 +34,8 @@ if TYPE_CHECKING:
 class GuestProgram(Protocol):
     """A vCPU's instruction stream, reduced to the guest-physical accesses it makes."""
 
-    def next_access(self, rng: random.Random) -> int:
-        """``gfn << 1 | is_write``."""
+    def next_accesses(self, rng: random.Random, n: int) -> list[int]:
+        """The next ``n`` accesses, each ``gfn << 1 | is_write``."""
         ...
 
 
@@ -63,7 +63,7 @@ class Hart:
         observer: Observer,
         streams: Callable[[str], random.Random],
         *,
-        quantum: tuple[int, int] = (1, 48),
+        quantum: tuple[int, int] = (8, 160),
         fence_take_prob: float = 0.35,
     ) -> None:
         self.id = hart_id
@@ -181,7 +181,13 @@ class Hart:
             self.online = False
 
     async def run_guest(self) -> None:
-        """One guest quantum: a run of accesses ended by a yield (a timer tick, in effect)."""
+        """One guest quantum: a run of accesses ended by a yield (a timer tick, in effect).
+
+        Accesses are taken in bursts: while the conductor keeps this hart
+        (``run_left``), nothing woke anyone (``dirty``) and no fence is pending,
+        each access is one step accounted inline.  ``conductor.seq`` is brought
+        up to date before anything that reports or awaits.
+        """
         c = self.conductor
         await c.yield_(self.actor)
         if self.pending and self.fence_rng.random() < self.fence_take_prob:
@@ -190,49 +196,54 @@ class Hart:
         if prog is None or self.jobs or self.stopping:
             return
         rng = self.guest_rng
-        n = self.quantum_min + rng.randrange(self.quantum_span)
-        leaf = self.tlb.leaf_entries
+        left = self.quantum_min + rng.randrange(self.quantum_span)
+        draw = prog.next_accesses
+        leaf_get = self.tlb.leaf_entries.get
         stamp = self.memory.stamp
-        observer = self.observer
+        root = self.root_mfn
         vm = self.vmid << 3
         k0, k1, k2 = vm << 48, (vm | 1) << 48, (vm | 2) << 48
-        hits = 0
-        for _ in range(n):
-            if c.run_left > 1 and not c.dirty and not self.pending:
-                c.seq += 1
-                c.run_left -= 1
-            else:
-                self.hits += hits
-                hits = 0
-                await self.tick()
+        pte_w = P.PTE_W
+        while left > 0:
+            if c.dirty or self.pending or c.run_left <= 1:
+                await self.tick()  # pays the step of one access
                 if self.guest is not prog or self.jobs or self.stopping:
-                    break
-            code = prog.next_access(rng)
-            gfn = code >> 1
-            e = leaf.get(k0 | gfn)
-            if e is None:
-                e = leaf.get(k1 | (gfn >> 9))
+                    return
+                burst, prepaid = 1, 1
+            else:
+                burst, prepaid = min(left, c.run_left - 1), 0
+            seq = c.seq
+            done = 0
+            miss = -1
+            for code in draw(rng, burst):
+                done += 1
+                gfn = code >> 1
+                e = leaf_get(k0 | gfn) or leaf_get(k1 | (gfn >> 9)) or leaf_get(k2 | (gfn >> 18))
                 if e is None:
-                    e = leaf.get(k2 | (gfn >> 18))
-                    if e is None:
-                        self.hits += hits
-                        hits = 0
-                        self.walks += 1
-                        e = await walk(self, gfn)
-                        if e is None:
-                            self.faults += 1
-                        elif self.guest is not prog:
-                            break
-                        else:
-                            self._use(e, gfn, code & 1)
-                        continue
-            hits += 1
-            mfn = e.ppn + gfn - e.gfn_base
-            if stamp[mfn] > e.ghost or e.src_table[e.src_idx] != e.src_pte or e.root_mfn != self.root_mfn:
-                self._use_slow(e, gfn, mfn)
-            if code & 1 and not e.perms & P.PTE_W:
+                    miss = gfn
+                    break
+                mfn = gfn + e.delta
+                if stamp[mfn] > e.ghost or e.src_table[e.src_idx] != e.src_pte or e.root_mfn != root:
+                    c.seq = seq + done - prepaid
+                    self._use_slow(e, gfn, mfn)
+                if code & 1 and not e.perms & pte_w:
+                    self.faults += 1
+            if not prepaid:
+                c.seq = seq + done
+                c.run_left -= done
+            left -= done
+            if miss < 0:
+                self.hits += done
+                continue
+            self.hits += done - 1
+            self.walks += 1
+            e = await walk(self, miss)
+            if e is None:
                 self.faults += 1
-        self.hits += hits
+            else:
+                self._use(e, miss, code & 1)
+            if self.guest is not prog or self.jobs or self.stopping:
+                return
 
     def _use(self, e: TlbEntry, gfn: int, write: int) -> None:
         mfn = e.ppn + gfn - e.gfn_base

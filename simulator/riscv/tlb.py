@@ -25,7 +25,7 @@ class TlbEntry:
     """
 
     __slots__ = (
-        "key", "leaf", "vmid", "level", "gfn_base", "ppn", "perms", "ghost",
+        "key", "leaf", "vmid", "level", "gfn_base", "ppn", "delta", "perms", "ghost",
         "src_mfn", "src_idx", "src_pte", "src_table", "root_mfn", "fill_seq", "path", "reported",
     )
 
@@ -40,6 +40,7 @@ class TlbEntry:
         self.level = level
         self.gfn_base = gfn_base
         self.ppn = ppn
+        self.delta = ppn - gfn_base  # mfn = gfn + delta, one load on the hot path
         self.perms = perms
         self.ghost = ghost
         self.src_mfn = src_mfn

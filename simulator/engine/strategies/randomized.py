@@ -18,13 +18,13 @@ if TYPE_CHECKING:
 class RandomStrategy(Strategy):
     name = "random"
 
-    def __init__(self, seed: int, max_run: int = 64) -> None:
+    def __init__(self, seed: int, max_run: int = 200) -> None:
         super().__init__(seed)
         self.max_run = max_run
 
     def next_actor(self, current: Actor | None, enabled: list[Actor], seq: int) -> tuple[Actor, int]:
         rng = self.sched
         nxt = enabled[0] if len(enabled) == 1 else enabled[rng.randrange(len(enabled))]
-        # half the runs are short (1..8), half long (1..max_run)
-        run = 1 + rng.randrange(8 if rng.random() < 0.5 else self.max_run)
+        # a third of the runs are short (1..8), the rest long (1..max_run)
+        run = 1 + rng.randrange(8 if rng.random() < 0.3 else self.max_run)
         return nxt, run

@@ -1,0 +1,109 @@
+"""`p2msim bench`: how fast the hot path is, against a baseline measured in the same process.
+
+Three numbers:
+* accesses_per_s - guest accesses on a TLB-hit-heavy 4-hart run, oracle on, log off;
+* switches_per_s - conductor task switches between two actors that always hand over;
+* baseline_lookups_per_s - a plain Python dict-lookup loop, so ratios mean something
+  on a noisy machine.
+
+This module is also a workload file (``NAME``/``main``), loaded by path.
+"""
+
+from __future__ import annotations
+
+import statistics
+import time
+from typing import Any
+
+import anyio
+
+from simulator.engine.conductor import Actor, Conductor
+from simulator.engine.scenario import Scenario
+from simulator.engine.strategies.base import Strategy
+
+NAME = ""  # not listed among the built-in workloads
+PARAMS = {"pages": 24}
+
+
+async def main(sim: Scenario) -> None:
+    """One domain, a vCPU per hart, each touching few enough pages to live in its TLB."""
+    pages = sim.params["pages"]
+    d = await sim.create_domain(1, vcpus=sim.nr_harts, pool_pages=4)
+    await sim.populate(d, 0x100, pages * sim.nr_harts)
+    for i, v in enumerate(d.vcpus):
+        await sim.run_vcpu(v, i, sim.pattern([(0x100 + i * pages, pages)], write_ratio=0.3))
+    await sim.elapse(1 << 40)  # until the step budget ends the run
+
+
+def baseline_lookups_per_s(n: int = 2_000_000) -> float:
+    table = {i: i for i in range(1024)}
+    keys = list(range(1024)) * (n // 1024)
+    t = time.perf_counter()
+    for k in keys:
+        table[k]
+    return len(keys) / (time.perf_counter() - t)
+
+
+class _Alternate(Strategy):
+    name = "alternate"
+
+    def next_actor(self, current: Actor | None, enabled: list[Actor], seq: int) -> tuple[Actor, int]:
+        for a in enabled:
+            if a is not current:
+                return a, 1
+        return enabled[0], 1
+
+
+def switches_per_s(n: int = 20_000, backend: str = "trio") -> float:
+    async def go() -> float:
+        c = Conductor(_Alternate(0), n * 4)
+        actors = [c.add_actor("a"), c.add_actor("b")]
+
+        async def body(a: Actor) -> None:
+            for _ in range(n):
+                await c.step(a)
+
+        t = time.perf_counter()
+        async with anyio.create_task_group() as tg:
+            for a in actors:
+                tg.start_soon(c.run_actor, a, lambda a=a: body(a))
+            c.begin()
+        return c.switches / (time.perf_counter() - t)
+
+    return anyio.run(go, backend=backend)
+
+
+def accesses_per_s(steps: int = 1_500_000, backend: str = "trio") -> tuple[float, dict[str, Any]]:
+    from simulator.engine.simulation import Config, run
+
+    cfg = Config(workload=__file__, seed=1, steps=steps, backend=backend, pcpus=4)
+    t = time.perf_counter()
+    result = run(cfg)
+    dt = time.perf_counter() - t
+    return result.stats["accesses"] / dt, result.stats
+
+
+def bench(backend: str = "trio", steps: int = 600_000, repeat: int = 3) -> dict[str, Any]:
+    """Median of ``repeat`` interleaved measurements of each number."""
+    baselines: list[float] = []
+    accs: list[float] = []
+    sws: list[float] = []
+    stats: dict[str, Any] = {}
+    for _ in range(max(1, repeat)):
+        baselines.append(baseline_lookups_per_s())
+        a, stats = accesses_per_s(steps, backend)
+        accs.append(a)
+        sws.append(switches_per_s(backend=backend))
+    baseline, acc, sw = (statistics.median(x) for x in (baselines, accs, sws))
+    return {
+        "backend": backend,
+        "accesses_per_s": round(acc),
+        "switches_per_s": round(sw),
+        "baseline_lookups_per_s": round(baseline),
+        "baseline_ratio": round(baseline / acc, 1),
+        "target_ratio": 30,
+        "repeat": repeat,
+        "tlb_hit_rate": round(stats["tlb_hits"] / max(1, stats["accesses"]), 4),
+        "accesses": stats["accesses"],
+        "steps": stats["steps"],
+    }

@@ -77,14 +77,14 @@ async def main(sim: Scenario) -> None:
 
     async def build_dom2() -> None:
         d2 = await sim.xen.domain_create(2, 1, 4)
-        await sim.xen.populate_physmap(d2, 0x4000, small + 512 * supers, 0)
+        await sim.xen.populate_physmap(d2, 0x4000, small + 64 * supers, 0)
 
     await sim.wait(sim.start(builder, "domain_create(dom2) + populate", build_dom2))
     await sim.wait(unmap)
     for pat in readers:
         pat.aim((), 0.0)  # dom0 no longer reads the window it unmapped
     d2 = sim.xen.domains[2]
-    await sim.run_vcpu(d2.vcpus[0], builder, sim.pattern([(0x4000, small + 512 * supers)]))
+    await sim.run_vcpu(d2.vcpus[0], builder, sim.pattern([(0x4000, small + 64 * supers)]))
     await sim.elapse(rng.randrange(500, 1500))
 
     for d in (d0, d2):

@@ -64,7 +64,6 @@ class Hart:
         streams: Callable[[str], random.Random],
         *,
         quantum: tuple[int, int] = (8, 160),
-        fence_take_prob: float = 0.35,
     ) -> None:
         self.id = hart_id
         self.conductor = conductor
@@ -88,10 +87,11 @@ class Hart:
         # inbox: requests from other harts' sbi_remote_hfence_gvma
         self._send, self._recv = anyio.create_memory_object_stream[FenceRequest](math.inf)
         self.pending = 0
+        self.boundaries = 0  # instruction boundaries passed while a fence was pending
+        self._due: deque[int] = deque()  # per pending request: the boundary it is taken at
         self.guest_rng = streams(f"guest/hart{hart_id}")
         self.fence_rng = streams(f"fence/hart{hart_id}")
         self.quantum_min, self.quantum_span = quantum[0], max(1, quantum[1] - quantum[0] + 1)
-        self.fence_take_prob = fence_take_prob
         # statistics (accesses = hits + walks)
         self.hits = 0
         self.walks = 0
@@ -103,8 +103,10 @@ class Hart:
     async def tick(self) -> None:
         """One atomic action of this hart follows; a pending fence may be taken first."""
         await self.conductor.step(self.actor)
-        if self.pending and self.fence_rng.random() < self.fence_take_prob:
-            await self.take_fence()
+        if self.pending:
+            self.boundaries += 1
+            if self.boundaries >= self._due[0]:
+                await self.take_fence()
 
     async def wait_until(self, cond: Callable[[], bool], what: str) -> None:
         """Block until ``cond``; fences keep being taken meanwhile (they are M-mode IPIs)."""
@@ -114,13 +116,19 @@ class Hart:
                 await self.take_fence()
 
     def post(self, req: FenceRequest) -> None:
+        """Queue a request and its IPI.  The IPI's latency, in this hart's instruction
+        boundaries, is a seeded draw: mostly short, sometimes a few hundred."""
+        rng = self.fence_rng
+        latency = rng.randrange(4) if rng.random() < 0.5 else rng.randrange(8, 256)
         self._send.send_nowait(req)
+        self._due.append(self.boundaries + latency)
         self.pending += 1
         self.conductor.notify()
 
     async def take_fence(self) -> None:
         await self.conductor.step(self.actor)
         req = self._recv.receive_nowait()
+        self._due.popleft()
         self.pending -= 1
         req.taken_seq = self.conductor.seq
         self.tlb.hfence_gvma(req.vmid, req.gfn)
@@ -190,8 +198,6 @@ class Hart:
         """
         c = self.conductor
         await c.yield_(self.actor)
-        if self.pending and self.fence_rng.random() < self.fence_take_prob:
-            await self.take_fence()
         prog = self.guest
         if prog is None or self.jobs or self.stopping:
             return

@@ -55,6 +55,7 @@ class Domain:
         self.arch_paging = PagingDomain(paging_lock)
         self.dirty_cpumask = [False] * nr_harts
         self.running_on: list[int] = []
+        self.switch_ins = [0] * nr_harts  # vCPU switch-ins per hart, for lazy dirty-mask clearing
         self.page_list: dict[int, None] = {}  # owned pages, insertion ordered
         self.tot_pages = 0
         self.is_dying = False
@@ -146,6 +147,7 @@ class DomainOps(Vmid):
         nxt.processor = hart.id
         nxt.last_processor = hart.id
         d.running_on.append(hart.id)
+        d.switch_ins[hart.id] += 1
         self.curr_vcpu[hart.id] = nxt
         self.emit("switch_in", dom=d.domain_id, vcpu=nxt.vcpu_id, vmid=vmid)
         hart.guest = nxt.program

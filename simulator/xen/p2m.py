@@ -110,14 +110,16 @@ class P2m(Paging):
         d = p2m.domain
         p2m.need_flush = False
         mask = self.p2m_flush_mask(d)
+        # model addition (fixed profile): harts not running d now and not since
+        # may leave the mask once this synchronous flush has reached them
+        idle = {cpu: d.switch_ins[cpu] for cpu in mask if cpu not in d.running_on}
         self.emit("p2m_tlb_flush", dom=d.domain_id, mask=mask)
         rc = await self.sbi.sbi_remote_hfence_gvma(self.this_hart(), mask, 0, 0)
         if rc:
             self.emit("sbi.error_ignored", dom=d.domain_id, rc=rc)  # the C code ignores it too
         if self.profile.maintain_dirty_mask:
-            # model addition: a hart leaves the mask once a flush reached it while not running d
-            for cpu in mask:
-                if d.running_on.count(cpu) == 0 and self.harts[cpu].online:
+            for cpu, ins in idle.items():
+                if d.switch_ins[cpu] == ins and cpu not in d.running_on:
                     d.dirty_cpumask[cpu] = False
 
     async def p2m_tlb_flush_sync(self, p2m: P2MDomain) -> None:

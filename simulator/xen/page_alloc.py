@@ -83,15 +83,18 @@ class PageAlloc(XenBase):
         if mfn is None:
             return None
         need_flush = False
-        for i in range(1 << order):
-            pg = mfn + i
+        for pg in range(mfn, mfn + (1 << order)):
             if self.heap.need_tlbflush[pg]:
                 need_flush = True
                 self.heap.need_tlbflush[pg] = 0
+        flush = need_flush and not memflags & MEMF_no_tlbflush
+        if flush and self.profile.flush_before_scrub:
+            await self.flush_on_reuse(mfn, order)  # model fix: nobody can reach the pages any more ...
+        for pg in range(mfn, mfn + (1 << order)):
             self.memory.hand_out(pg, state, owner, why)
-            self.memory.clear_page(pg)  # scrub ...
-        if need_flush and not memflags & MEMF_no_tlbflush:
-            await self.flush_on_reuse(mfn, order)  # ... then flush
+            self.memory.clear_page(pg)  # scrub
+        if flush and not self.profile.flush_before_scrub:
+            await self.flush_on_reuse(mfn, order)  # Xen: scrub, then flush
         return mfn
 
     async def flush_on_reuse(self, mfn: int, order: int) -> None:

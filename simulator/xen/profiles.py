@@ -22,6 +22,8 @@ class Profile:
     vmid_flush_on_migration: bool = True
     # alloc_heap_pages() fences every online hart when a page needs it
     flush_on_reuse: bool = True
+    # ... and does so before the pages are handed out and scrubbed (Xen: scrub, then flush)
+    flush_before_scrub: bool = True
     # paging_alloc_page() decrements total_pages even when the freelist is empty [I]
     pool_total_underflow: bool = False
     # p2m_get_type() panics on external types (the seed's v5)
@@ -35,7 +37,8 @@ PROFILES: dict[str, Profile] = {
     for p in (
         Profile(
             "fixed",
-            "the tree's code plus the bookkeeping it lacks (dirty mask, Bare hgatp, VMID reset on migration)",
+            "the tree's code plus the bookkeeping it lacks (dirty mask, Bare hgatp, VMID reset on migration, "
+            "flush before scrub on reuse)",
         ),
         Profile(
             "riscv-tree",
@@ -43,6 +46,7 @@ PROFILES: dict[str, Profile] = {
             maintain_dirty_mask=False,
             hgatp_bare_on_switch_out=False,
             vmid_flush_on_migration=False,
+            flush_before_scrub=False,
             pool_total_underflow=True,
         ),
     )

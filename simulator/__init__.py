@@ -29,8 +29,15 @@ def run_workload(
 
     options = {k: params.pop(k) for k in list(params) if k in Config.__dataclass_fields__}
     cfg = Config(
-        workload=name_or_path, seed=seed, profile=profile, bugs=tuple(bugs), strategy=strategy, backend=backend,
-        log=log, params=tuple((k, str(v)) for k, v in sorted(params.items())), **options,
+        workload=name_or_path,
+        seed=seed,
+        profile=profile,
+        bugs=tuple(bugs),
+        strategy=strategy,
+        backend=backend,
+        log=log,
+        params=tuple((k, str(v)) for k, v in sorted(params.items())),
+        **options,
     )
     return run(cfg)
 

@@ -103,10 +103,24 @@ def cmd_run(args: argparse.Namespace) -> int:
     from simulator.engine.simulation import Config, ConfigError, run
 
     cfg = Config(
-        workload=args.workload, seed=args.seed, strategy=args.strategy, pct_depth=args.pct_depth,
-        pcpus=args.pcpus, profile=args.profile, bugs=tuple(args.bug), steps=args.steps, mode=args.mode,
-        vmid_bits=args.vmid_bits, tlb_leaf=args.tlb_leaf, tlb_nonleaf=args.tlb_nonleaf, frames=args.frames,
-        backend=args.backend, log=args.log, log_level=args.log_level, strict=args.strict, params=tuple(args.param),
+        workload=args.workload,
+        seed=args.seed,
+        strategy=args.strategy,
+        pct_depth=args.pct_depth,
+        pcpus=args.pcpus,
+        profile=args.profile,
+        bugs=tuple(args.bug),
+        steps=args.steps,
+        mode=args.mode,
+        vmid_bits=args.vmid_bits,
+        tlb_leaf=args.tlb_leaf,
+        tlb_nonleaf=args.tlb_nonleaf,
+        frames=args.frames,
+        backend=args.backend,
+        log=args.log,
+        log_level=args.log_level,
+        strict=args.strict,
+        params=tuple(args.param),
     )
     try:
         result = run(cfg)
@@ -131,7 +145,8 @@ def render(result) -> str:  # type: ignore[no-untyped-def]
         "",
         f"  steps       {s['steps']:>10,}   accesses    {s['accesses']:>10,}   TLB hit rate   {hit_rate:5.1f}%",
         f"  walks       {s['walks']:>10,}   fences sent {s['fences_sent']:>10,}   fences acked {s['fences_acked']:>7,}",
-        f"  frames freed{s['frames_freed']:>10,}   frames reused{s['frames_reused']:>9,}   stale (benign) {s['stale_benign']:>5,}",
+        f"  frames freed{s['frames_freed']:>10,}   frames reused{s['frames_reused']:>9,}   "
+        f"stale (benign) {s['stale_benign']:>5,}",
         "",
     ]
     if result.stop_reason == "budget":
@@ -145,7 +160,9 @@ def render(result) -> str:  # type: ignore[no-untyped-def]
             out.append(f"VIOLATION {i} of {n}: {v.explain()}")
     else:
         warn = f", {result.warning_count} warning(s)" if result.warning_count else ", no warning"
-        done = f" ({len(result.destroyed)} domains destroyed, nothing left behind)" if result.stop_reason == "done" else ""
+        done = (
+            f" ({len(result.destroyed)} domains destroyed, nothing left behind)" if result.stop_reason == "done" else ""
+        )
         out.append(f"CLEAN: no violation{warn}, all invariants held{done}")
     if result.warnings:
         out.append("")
@@ -194,7 +211,10 @@ def cmd_bench(args: argparse.Namespace) -> int:
         print(orjson.dumps(r).decode())
         return EXIT_CLEAN
     print(f"p2msim {__version__} bench ({r['backend']}, median of {r['repeat']})")
-    print(f"  accesses_per_s          {r['accesses_per_s']:>12,}   (TLB hit rate {100 * r['tlb_hit_rate']:.2f}%, oracle on, log off)")
+    print(
+        f"  accesses_per_s          {r['accesses_per_s']:>12,}   "
+        f"(TLB hit rate {100 * r['tlb_hit_rate']:.2f}%, oracle on, log off)"
+    )
     print(f"  switches_per_s          {r['switches_per_s']:>12,}")
     print(f"  baseline_lookups_per_s  {r['baseline_lookups_per_s']:>12,}   (plain dict lookups, same process)")
     verdict = "within" if r["baseline_ratio"] <= r["target_ratio"] else "OVER"

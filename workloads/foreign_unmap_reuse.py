@@ -71,7 +71,9 @@ async def main(sim: Scenario) -> None:
 
     # dom0 unmaps everything in one call while its toolstack builds dom2 on another hart
     end = FOREIGN + 512 * (supers + 1)
-    unmap = sim.start(0, f"unmap_foreign(dom0, {FOREIGN:#x}, {end - FOREIGN})", sim.xen.unmap_foreign, d0, FOREIGN, end - FOREIGN)
+    unmap = sim.start(
+        0, f"unmap_foreign(dom0, {FOREIGN:#x}, {end - FOREIGN})", sim.xen.unmap_foreign, d0, FOREIGN, end - FOREIGN
+    )
     await sim.elapse(rng.randrange(20, 400))
     builder = 1 + rng.randrange(n - 1)
 

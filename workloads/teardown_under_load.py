@@ -89,8 +89,14 @@ async def main(sim: Scenario) -> None:
         await sim.elapse(rng.randrange(300, 1500))
         await shuffle()
         extra = 1 + rng.randrange(CHUNK - 1)
-        job = sim.start(0, f"decrease_reservation(dom1, {BASE + c * CHUNK:#x}, {CHUNK + extra})",
-                        sim.xen.decrease_reservation, d1, BASE + c * CHUNK, CHUNK + extra)
+        job = sim.start(
+            0,
+            f"decrease_reservation(dom1, {BASE + c * CHUNK:#x}, {CHUNK + extra})",
+            sim.xen.decrease_reservation,
+            d1,
+            BASE + c * CHUNK,
+            CHUNK + extra,
+        )
         await sim.elapse(rng.randrange(50, 600))
         await shuffle()
         await sim.wait(job)

@@ -49,7 +49,7 @@ class ConductorError(Exception):
 
 
 class Actor:
-    __slots__ = ("name", "index", "event", "cond", "waiting_for", "done", "started", "wake_at")
+    __slots__ = ("cond", "done", "event", "index", "name", "started", "waiting_for", "wake_at")
 
     def __init__(self, name: str, index: int) -> None:
         self.name = name
@@ -226,7 +226,7 @@ class Conductor:
 class SpinLock:
     """A lock that blocks through the conductor, so contention is a scheduling choice."""
 
-    __slots__ = ("conductor", "name", "holder")
+    __slots__ = ("conductor", "holder", "name")
 
     def __init__(self, conductor: Conductor, name: str) -> None:
         self.conductor = conductor
@@ -250,7 +250,7 @@ class SpinLock:
 class RwLock:
     """p2m->lock: many readers or one writer; writers are not starved by design here."""
 
-    __slots__ = ("conductor", "name", "writer", "readers")
+    __slots__ = ("conductor", "name", "readers", "writer")
 
     def __init__(self, conductor: Conductor, name: str) -> None:
         self.conductor = conductor

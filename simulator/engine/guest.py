@@ -15,7 +15,7 @@ Ranges = Sequence[tuple[int, int]]
 
 
 class _Table:
-    __slots__ = ("starts", "cum", "total")
+    __slots__ = ("cum", "starts", "total")
 
     def __init__(self, ranges: Ranges) -> None:
         self.starts: list[int] = []

@@ -70,7 +70,9 @@ def check(xen: Xen) -> list[str]:
         name = f"dom{d.domain_id}"
         pool = d.arch_paging
         if pool.total_pages != len(pool.freelist):
-            problems.append(f"{name} pool accounting: total_pages {pool.total_pages} but {len(pool.freelist)} pages on the freelist")
+            problems.append(
+                f"{name} pool accounting: total_pages {pool.total_pages} but {len(pool.freelist)} pages on the freelist"
+            )
         for mfn in pool.freelist:
             put(mfn, f"{name}'s p2m pool", M.POOL)
         for mfn in d.p2m.pages:
@@ -98,7 +100,8 @@ def check(xen: Xen) -> list[str]:
             if count & PGC_count_mask != expect:
                 problems.append(
                     f"mfn {mfn:#x} of dom{d.domain_id}: count {count & PGC_count_mask}, but "
-                    f"{'an allocation reference and ' if count & PGC_allocated else ''}{refs.get(mfn, 0)} foreign mappings"
+                    f"{'an allocation reference and ' if count & PGC_allocated else ''}"
+                    f"{refs.get(mfn, 0)} foreign mappings"
                 )
             if d.destroyed and not refs.get(mfn):
                 problems.append(f"destroyed dom{d.domain_id} left mfn {mfn:#x} behind with no mapping holding it")

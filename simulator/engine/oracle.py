@@ -79,8 +79,14 @@ def _hex(v: int | None) -> str:
 
 class Oracle(Observer):
     def __init__(
-        self, memory: M.Memory, conductor: Conductor, log: EventLog, harts: list[Hart], mode: GStageMode,
-        bugs: list[str], strict: bool = False,
+        self,
+        memory: M.Memory,
+        conductor: Conductor,
+        log: EventLog,
+        harts: list[Hart],
+        mode: GStageMode,
+        bugs: list[str],
+        strict: bool = False,
     ) -> None:
         self.memory = memory
         self.conductor = conductor
@@ -153,8 +159,14 @@ class Oracle(Observer):
     def on_fill(self, hart: int, entry: TlbEntry) -> None:
         if self.log.enabled:
             self.log.debug(
-                hart, "tlb.fill", leaf=entry.leaf, vmid=entry.vmid, level=entry.level, gfn=entry.gfn_base,
-                mfn=entry.ppn, path=[t for _, t, _ in entry.path],
+                hart,
+                "tlb.fill",
+                leaf=entry.leaf,
+                vmid=entry.vmid,
+                level=entry.level,
+                gfn=entry.gfn_base,
+                mfn=entry.ppn,
+                path=[t for _, t, _ in entry.path],
             )
 
     def on_fence(self, hart: int, what: str, req: FenceRequest) -> None:
@@ -211,13 +223,18 @@ class Oracle(Observer):
             return
         self._seen.add(key)
         v = Violation(
-            "vmid-alias", hart, self._dom(hart), gfn, entry.ppn, self.conductor.seq,
+            "vmid-alias",
+            hart,
+            self._dom(hart),
+            gfn,
+            entry.ppn,
+            self.conductor.seq,
             f"hart {hart} ({self._who(hart)}) used a translation of gfn {gfn:#x} filled under root "
             f"mfn {entry.root_mfn:#x}, but its hgatp names root mfn {root_mfn:#x}: the VMID was not flushed "
             "when it changed hands",
         )
         v.chain = [
-            (entry.fill_seq, None, f"entry filled for VMID {entry.vmid} under root mfn {entry.root_mfn:#x}"),
+            (entry.fill_seq, hart, f"entry filled for VMID {entry.vmid} under root mfn {entry.root_mfn:#x}"),
             (self.conductor.seq, hart, f"stale use under root mfn {root_mfn:#x} with the same VMID {entry.vmid}"),
         ]
         v.missing = "an HFENCE.GVMA for the VMID before it was given to another vCPU (vmid_flush_vcpu on migration)"
@@ -289,10 +306,16 @@ class Oracle(Observer):
         return locs
 
     def _explain(
-        self, cls: str, kind: str, hart: int, entry: TlbEntry | None, mfn: int, gfn: int, ghost: int,
+        self,
+        cls: str,
+        kind: str,
+        hart: int,
+        entry: TlbEntry | None,
+        mfn: int,
+        gfn: int,
+        ghost: int,
         reuse: tuple[Any, ...] | None,
     ) -> Violation:
-        mem = self.memory
         now = self.conductor.seq
         fill_seq = entry.fill_seq if entry is not None else 0
         chain: list[tuple[int, int | None, str]] = []
@@ -301,8 +324,12 @@ class Oracle(Observer):
             what = "leaf" if entry.leaf else "non-leaf"
             target = f"mfn {entry.ppn:#x}" if entry.leaf else f"table mfn {entry.ppn:#x}"
             chain.append(
-                (fill_seq, None, f"fill: walk of gfn {gfn:#x}: {walked}; cached {what} entry "
-                 f"(VMID {entry.vmid}, L{entry.level}, gfn {entry.gfn_base:#x}) -> {target}")
+                (
+                    fill_seq,
+                    hart,
+                    f"fill: walk of gfn {gfn:#x}: {walked}; cached {what} entry "
+                    f"(VMID {entry.vmid}, L{entry.level}, gfn {entry.gfn_base:#x}) -> {target}",
+                )
             )
         # the unmap: the first change after the fill to any PTE this translation was built from
         unmap = None
@@ -324,10 +351,12 @@ class Oracle(Observer):
                 free_seq = ev[0]
         # fences that concern the hart holding the stale entry
         start = unmap[0] if unmap is not None else fill_seq
-        fences_to_hart = [f for f in self.fences if f[3].dst == hart and f[0] >= start and f[2] in ("sent", "local", "taken")]
+        fences_to_hart = [
+            f for f in self.fences if f[3].dst == hart and f[0] >= start and f[2] in ("sent", "local", "taken")
+        ]
         for seq, h, what, req in fences_to_hart:
             if what == "sent":
-                state = "taken at step {:,}".format(req.taken_seq) if req.taken_seq >= 0 else "never taken"
+                state = f"taken at step {req.taken_seq:,}" if req.taken_seq >= 0 else "never taken"
                 chain.append((seq, h, f"fence sent to hart {hart}: {req.describe()} ({state})"))
             elif what == "local" and h == hart:
                 chain.append((seq, h, f"local {req.describe()} on hart {hart}"))
@@ -335,7 +364,9 @@ class Oracle(Observer):
                 chain.append((seq, h, f"hart {hart} takes the fence from hart {req.src} and acknowledges"))
         for seq, h, dom, mask in self.flushes:
             if start <= seq <= reuse_seq and hart not in mask:
-                chain.append((seq, h, f"p2m_tlb_flush(dom{dom}) fences harts {mask or 'none (empty mask)'}: not hart {hart}"))
+                chain.append(
+                    (seq, h, f"p2m_tlb_flush(dom{dom}) fences harts {mask or 'none (empty mask)'}: not hart {hart}")
+                )
         if reuse is not None:
             chain.append((reuse[0], reuse[1], f"reuse: mfn {mfn:#x} handed out again: {reuse[4]} (gen {reuse[5]})"))
         chain.append((now, hart, self._use_text(kind, hart, entry, mfn, gfn)))
@@ -358,40 +389,55 @@ class Oracle(Observer):
     def _headline(self, cls: str, kind: str, hart: int, entry: TlbEntry | None, mfn: int, gfn: int) -> str:
         who = self._who(hart)
         if kind == "leaf":
-            return (f"hart {hart} ({who}) accessed gfn {gfn:#x} through a stale TLB entry -> mfn {mfn:#x}, "
-                    f"which was freed and is now {self.memory.describe(mfn)}")
+            return (
+                f"hart {hart} ({who}) accessed gfn {gfn:#x} through a stale TLB entry -> mfn {mfn:#x}, "
+                f"which was freed and is now {self.memory.describe(mfn)}"
+            )
         if kind == "dangling-root":
             return f"hart {hart} ({who}) walked from a freed hgatp root mfn {mfn:#x}, now {self.memory.describe(mfn)}"
-        return (f"hart {hart} ({who}) walked gfn {gfn:#x} through a stale non-leaf entry -> table mfn {mfn:#x}, "
-                f"which was freed and is now {self.memory.describe(mfn)}")
+        return (
+            f"hart {hart} ({who}) walked gfn {gfn:#x} through a stale non-leaf entry -> table mfn {mfn:#x}, "
+            f"which was freed and is now {self.memory.describe(mfn)}"
+        )
 
     def _missing(self, hart: int, unmap_seq: int | None, free_seq: int | None, reuse: Any, kind: str) -> str:
         reuse_seq = reuse[0] if reuse is not None else self.conductor.seq
         lo = unmap_seq if unmap_seq is not None else 0
         taken = [f for f in self.fences if f[1] == hart and f[2] in ("taken", "local") and lo <= f[0] <= reuse_seq]
         if taken:
-            return f"a fence reached hart {hart} but did not cover the entry (an address-specific fence keeps non-leaf entries)"
+            return (
+                f"a fence reached hart {hart} but did not cover the entry "
+                "(an address-specific fence keeps non-leaf entries)"
+            )
         pending = [f for f in self.fences if f[2] == "sent" and f[3].dst == hart and lo <= f[0] <= reuse_seq]
         if pending:
             seq, h, _, req = pending[0]
             when = f"only at step {req.taken_seq:,}" if req.taken_seq >= 0 else "never"
-            return (f"the fence hart {h} sent to hart {hart} at step {seq:,} was taken {when}, after the frame was "
-                    f"reused at step {reuse_seq:,}: the sender went on without waiting for the acknowledgement")
+            return (
+                f"the fence hart {h} sent to hart {hart} at step {seq:,} was taken {when}, after the frame was "
+                f"reused at step {reuse_seq:,}: the sender went on without waiting for the acknowledgement"
+            )
         missed = [f for f in self.flushes if lo <= f[0] <= reuse_seq and hart not in f[3]]
         if free_seq is not None and unmap_seq is not None:
             flushed_before_free = [f for f in self.flushes if unmap_seq <= f[0] <= free_seq]
             if not flushed_before_free and kind != "leaf":
-                return (f"no p2m_tlb_flush between the unmap (step {unmap_seq:,}) and the free (step {free_seq:,}): "
-                        "the table was freed before the flush")
+                return (
+                    f"no p2m_tlb_flush between the unmap (step {unmap_seq:,}) and the free (step {free_seq:,}): "
+                    "the table was freed before the flush"
+                )
         if missed:
-            seq, h, dom, mask = missed[0]
-            return (f"p2m_tlb_flush at step {seq:,} fenced harts {mask} but not hart {hart}, which still held "
-                    f"the entry (dirty_cpumask missed it)")
+            seq, h, _dom, mask = missed[0]
+            return (
+                f"p2m_tlb_flush at step {seq:,} fenced harts {mask} but not hart {hart}, which still held "
+                f"the entry (dirty_cpumask missed it)"
+            )
         if kind == "leaf" and reuse is not None:
             flushed = [f for f in self.reuse_flushes if f[0] >= reuse[0] - 2]
             if not flushed:
-                return (f"the reallocation at step {reuse[0]:,} fenced no hart: the flush on reuse that "
-                        "p2m_put_foreign_page relies on did not happen")
+                return (
+                    f"the reallocation at step {reuse[0]:,} fenced no hart: the flush on reuse that "
+                    "p2m_put_foreign_page relies on did not happen"
+                )
         return f"no fence reached hart {hart} between the unmap and the reuse"
 
     # -- invariants --------------------------------------------------------------------------

@@ -27,7 +27,9 @@ class WorkloadError(Exception):
 
 
 class Scenario:
-    def __init__(self, xen: Xen, conductor: Conductor, actor: Actor, rng: random.Random, params: dict[str, Any]) -> None:
+    def __init__(
+        self, xen: Xen, conductor: Conductor, actor: Actor, rng: random.Random, params: dict[str, Any]
+    ) -> None:
         self.xen = xen
         self.conductor = conductor
         self.actor = actor
@@ -78,11 +80,15 @@ class Scenario:
         return await self.on(on, f"domain_create(dom{domid})", self.xen.domain_create, domid, vcpus, pool_pages)
 
     async def populate(self, d: Domain, gfn: int, nr: int, order: int = 0, on: int = 0) -> None:
-        rc = await self.on(on, f"populate_physmap(dom{d.domain_id}, {gfn:#x}, {nr})", self.xen.populate_physmap, d, gfn, nr, order)
+        rc = await self.on(
+            on, f"populate_physmap(dom{d.domain_id}, {gfn:#x}, {nr})", self.xen.populate_physmap, d, gfn, nr, order
+        )
         if rc:
             raise WorkloadError(f"populate_physmap(dom{d.domain_id}, gfn {gfn:#x}, {nr}) failed: {rc}")
 
-    def pattern(self, ranges: Ranges, hot: Ranges = (), hot_prob: float = 0.0, write_ratio: float = 0.25) -> AccessPattern:
+    def pattern(
+        self, ranges: Ranges, hot: Ranges = (), hot_prob: float = 0.0, write_ratio: float = 0.25
+    ) -> AccessPattern:
         return AccessPattern(ranges, hot, hot_prob, write_ratio)
 
     async def run_vcpu(self, v: Vcpu, hart: int, program: AccessPattern | None = None) -> None:

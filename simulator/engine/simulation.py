@@ -14,10 +14,10 @@ import importlib
 import importlib.util
 import pkgutil
 import shlex
-import sys
-from dataclasses import asdict, dataclass, field, replace
+from collections.abc import Awaitable, Callable
+from dataclasses import asdict, dataclass, field
 from pathlib import Path
-from types import ModuleType
+from types import ModuleType, SimpleNamespace
 from typing import Any
 
 import anyio
@@ -117,7 +117,9 @@ def load_workload(name_or_path: str) -> ModuleType:
         if not callable(getattr(mod, "main", None)):
             raise ConfigError(f"workload file {name_or_path} has no async main(sim) function")
         return mod
-    raise ConfigError(f"unknown workload {name_or_path!r} (built-in: {', '.join(builtins)}; or give a path to a .py file)")
+    raise ConfigError(
+        f"unknown workload {name_or_path!r} (built-in: {', '.join(builtins)}; or give a path to a .py file)"
+    )
 
 
 def validate(config: Config) -> None:
@@ -179,10 +181,19 @@ class Result:
             "strategy": c.strategy,
             "bugs": list(c.bugs),
             "steps": self.stats["steps"],
-            "stats": {k: self.stats[k] for k in (
-                "accesses", "tlb_hits", "walks", "fences_sent", "fences_acked",
-                "frames_freed", "frames_reused", "stale_benign",
-            )},
+            "stats": {
+                k: self.stats[k]
+                for k in (
+                    "accesses",
+                    "tlb_hits",
+                    "walks",
+                    "fences_sent",
+                    "fences_acked",
+                    "frames_freed",
+                    "frames_reused",
+                    "stale_benign",
+                )
+            },
             "warnings": self.warning_count,
             "violations": [v.to_json() for v in self.violations],
             "violation_count": self.violation_count,
@@ -194,19 +205,25 @@ class Result:
     def explain(self) -> str:
         if not self.violations:
             return f"clean: no violation in {self.stats['steps']:,} steps ({self.replay_command})"
-        parts = [
-            f"VIOLATION {i} of {len(self.violations)}: {v.explain()}" for i, v in enumerate(self.violations, 1)
-        ]
+        parts = [f"VIOLATION {i} of {len(self.violations)}: {v.explain()}" for i, v in enumerate(self.violations, 1)]
         parts.append(f"replay: {self.replay_command}")
         return "\n\n".join(parts)
 
 
 def replay_command(c: Config) -> str:
     args = ["p2msim", "run", c.workload, "--seed", str(c.seed)]
-    for name, flag in (("strategy", "--strategy"), ("pcpus", "--pcpus"), ("profile", "--profile"),
-                       ("steps", "--steps"), ("mode", "--mode"), ("vmid_bits", "--vmid-bits"),
-                       ("tlb_leaf", "--tlb-leaf"), ("tlb_nonleaf", "--tlb-nonleaf"), ("frames", "--frames"),
-                       ("pct_depth", "--pct-depth")):
+    for name, flag in (
+        ("strategy", "--strategy"),
+        ("pcpus", "--pcpus"),
+        ("profile", "--profile"),
+        ("steps", "--steps"),
+        ("mode", "--mode"),
+        ("vmid_bits", "--vmid-bits"),
+        ("tlb_leaf", "--tlb-leaf"),
+        ("tlb_nonleaf", "--tlb-nonleaf"),
+        ("frames", "--frames"),
+        ("pct_depth", "--pct-depth"),
+    ):
         value = getattr(c, name)
         if value != getattr(DEFAULTS, name):
             args += [flag, str(value)]
@@ -222,12 +239,14 @@ def replay_command(c: Config) -> str:
 # -- the run ------------------------------------------------------------------------------------
 
 
-def _params(mod: ModuleType, config: Config) -> dict[str, Any]:
+def _params(mod: Any, config: Config) -> dict[str, Any]:
     declared: dict[str, Any] = dict(getattr(mod, "PARAMS", {}))
     out = dict(declared)
     for k, v in config.params:
         if k not in declared:
-            raise ConfigError(f"workload {config.workload} has no parameter {k!r} (it has: {', '.join(declared) or 'none'})")
+            raise ConfigError(
+                f"workload {config.workload} has no parameter {k!r} (it has: {', '.join(declared) or 'none'})"
+            )
         kind = type(declared[k])
         try:
             out[k] = (v.lower() in ("1", "true", "yes")) if kind is bool else kind(v)
@@ -236,22 +255,27 @@ def _params(mod: ModuleType, config: Config) -> dict[str, Any]:
     return out
 
 
-def run(config: Config, decisions: list[tuple[int, int]] | None = None) -> Result:
-    """Run one simulation.  Raises ConfigError for bad input, WorkloadError if the script fails."""
+def run(
+    config: Config,
+    decisions: list[tuple[int, int]] | None = None,
+    main: Callable[[Scenario], Awaitable[None]] | None = None,
+) -> Result:
+    """Run one simulation.  Raises ConfigError for bad input, WorkloadError if the script fails.
+
+    ``main`` replaces the workload's driver (tests and the Python API use it
+    for inline scenarios); ``config.workload`` then only names the run.
+    """
     validate(config)
-    mod = load_workload(config.workload)
+    mod = SimpleNamespace(main=main, PARAMS={}) if main is not None else load_workload(config.workload)
     params = _params(mod, config)
     if decisions is not None:
         strategy: Strategy = ReplayStrategy(config.seed, decisions)
     else:
         strategy = make_strategy(config.strategy, config.seed, pct_depth=config.pct_depth, horizon=config.steps)
-    try:
-        return anyio.run(_run, config, mod, params, strategy, backend=config.backend)
-    except KeyboardInterrupt:
-        raise
+    return anyio.run(_run, config, mod, params, strategy, backend=config.backend)
 
 
-async def _run(config: Config, mod: ModuleType, params: dict[str, Any], strategy: Strategy) -> Result:
+async def _run(config: Config, mod: Any, params: dict[str, Any], strategy: Strategy) -> Result:
     conductor = Conductor(strategy, config.steps)
     try:
         log = EventLog(config.log, conductor, config.log_level)
@@ -260,8 +284,14 @@ async def _run(config: Config, mod: ModuleType, params: dict[str, Any], strategy
     mode = MODES[config.mode]
     stop_reason = "done"
     try:
-        log.info(None, "run.start", v=LOG_SCHEMA_VERSION, version=__version__, config=config.identity(),
-                 config_digest=config.digest())
+        log.info(
+            None,
+            "run.start",
+            v=LOG_SCHEMA_VERSION,
+            version=__version__,
+            config=config.identity(),
+            config_digest=config.digest(),
+        )
         memory = Memory(config.frames, Observer())
         harts: list[Hart] = []
         for i in range(config.pcpus):
@@ -275,8 +305,17 @@ async def _run(config: Config, mod: ModuleType, params: dict[str, Any], strategy
         sbi = Sbi(harts)
         for h in harts:
             h.sbi = sbi
-        xen = Xen(memory=memory, harts=harts, sbi=sbi, conductor=conductor, profile=PROFILES[config.profile],
-                  observer=oracle, gstage_mode=mode, vmid_bits=config.vmid_bits, xen_frames=64)
+        xen = Xen(
+            memory=memory,
+            harts=harts,
+            sbi=sbi,
+            conductor=conductor,
+            profile=PROFILES[config.profile],
+            observer=oracle,
+            gstage_mode=mode,
+            vmid_bits=config.vmid_bits,
+            xen_frames=64,
+        )
         for b in config.bugs:
             BUGS[b].apply(xen)
         driver = conductor.add_actor("driver")
@@ -331,24 +370,31 @@ async def _run(config: Config, mod: ModuleType, params: dict[str, Any], strategy
             **oracle.stats(),
         }
         result = Result(
-            config, stats, oracle.violations, oracle.violation_count, oracle.warnings, oracle.warning_count,
-            stop_reason, scenario.destroyed, list(conductor.decisions),
+            config,
+            stats,
+            oracle.violations,
+            oracle.violation_count,
+            oracle.warnings,
+            oracle.warning_count,
+            stop_reason,
+            scenario.destroyed,
+            list(conductor.decisions),
         )
         body = result.to_json()
         body.pop("digest")
         body["decisions"] = result.decisions
         body["version"] = __version__
         result.digest = hashlib.blake2b(orjson.dumps(body, option=orjson.OPT_SORT_KEYS), digest_size=8).hexdigest()
-        log.info(None, "run.end", stop=stop_reason, stats=stats, violations=oracle.violation_count,
-                 warnings=oracle.warning_count, digest=result.digest, decisions=result.decisions)
+        log.info(
+            None,
+            "run.end",
+            stop=stop_reason,
+            stats=stats,
+            violations=oracle.violation_count,
+            warnings=oracle.warning_count,
+            digest=result.digest,
+            decisions=result.decisions,
+        )
         return result
     finally:
         log.close()
-
-
-def with_overrides(config: Config, **kw: Any) -> Config:
-    return replace(config, **kw)
-
-
-if sys.version_info < (3, 11):  # pragma: no cover
-    raise RuntimeError("p2msim needs Python 3.11 or newer")

@@ -42,7 +42,7 @@ class GuestProgram(Protocol):
 class Job:
     """Hypervisor work queued on a hart; the submitter may wait for ``done``."""
 
-    __slots__ = ("label", "fn", "done", "error", "result")
+    __slots__ = ("done", "error", "fn", "label", "result")
 
     def __init__(self, label: str, fn: Callable[[], Awaitable[Any]]) -> None:
         self.label = label
@@ -182,9 +182,7 @@ class Hart:
                 if self.guest is not None:
                     await self.run_guest()
                     continue
-                await self.wait_until(
-                    lambda: bool(self.jobs) or self.guest is not None or self.stopping, "work (idle)"
-                )
+                await self.wait_until(lambda: bool(self.jobs) or self.guest is not None or self.stopping, "work (idle)")
         finally:
             self.online = False
 

@@ -24,9 +24,11 @@ SBI_ERR_INVALID_PARAM = -3
 
 
 class FenceRequest:
-    __slots__ = ("id", "src", "dst", "vmid", "gfn", "sent_seq", "taken_seq", "acked_seq", "call")
+    __slots__ = ("acked_seq", "call", "dst", "gfn", "id", "sent_seq", "src", "taken_seq", "vmid")
 
-    def __init__(self, rid: int, src: int, dst: int, vmid: int | None, gfn: int | None, seq: int, call: FenceCall) -> None:
+    def __init__(
+        self, rid: int, src: int, dst: int, vmid: int | None, gfn: int | None, seq: int, call: FenceCall
+    ) -> None:
         self.id = rid
         self.src = src
         self.dst = dst

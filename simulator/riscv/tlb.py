@@ -25,13 +25,40 @@ class TlbEntry:
     """
 
     __slots__ = (
-        "key", "leaf", "vmid", "level", "gfn_base", "ppn", "delta", "perms", "ghost",
-        "src_mfn", "src_idx", "src_pte", "src_table", "root_mfn", "fill_seq", "path", "reported",
+        "delta",
+        "fill_seq",
+        "gfn_base",
+        "ghost",
+        "key",
+        "leaf",
+        "level",
+        "path",
+        "perms",
+        "ppn",
+        "reported",
+        "root_mfn",
+        "src_idx",
+        "src_mfn",
+        "src_pte",
+        "src_table",
+        "vmid",
     )
 
     def __init__(
-        self, key: int, leaf: bool, vmid: int, level: int, gfn_base: int, ppn: int, perms: int,
-        ghost: int, src_mfn: int, src_idx: int, src_pte: int, root_mfn: int, fill_seq: int,
+        self,
+        key: int,
+        leaf: bool,
+        vmid: int,
+        level: int,
+        gfn_base: int,
+        ppn: int,
+        perms: int,
+        ghost: int,
+        src_mfn: int,
+        src_idx: int,
+        src_pte: int,
+        root_mfn: int,
+        fill_seq: int,
         path: tuple[tuple[int, int, int], ...],
     ) -> None:
         self.key = key
@@ -60,7 +87,7 @@ def tlb_key(vmid: int, level: int, gfn: int) -> int:
 class _Cache:
     """A dict with O(1) random eviction; iteration order is insertion order, never hash order."""
 
-    __slots__ = ("entries", "keys", "pos", "capacity")
+    __slots__ = ("capacity", "entries", "keys", "pos")
 
     def __init__(self, capacity: int) -> None:
         self.entries: dict[int, TlbEntry] = {}
@@ -134,9 +161,7 @@ class Tlb:
         if gfn is None:
             if vmid is None:
                 return self.leaf.clear() + self.nonleaf.clear()
-            return self.leaf.remove_if(lambda e: e.vmid == vmid) + self.nonleaf.remove_if(
-                lambda e: e.vmid == vmid
-            )
+            return self.leaf.remove_if(lambda e: e.vmid == vmid) + self.nonleaf.remove_if(lambda e: e.vmid == vmid)
 
         def covers(e: TlbEntry) -> bool:
             return (vmid is None or e.vmid == vmid) and e.gfn_base <= gfn < e.gfn_base + (1 << (9 * e.level))

@@ -70,8 +70,20 @@ async def walk(hart: Hart, gfn: int) -> TlbEntry | None:
                 return None  # Xen maps at most 1G leaves
             base = gfn >> (9 * level) << (9 * level)
             e = TlbEntry(
-                tlb_key(vmid, level, gfn), True, vmid, level, base, ppn, pte & PTE_ACCESS_MASK,
-                pte_ghost, table, idx, pte, hart.root_mfn, hart.conductor.seq, tuple(path),
+                tlb_key(vmid, level, gfn),
+                True,
+                vmid,
+                level,
+                base,
+                ppn,
+                pte & PTE_ACCESS_MASK,
+                pte_ghost,
+                table,
+                idx,
+                pte,
+                hart.root_mfn,
+                hart.conductor.seq,
+                tuple(path),
             )
             e.src_table = mem.table(table)
             tlb.fill(e)
@@ -80,8 +92,20 @@ async def walk(hart: Hart, gfn: int) -> TlbEntry | None:
         if level == 0:
             return None  # a table pointer at level 0 is reserved: fault
         e = TlbEntry(
-            tlb_key(vmid, level, gfn), False, vmid, level, gfn >> (9 * level) << (9 * level), ppn, 0,
-            pte_ghost, table, idx, pte, hart.root_mfn, hart.conductor.seq, tuple(path),
+            tlb_key(vmid, level, gfn),
+            False,
+            vmid,
+            level,
+            gfn >> (9 * level) << (9 * level),
+            ppn,
+            0,
+            pte_ghost,
+            table,
+            idx,
+            pte,
+            hart.root_mfn,
+            hart.conductor.seq,
+            tuple(path),
         )
         e.src_table = mem.table(table)
         tlb.fill(e)

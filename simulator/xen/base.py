@@ -53,6 +53,6 @@ class XenBase:
     def emit(self, name: str, **fields: Any) -> None:
         self.observer.event(self.smp_processor_id(), name, **fields)
 
-    def BUG_ON(self, cond: bool, what: str) -> None:  # noqa: N802 - the C name
+    def BUG_ON(self, cond: bool, what: str) -> None:
         if cond:
             raise XenPanic(what)

@@ -189,14 +189,12 @@ class DomainOps(Vmid):
             m2, _, _ = self.p2m_get_entry(fd.p2m, fgfn + i)
             if m2 != mfn + i:
                 return -22  # not contiguous: cannot map as one superpage
-        taken = 0
         for i in range(nr):
             await self.step()
             if not self.get_page(mfn + i, fd):
-                for j in range(taken):
+                for j in range(i):
                     await self.put_page(mfn + j)
                 return -22
-            taken += 1
         rc = await self.p2m_insert_mapping(d, gfn, nr, mfn, p2m_map_foreign_ro if readonly else p2m_map_foreign_rw)
         if rc:
             for j in range(nr):

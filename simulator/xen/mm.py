@@ -15,8 +15,8 @@ from simulator.xen.page_alloc import PageAlloc
 if TYPE_CHECKING:
     from simulator.xen.domain import Domain
 
-PGC_allocated = 1 << 62  # noqa: N816 - the C name
-PGC_count_mask = (1 << 62) - 1  # noqa: N816
+PGC_allocated = 1 << 62
+PGC_count_mask = (1 << 62) - 1
 
 
 class Mm(PageAlloc):

@@ -207,7 +207,9 @@ class P2m(Paging):
         await self.p2m_write_pte(table, idx, P.make_table_pte(pg))
         return 0
 
-    async def p2m_next_level(self, p2m: P2MDomain, alloc_tbl: bool, level: int, table: int, offset: int) -> tuple[int, int]:
+    async def p2m_next_level(
+        self, p2m: P2MDomain, alloc_tbl: bool, level: int, table: int, offset: int
+    ) -> tuple[int, int]:
         entry, _ = self.memory.read_pte(table, offset)
         if P.pte_valid(entry):
             if P.pte_is_mapping(entry):
@@ -415,7 +417,7 @@ class P2m(Paging):
                     break
             if removing:
                 # remove a whole superpage or hole at once when the range covers it
-                cur, _t, cur_order = self.p2m_get_entry(p2m, gfn)
+                _mfn, _t, cur_order = self.p2m_get_entry(p2m, gfn)
                 if cur_order > order and not gfn & ((1 << cur_order) - 1) and nr >= 1 << cur_order:
                     order = cur_order
             rc = await self.p2m_set_entry(p2m, gfn, order, mfn, t)

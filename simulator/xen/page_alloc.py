@@ -19,7 +19,7 @@ from simulator.riscv import memory as M
 from simulator.xen.base import XenBase
 
 MAX_ORDER = 10
-MEMF_no_tlbflush = 1 << 0  # noqa: N816 - the C name
+MEMF_no_tlbflush = 1 << 0
 
 
 class Heap:
@@ -72,7 +72,11 @@ class PageAlloc(XenBase):
         mfn = first_free
         while mfn < self.memory.nr_frames:
             order = 0
-            while order < MAX_ORDER and mfn % (1 << (order + 1)) == 0 and mfn + (1 << (order + 1)) <= self.memory.nr_frames:
+            while (
+                order < MAX_ORDER
+                and mfn % (1 << (order + 1)) == 0
+                and mfn + (1 << (order + 1)) <= self.memory.nr_frames
+            ):
                 order += 1
             self.heap.give(mfn, order)
             mfn += 1 << order

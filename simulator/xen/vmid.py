@@ -11,7 +11,7 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING
 
-from simulator.riscv.sbi import FenceRequest, FenceCall
+from simulator.riscv.sbi import FenceCall, FenceRequest
 from simulator.xen.p2m import P2m
 
 if TYPE_CHECKING:

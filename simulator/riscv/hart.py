@@ -200,26 +200,30 @@ class Hart:
         if prog is None or self.jobs or self.stopping:
             return
         rng = self.guest_rng
-        left = self.quantum_min + rng.randrange(self.quantum_span)
-        draw = prog.next_accesses
+        # the quantum's accesses are drawn up front, so the random stream does not
+        # depend on how the conductor splits the quantum into bursts
+        codes = prog.next_accesses(rng, self.quantum_min + rng.randrange(self.quantum_span))
+        total = len(codes)
+        i = 0
         leaf_get = self.tlb.leaf_entries.get
         stamp = self.memory.stamp
         root = self.root_mfn
         vm = self.vmid << 3
         k0, k1, k2 = vm << 48, (vm | 1) << 48, (vm | 2) << 48
         pte_w = P.PTE_W
-        while left > 0:
+        while i < total:
             if c.dirty or self.pending or c.run_left <= 1:
                 await self.tick()  # pays the step of one access
                 if self.guest is not prog or self.jobs or self.stopping:
                     return
                 burst, prepaid = 1, 1
             else:
-                burst, prepaid = min(left, c.run_left - 1), 0
+                burst, prepaid = min(total - i, c.run_left - 1), 0
             seq = c.seq
             done = 0
             miss = -1
-            for code in draw(rng, burst):
+            code = 0
+            for code in codes[i : i + burst]:
                 done += 1
                 gfn = code >> 1
                 e = leaf_get(k0 | gfn) or leaf_get(k1 | (gfn >> 9)) or leaf_get(k2 | (gfn >> 18))
@@ -235,7 +239,7 @@ class Hart:
             if not prepaid:
                 c.seq = seq + done
                 c.run_left -= done
-            left -= done
+            i += done
             if miss < 0:
                 self.hits += done
                 continue

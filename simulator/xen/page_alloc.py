@@ -18,7 +18,7 @@ from array import array
 from simulator.riscv import memory as M
 from simulator.xen.base import XenBase
 
-MAX_ORDER = 10
+MAX_ORDER = 18  # a 1G extent
 MEMF_no_tlbflush = 1 << 0
 
 

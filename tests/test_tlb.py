@@ -17,8 +17,20 @@ def entry(vmid: int, level: int, gfn: int, *, leaf: bool = True, ppn: int | None
     if ppn is None:
         ppn = 0x1000 + base
     return TlbEntry(
-        tlb_key(vmid, level, gfn), leaf, vmid, level, base, ppn, 0x6 if leaf else 0,
-        0, 0x10, gfn & 511, 0, 0x20, seq, (),
+        tlb_key(vmid, level, gfn),
+        leaf,
+        vmid,
+        level,
+        base,
+        ppn,
+        0x6 if leaf else 0,
+        0,
+        0x10,
+        gfn & 511,
+        0,
+        0x20,
+        seq,
+        (),
     )
 
 
@@ -350,9 +362,7 @@ def test_hfence_vmid_with_nothing_to_remove() -> None:
 
 ops = st.lists(
     st.one_of(
-        st.tuples(
-            st.just("fill"), st.integers(1, 3), st.integers(0, 2), st.integers(0, 0x1_FFFF), st.booleans()
-        ),
+        st.tuples(st.just("fill"), st.integers(1, 3), st.integers(0, 2), st.integers(0, 0x1_FFFF), st.booleans()),
         st.tuples(
             st.just("fence"), st.one_of(st.none(), st.integers(1, 3)), st.one_of(st.none(), st.integers(0, 0x1_FFFF))
         ),

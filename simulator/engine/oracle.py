@@ -111,7 +111,7 @@ class Oracle(Observer):
         self.pte_hist: dict[tuple[int, int], list[tuple[int, int | None, int, int, str]]] = {}
         self.fences: list[tuple[int, int, str, FenceRequest]] = []
         self.flushes: list[tuple[int, int | None, int, list[int]]] = []  # seq, hart, dom, mask
-        self.reuse_flushes: list[tuple[int, int | None, int]] = []
+        self.reuse_flushes: list[tuple[int, int | None, int, int]] = []  # seq, hart, mfn, order
 
     # -- who is doing what ---------------------------------------------------------
 
@@ -186,7 +186,7 @@ class Oracle(Observer):
         elif name == "p2m_tlb_flush":
             self.flushes.append((self.conductor.seq, hart, fields["dom"], list(fields["mask"])))
         elif name == "page_alloc.reuse_flush":
-            self.reuse_flushes.append((self.conductor.seq, hart, fields["mfn"]))
+            self.reuse_flushes.append((self.conductor.seq, hart, fields["mfn"], fields["order"]))
         elif name == "invariant":
             self.invariant(f"{fields['what']} (mfn {fields.get('mfn', 0):#x})", mfn=fields.get("mfn"))
             return
@@ -372,7 +372,7 @@ class Oracle(Observer):
         chain.append((now, hart, self._use_text(kind, hart, entry, mfn, gfn)))
         chain.sort(key=lambda c: c[0])
 
-        missing = self._missing(hart, unmap[0] if unmap else None, free_seq, reuse, kind)
+        missing = self._missing(hart, mfn, unmap[0] if unmap else None, free_seq, reuse, kind)
         if self.bugs:
             missing += f" (bugs injected: {', '.join(self.bugs)})"
         headline = self._headline(cls, kind, hart, entry, mfn, gfn)
@@ -400,9 +400,11 @@ class Oracle(Observer):
             f"which was freed and is now {self.memory.describe(mfn)}"
         )
 
-    def _missing(self, hart: int, unmap_seq: int | None, free_seq: int | None, reuse: Any, kind: str) -> str:
+    def _missing(self, hart: int, mfn: int, unmap_seq: int | None, free_seq: int | None, reuse: Any, kind: str) -> str:
+        """Name the step that was missing or late, from what the machine saw."""
         reuse_seq = reuse[0] if reuse is not None else self.conductor.seq
         lo = unmap_seq if unmap_seq is not None else 0
+        dom = self._dom(hart)
         taken = [f for f in self.fences if f[1] == hart and f[2] in ("taken", "local") and lo <= f[0] <= reuse_seq]
         if taken:
             return (
@@ -417,27 +419,31 @@ class Oracle(Observer):
                 f"the fence hart {h} sent to hart {hart} at step {seq:,} was taken {when}, after the frame was "
                 f"reused at step {reuse_seq:,}: the sender went on without waiting for the acknowledgement"
             )
-        missed = [f for f in self.flushes if lo <= f[0] <= reuse_seq and hart not in f[3]]
-        if free_seq is not None and unmap_seq is not None:
-            flushed_before_free = [f for f in self.flushes if unmap_seq <= f[0] <= free_seq]
-            if not flushed_before_free and kind != "leaf":
-                return (
-                    f"no p2m_tlb_flush between the unmap (step {unmap_seq:,}) and the free (step {free_seq:,}): "
-                    "the table was freed before the flush"
-                )
-        if missed:
-            seq, h, _dom, mask = missed[0]
-            return (
-                f"p2m_tlb_flush at step {seq:,} fenced harts {mask} but not hart {hart}, which still held "
-                f"the entry (dirty_cpumask missed it)"
-            )
         if kind == "leaf" and reuse is not None:
-            flushed = [f for f in self.reuse_flushes if f[0] >= reuse[0] - 2]
-            if not flushed:
+            late = [f for f in self.reuse_flushes if f[0] >= reuse[0] and f[2] <= mfn < f[2] + (1 << f[3])]
+            if late:
+                return (
+                    f"the frame was handed out and scrubbed at step {reuse[0]:,} before the flush on reuse "
+                    f"(begun at step {late[0][0]:,}) reached hart {hart}: scrub, then flush leaves a window"
+                )
+            if not [f for f in self.reuse_flushes if reuse[0] - 2 <= f[0] <= reuse[0]]:
                 return (
                     f"the reallocation at step {reuse[0]:,} fenced no hart: the flush on reuse that "
                     "p2m_put_foreign_page relies on did not happen"
                 )
+        if free_seq is not None and unmap_seq is not None and kind != "leaf":
+            if not [f for f in self.flushes if unmap_seq <= f[0] <= free_seq and f[2] == dom]:
+                return (
+                    f"no p2m_tlb_flush between the unmap (step {unmap_seq:,}) and the free (step {free_seq:,}): "
+                    "the table was freed before the flush"
+                )
+        missed = [f for f in self.flushes if lo <= f[0] <= reuse_seq and hart not in f[3] and f[2] == dom]
+        if missed:
+            seq, _h, _dom, mask = missed[0]
+            return (
+                f"p2m_tlb_flush at step {seq:,} fenced harts {mask or '(none: empty dirty_cpumask)'} but not "
+                f"hart {hart}, which still held the entry (dirty_cpumask missed it)"
+            )
         return f"no fence reached hart {hart} between the unmap and the reuse"
 
     # -- invariants --------------------------------------------------------------------------

@@ -251,7 +251,7 @@ def _params(mod: Any, config: Config) -> dict[str, Any]:
         try:
             out[k] = (v.lower() in ("1", "true", "yes")) if kind is bool else kind(v)
         except ValueError:
-            raise ConfigError(f"parameter {k}={v!r} is not a {kind.__name__}") from None
+            raise ConfigError(f"parameter {k}={v!r} is not of type {kind.__name__}") from None
     return out
 
 

@@ -1,0 +1,165 @@
+"""The command line as a user meets it: exit codes, one-line errors, JSON, logs."""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+from pathlib import Path
+
+import orjson
+import pytest
+
+from simulator.cli import main as cli_main
+
+JSON_KEYS = {
+    "workload",
+    "seed",
+    "profile",
+    "strategy",
+    "bugs",
+    "steps",
+    "stats",
+    "warnings",
+    "violations",
+    "violation_count",
+    "stop",
+    "digest",
+    "replay",
+}
+STATS_KEYS = {
+    "accesses",
+    "tlb_hits",
+    "walks",
+    "fences_sent",
+    "fences_acked",
+    "frames_freed",
+    "frames_reused",
+    "stale_benign",
+}
+
+
+def p2msim(*args: str, cwd: Path | None = None) -> subprocess.CompletedProcess[str]:
+    return subprocess.run(
+        [sys.executable, "-m", "simulator", *args], capture_output=True, text=True, timeout=300, cwd=cwd
+    )
+
+
+def test_clean_run_exits_0_and_prints_the_replay_command() -> None:
+    r = p2msim("run", "teardown-under-load", "--seed", "1")
+    assert r.returncode == 0, r.stderr
+    assert "CLEAN: no violation" in r.stdout
+    assert "replay: p2msim run teardown-under-load --seed 1" in r.stdout
+
+
+def test_violation_exits_1_with_explanation_and_json(capsys: pytest.CaptureFixture[str]) -> None:
+    code = cli_main(["run", "teardown-under-load", "--seed", "0", "--bug", "no-flush-before-table-free", "--json"])
+    out = orjson.loads(capsys.readouterr().out)
+    assert code == 1
+    assert set(out) == JSON_KEYS and set(out["stats"]) == STATS_KEYS
+    assert out["bugs"] == ["no-flush-before-table-free"]
+    v = out["violations"][0]
+    assert {"class", "hart", "dom", "gfn", "mfn", "seq", "explanation"} <= set(v)
+    assert v["class"] == "walk-through-reused-table"
+    assert "missing:" in v["explanation"]
+    assert out["replay"] == "p2msim run teardown-under-load --seed 0 --bug no-flush-before-table-free"
+
+
+def test_json_output_is_deterministic(capsys: pytest.CaptureFixture[str]) -> None:
+    outs = []
+    for _ in range(2):
+        cli_main(["run", "foreign-unmap-reuse", "--seed", "3", "--json"])
+        outs.append(capsys.readouterr().out)
+    assert outs[0] == outs[1]
+
+
+@pytest.mark.parametrize(
+    ("args", "words"),
+    [
+        (["run", "no-such-workload"], "unknown workload 'no-such-workload'"),
+        (["run", "teardown-under-load", "--profile", "nope"], "unknown profile 'nope'"),
+        (["run", "teardown-under-load", "--bug", "nope"], "unknown bug 'nope'"),
+        (["run", "teardown-under-load", "--strategy", "nope"], "unknown strategy 'nope'"),
+        (["run", "teardown-under-load", "--pcpus", "1"], "needs at least 2 harts"),
+        (["run", "teardown-under-load", "--seed", "x"], "is not a whole number"),
+        (["run", "teardown-under-load", "--vmid-bits", "20"], "VMID bits"),
+        (["run", "teardown-under-load", "-p", "nope=1"], "no parameter 'nope'"),
+        (["run", "teardown-under-load", "-p", "chunks=many"], "is not of type int"),
+        (["run", "missing.py"], "does not exist"),
+        (["frobnicate"], "invalid choice"),
+    ],
+)
+def test_bad_input_is_one_line_and_exit_2(args: list[str], words: str, capsys: pytest.CaptureFixture[str]) -> None:
+    code = cli_main(args)
+    err = capsys.readouterr().err
+    assert code == 2
+    assert words in err
+    assert err.count("\n") == 1 and "Traceback" not in err
+
+
+def test_a_workload_script_that_raises_is_exit_2_and_the_log_is_complete(tmp_path: Path) -> None:
+    script = tmp_path / "broken.py"
+    script.write_text(
+        "async def main(sim):\n"
+        "    d = await sim.create_domain(7, vcpus=1, pool_pages=2)\n"
+        "    await sim.populate(d, 0x10, 4)\n"
+        "    raise RuntimeError('my scenario is wrong')\n"
+    )
+    log = tmp_path / "run.jsonl"
+    r = p2msim("run", str(script), "--log", str(log))
+    assert r.returncode == 2
+    assert "RuntimeError" in r.stderr and "my scenario is wrong" in r.stderr
+    assert r.stderr.count("\n") == 1 and "Traceback" not in r.stderr
+    lines = [orjson.loads(x) for x in log.read_bytes().splitlines()]
+    assert lines[0]["event"] == "run.start"
+    assert lines[-1]["event"] == "run.error" and "my scenario is wrong" in lines[-1]["error"]
+    assert any(x["event"] == "domain_create" and x["dom"] == 7 for x in lines)
+
+
+def test_a_workload_by_path_runs(tmp_path: Path) -> None:
+    script = tmp_path / "mine.py"
+    script.write_text(
+        "PARAMS = {'pages': 8}\n"
+        "async def main(sim):\n"
+        "    d = await sim.create_domain(1, vcpus=1, pool_pages=2)\n"
+        "    await sim.populate(d, 0x10, sim.params['pages'])\n"
+        "    await sim.run_vcpu(d.vcpus[0], 1, sim.pattern([(0x10, sim.params['pages'])]))\n"
+        "    await sim.elapse(500)\n"
+        "    await sim.destroy(d)\n"
+    )
+    r = p2msim("run", str(script), "-p", "pages=16", "--pcpus", "2", "--json")
+    assert r.returncode == 0, r.stderr
+    out = orjson.loads(r.stdout)
+    assert out["stats"]["accesses"] > 0 and out["violations"] == []
+    assert "-p pages=16" in out["replay"] and "--pcpus 2" in out["replay"]
+
+
+def test_list_names_everything(capsys: pytest.CaptureFixture[str]) -> None:
+    assert cli_main(["list"]) == 0
+    out = capsys.readouterr().out
+    for name in (
+        "teardown-under-load",
+        "foreign-unmap-reuse",
+        "fixed",
+        "riscv-tree",
+        "no-flush-before-table-free",
+        "async-remote-fence",
+        "no-reuse-flush",
+        "pct",
+    ):
+        assert name in out
+
+
+def test_bench_prints_the_three_numbers(capsys: pytest.CaptureFixture[str]) -> None:
+    assert cli_main(["bench", "--json", "--steps", "20000", "--repeat", "1"]) == 0
+    out = orjson.loads(capsys.readouterr().out)
+    for key in ("accesses_per_s", "switches_per_s", "baseline_lookups_per_s", "baseline_ratio"):
+        assert out[key] > 0
+
+
+def test_python_api_run_workload() -> None:
+    from simulator import run_workload
+
+    r = run_workload("foreign-unmap-reuse", seed=0, bugs=["no-reuse-flush"])
+    assert r.violations and "reused" in r.violations[0].cls
+    assert "replay: p2msim run foreign-unmap-reuse --seed 0 --bug no-reuse-flush" in r.explain()
+    assert run_workload("foreign-unmap-reuse", seed=0).clean

@@ -113,7 +113,7 @@ def test_free_subtree_returns_every_table_and_drops_every_foreign_reference() ->
         big, _, _ = xen.p2m_get_entry(d1.p2m, 0x200)
         assert mem.count[small] == PGC_allocated | 2 and mem.count[big + 7] == PGC_allocated | 2
         # external types: RSW says "look it up", the metadata page says which
-        mfn, t, _ = xen.p2m_get_entry(d0.p2m, 0x80001)
+        _, t, _ = xen.p2m_get_entry(d0.p2m, 0x80001)
         assert t == p2m_map_foreign_ro and xen.p2m_get_entry(d0.p2m, 0x80000)[1] == p2m_map_foreign_rw
         assert len(d0.p2m.md) == 2  # one per table holding external types
         assert all(v >= 1 for v in d0.p2m.md_used.values())

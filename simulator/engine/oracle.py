@@ -431,12 +431,16 @@ class Oracle(Observer):
                     f"the reallocation at step {reuse[0]:,} fenced no hart: the flush on reuse that "
                     "p2m_put_foreign_page relies on did not happen"
                 )
-        if free_seq is not None and unmap_seq is not None and kind != "leaf":
-            if not [f for f in self.flushes if unmap_seq <= f[0] <= free_seq and f[2] == dom]:
-                return (
-                    f"no p2m_tlb_flush between the unmap (step {unmap_seq:,}) and the free (step {free_seq:,}): "
-                    "the table was freed before the flush"
-                )
+        if (
+            free_seq is not None
+            and unmap_seq is not None
+            and kind != "leaf"
+            and not [f for f in self.flushes if unmap_seq <= f[0] <= free_seq and f[2] == dom]
+        ):
+            return (
+                f"no p2m_tlb_flush between the unmap (step {unmap_seq:,}) and the free (step {free_seq:,}): "
+                "the table was freed before the flush"
+            )
         missed = [f for f in self.flushes if lo <= f[0] <= reuse_seq and hart not in f[3] and f[2] == dom]
         if missed:
             seq, _h, _dom, mask = missed[0]

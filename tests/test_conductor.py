@@ -7,6 +7,7 @@ drive the same scenario with ``anyio.run(..., backend="asyncio")`` and
 
 from __future__ import annotations
 
+import itertools
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
 
@@ -33,6 +34,7 @@ class Run:
     trace: list[tuple[str, int]] = field(default_factory=list)
     inside: str | None = None  # the actor between "enter" and "exit" of a step's action
     overlaps: list[str] = field(default_factory=list)
+    stamps: list[int] = field(default_factory=list)  # conductor.seq at each action of the trace
     extra: dict[str, object] = field(default_factory=dict)
 
 
@@ -71,6 +73,7 @@ def counter(steps: int) -> Body:
                 run.overlaps.append(f"{actor.name} step {i} while {run.inside} inside, {c.current} current")
             run.inside = actor.name
             run.trace.append((actor.name, i))
+            run.stamps.append(c.seq)
             # a plain event-loop checkpoint: no other simulated actor may run here
             await anyio.lowlevel.checkpoint()
             if run.inside != actor.name:
@@ -167,14 +170,19 @@ async def test_trio_test_matches_asyncio_run() -> None:
 def test_decisions_are_recorded_at_switches() -> None:
     run = anyio.run(simulate, RandomStrategy(21, max_run=6), counters(3, 30), backend="asyncio")
     c = run.conductor
-    # the first decision is begin()'s pick at seq 0; each later one is a change of actor
-    assert c.decisions[0][0] == 0
+    # begin() records the first pick at seq 0, and that actor does the first action
+    assert c.decisions[0] == (0, int(run.trace[0][0][1:]))
     seqs = [s for s, _ in c.decisions]
     assert seqs == sorted(seqs)
-    # the trace's k-th action happens at seq k+1; a decision at seq s means actor idx does action s+1
-    for s, idx in c.decisions:
-        assert run.trace[s][0] == f"a{idx}"
+    # after a decision (s, idx) and before the next one, only actor idx acts
+    bounds = [*c.decisions, (c.seq + 1, -1)]
+    for (s, idx), (s2, _) in itertools.pairwise(bounds):
+        between = {name for (name, _), t in zip(run.trace, run.stamps, strict=True) if s < t < s2}
+        assert between <= {f"a{idx}"}, (s, idx, s2, between)
     assert len(runs_of(run.trace)) <= len(c.decisions)
+    # logical time never goes back
+    assert run.stamps == sorted(run.stamps)
+    assert run.stamps[-1] == c.seq == 90
 
 
 # -- budget ---------------------------------------------------------------------------
@@ -196,22 +204,31 @@ async def budget_run(budget: int) -> Run:
     return run
 
 
-async def test_budget_stops_the_run() -> None:
-    run = await budget_run(25)
+def check_budget_stop(run: Run, budget: int) -> None:
     c = run.conductor
     assert c.stop_reason == "budget"
-    assert c.seq == 25
-    # the step that reaches the budget is refused: 24 actions ran
-    assert len(run.trace) == 24
+    assert c.seq == budget
     assert run.overlaps == []
-    assert not all(a.done for a in c.actors)
+    # no action ran at or past the budget; the last one ran just before it
+    assert max(run.stamps) == budget - 1
+    # every seq number was used by one action, except the step that hit the budget and the
+    # steps that parked actors took before they were switched out (their actions never ran)
+    acted = {name for name, _ in run.trace}
+    unfinished = [a for a in c.actors if a.started and sum(1 for n, _ in run.trace if n == a.name) < 100]
+    assert acted == {a.name for a in unfinished}  # 100-step actors: nobody finished in the budget
+    assert len(run.trace) == budget - len(unfinished)
+    assert len(set(run.stamps)) == len(run.stamps)
+
+
+async def test_budget_stops_the_run() -> None:
+    run = await budget_run(25)
+    check_budget_stop(run, 25)
 
 
 def test_budget_stops_the_run_on_asyncio() -> None:
     run = anyio.run(budget_run, 40, backend="asyncio")
-    assert run.conductor.stop_reason == "budget"
-    assert run.conductor.seq == 40
-    assert len(run.trace) == 39
+    check_budget_stop(run, 40)
+    assert run.trace == anyio.run(budget_run, 40, backend="trio").trace
 
 
 async def test_budget_stop_raises_exception_group() -> None:
@@ -334,18 +351,36 @@ async def test_sleep_until_wakes_no_earlier_than_asked() -> None:
 
 @pytest.mark.xfail(
     reason="sleep_until with no other runnable actor raises Deadlock instead of advancing logical time",
+    raises=AssertionError,
     strict=True,
 )
-async def test_sleep_until_alone_advances_time() -> None:
-    """A timed wait is not a deadlock: when every unfinished actor is asleep, time should jump ahead."""
+def test_sleep_until_alone_advances_time() -> None:
+    """A timed wait is not a deadlock: when every unfinished actor is asleep, time should jump ahead.
+
+    This is what ``Scenario.elapse`` does while every hart is idle (no guest running).
+    """
 
     async def sleeper(c: Conductor, actor: Actor, run: Run) -> None:
         await c.step(actor)
         await c.sleep_until(actor, 20, "time to pass")
         run.extra["woke"] = c.seq
 
-    run = await simulate(RandomStrategy(0), {"driver": sleeper})
-    assert run.extra["woke"] >= 20  # type: ignore[operator]
+    async def idle(c: Conductor, actor: Actor, run: Run) -> None:
+        await c.block(actor, lambda: run.extra.get("woke") is not None, "work (idle)")
+
+    runs: list[Run] = []
+    deadlocks: list[str] = []
+
+    async def go() -> None:
+        try:
+            await simulate(RandomStrategy(0), {"driver": sleeper, "hart0": idle}, setup=runs.append)
+        except* Deadlock as eg:
+            deadlocks.append(str(first_exception(eg, Deadlock)))
+
+    anyio.run(go, backend="trio")
+    # observed: "hart0 waits for work (idle); driver waits for time to pass (step 20)"
+    assert deadlocks == []
+    assert runs[0].extra["woke"] >= 20  # type: ignore[operator]
 
 
 # -- SpinLock -----------------------------------------------------------------------
@@ -376,9 +411,9 @@ def locker(lock: SpinLock, rounds: int, stats: dict[str, int]) -> Body:
     return body
 
 
-async def spinlock_run(strategy: Strategy, n: int = 2, rounds: int = 25) -> tuple[Run, dict[str, int]]:
-    stats = {"waits": 0, "sections": 0}
-    locks: list[SpinLock] = []  # the lock needs the conductor, which simulate() creates
+def lock_bodies(stats: dict[str, int], rounds: int, n: int) -> tuple[dict[str, Body], list[SpinLock]]:
+    """``n`` actors sharing one SpinLock; the lock needs the conductor, so it is made on first use."""
+    locks: list[SpinLock] = []
 
     def lock_user() -> Body:
         async def body(c: Conductor, actor: Actor, run: Run) -> None:
@@ -388,7 +423,13 @@ async def spinlock_run(strategy: Strategy, n: int = 2, rounds: int = 25) -> tupl
 
         return body
 
-    run = await simulate(strategy, {f"h{k}": lock_user() for k in range(n)})
+    return {f"h{k}": lock_user() for k in range(n)}, locks
+
+
+async def spinlock_run(strategy: Strategy, n: int = 2, rounds: int = 25) -> tuple[Run, dict[str, int]]:
+    stats = {"waits": 0, "sections": 0}
+    bodies, locks = lock_bodies(stats, rounds, n)
+    run = await simulate(strategy, bodies)
     assert locks[0].holder is None
     return run, stats
 
@@ -487,41 +528,89 @@ async def test_pct_same_seed_same_trace() -> None:
 # -- replay -------------------------------------------------------------------------
 
 
-async def test_replay_reproduces_random_run() -> None:
-    original = await simulate(RandomStrategy(31, max_run=5), counters(3, 40))
+async def budget_limited(strategy: Strategy, budget: int, bodies: dict[str, Body]) -> Run:
+    """Run until the budget stops it (no actor finishes), return the run."""
+    runs: list[Run] = []
+    try:
+        await simulate(strategy, bodies, budget=budget, setup=runs.append)
+    except* SimulationStop:
+        pass
+    (run,) = runs
+    assert run.conductor.stop_reason == "budget"
+    return run
+
+
+async def test_replay_reproduces_budget_limited_run() -> None:
+    original = await budget_limited(RandomStrategy(31, max_run=5), 300, counters(3, 1000))
     decisions = list(original.conductor.decisions)
-    assert len(decisions) > 5
+    assert len(decisions) > 20
     replay = ReplayStrategy(999, decisions)  # another seed: only the decisions matter
-    again = await simulate(replay, counters(3, 40))
+    again = await budget_limited(replay, 300, counters(3, 1000))
     assert again.trace == original.trace
+    assert again.stamps == original.stamps
     assert again.conductor.decisions == decisions
     assert replay.diverged_at is None
     assert replay.pos == len(decisions)
 
 
 async def test_replay_reproduces_blocking_run() -> None:
-    original, stats = await spinlock_run(RandomStrategy(3, max_run=4))
+    stats = {"waits": 0, "sections": 0}
+    original = await budget_limited(RandomStrategy(3, max_run=4), 400, lock_bodies(stats, 1000, 3)[0])
     assert stats["waits"] > 0
-    decisions = list(original.conductor.decisions)
-    replay = ReplayStrategy(12345, decisions)
-    again, stats2 = await spinlock_run(replay)
+    assert original.overlaps == []
+    replay = ReplayStrategy(12345, list(original.conductor.decisions))
+    stats2 = {"waits": 0, "sections": 0}
+    again = await budget_limited(replay, 400, lock_bodies(stats2, 1000, 3)[0])
     assert again.trace == original.trace
     assert stats2 == stats
     assert replay.diverged_at is None
 
 
 def test_replay_across_backends() -> None:
-    original = anyio.run(simulate, RandomStrategy(77, max_run=5), counters(3, 30), backend="trio")
+    original = anyio.run(budget_limited, RandomStrategy(77, max_run=5), 200, counters(3, 1000), backend="trio")
+    replay = ReplayStrategy(0, list(original.conductor.decisions))
+    again = anyio.run(budget_limited, replay, 200, counters(3, 1000), backend="asyncio")
+    assert again.trace == original.trace
+
+
+@pytest.mark.xfail(
+    reason="a decision taken when an actor finishes (_hand_over) is recorded with the seq of that actor's "
+    "last step, so ReplayStrategy applies it at that step, one action too early",
+    raises=AssertionError,
+    strict=True,
+)
+def test_replay_reproduces_random_run() -> None:
+    # sync test: the failing assert must not come wrapped in pytest-trio's exception group
+    original = anyio.run(simulate, RandomStrategy(31, max_run=5), counters(3, 40), backend="trio")
+    decisions = list(original.conductor.decisions)
+    replay = ReplayStrategy(999, decisions)
+    again = anyio.run(simulate, replay, counters(3, 40), backend="trio")
+    assert again.trace == original.trace
+
+
+@pytest.mark.xfail(
+    reason="hand-over decisions share the seq of the finishing actor's last step; replay switches early",
+    raises=AssertionError,
+    strict=True,
+)
+def test_replay_of_run_to_completion_minimal() -> None:
+    """The smallest case: PCT runs the top actor to completion, then the other; replay must match."""
+    original = anyio.run(simulate, PctStrategy(1, depth=1), counters(2, 3), backend="asyncio")
+    top = original.trace[0][0]
+    other = "a1" if top == "a0" else "a0"
+    assert original.trace == [(top, 0), (top, 1), (top, 2), (other, 0), (other, 1), (other, 2)]
+    # the switch happened when `top` finished, after its action at seq 3; it is recorded as (3, other)
+    assert original.conductor.decisions == [(0, int(top[1])), (3, int(other[1]))]
     again = anyio.run(
-        simulate, ReplayStrategy(0, list(original.conductor.decisions)), counters(3, 30), backend="asyncio"
+        simulate, ReplayStrategy(0, list(original.conductor.decisions)), counters(2, 3), backend="asyncio"
     )
+    # observed instead: [top0, top1, other0, other1, other2, top2]
     assert again.trace == original.trace
 
 
 async def test_replay_notices_divergence() -> None:
-    # a decision naming an actor that is not enabled (it has finished) is a divergence
-    replay = ReplayStrategy(0, [(0, 0), (3, 1), (5, 0)])
+    # the decision at seq 2 names an actor that does not exist: the replay has diverged there
+    replay = ReplayStrategy(0, [(0, 0), (1, 1), (2, 7)])
     run = await simulate(replay, {"a0": counter(3), "a1": counter(3)})
-    assert replay.diverged_at == 5
+    assert replay.diverged_at == 2
     assert sorted(run.trace) == sorted([("a0", i) for i in range(3)] + [("a1", i) for i in range(3)])
-    assert run.trace[:5] == [("a0", 0), ("a0", 1), ("a0", 2), ("a1", 0), ("a1", 1)]

@@ -120,7 +120,7 @@ def test_predicates_on_raw_values() -> None:
     # V alone (plus A/D/U/G, which do not count) is a table pointer
     assert P.pte_is_table(0x1)
     assert P.pte_is_table(0x1 | 0x10 | 0x20 | 0x40 | 0x80)
-    for perm in (0x2, 0x4, 0x8, 0x6, 0xA, 0xE):
+    for perm in (0x2, 0x8, 0x6, 0xA, 0xE):  # R, X, RW, RX, RWX (W without R is reserved)
         assert P.pte_is_mapping(0x1 | perm)
         assert not P.pte_is_table(0x1 | perm)
     leaf = 0x1 | 0x2
@@ -252,9 +252,8 @@ def test_root_index_spans_four_frames() -> None:
 # -- properties --------------------------------------------------------------------
 
 ppns = st.integers(min_value=0, max_value=(1 << 44) - 1)
-perms = st.sampled_from(
-    [P.PTE_R, P.PTE_W, P.PTE_X, P.PTE_R | P.PTE_W, P.PTE_R | P.PTE_X, P.PTE_W | P.PTE_X, P.PTE_ACCESS_MASK]
-)
+# the leaf encodings the spec allows: W without R is reserved
+perms = st.sampled_from([P.PTE_R, P.PTE_X, P.PTE_R | P.PTE_W, P.PTE_R | P.PTE_X, P.PTE_ACCESS_MASK])
 pbmts = st.sampled_from([0, P.PTE_PBMT_NC, P.PTE_PBMT_IO])
 modes = st.sampled_from(MODES)
 

@@ -30,10 +30,10 @@ def _dumps(obj: Any, **_: Any) -> bytes:
 
 
 def _schema_order(_logger: Any, method: str, event_dict: dict[str, Any]) -> dict[str, Any]:
-    """seq, hart, event first; the level last (a small composable processor)."""
+    """seq, hart, event first; the log level last, as ``log_level`` (``level`` is a page-table level)."""
     ordered = {"seq": event_dict.pop("seq"), "hart": event_dict.pop("hart"), "event": event_dict.pop("event")}
     ordered.update(event_dict)
-    ordered["level"] = method
+    ordered["log_level"] = method
     return ordered
 
 

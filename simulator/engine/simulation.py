@@ -81,6 +81,7 @@ class Config:
 
 
 DEFAULTS = Config(workload="")
+PCT_HORIZON = 120_000  # change points are drawn over the first steps, where workloads do their work
 
 
 # -- workloads ------------------------------------------------------------------------------
@@ -271,7 +272,9 @@ def run(
     if decisions is not None:
         strategy: Strategy = ReplayStrategy(config.seed, decisions)
     else:
-        strategy = make_strategy(config.strategy, config.seed, pct_depth=config.pct_depth, horizon=config.steps)
+        strategy = make_strategy(
+            config.strategy, config.seed, pct_depth=config.pct_depth, horizon=min(config.steps, PCT_HORIZON)
+        )
     return anyio.run(_run, config, mod, params, strategy, backend=config.backend)
 
 

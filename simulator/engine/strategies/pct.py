@@ -6,8 +6,9 @@ running actor drops below every initial priority.  A bug of depth d is found
 with probability at least 1/(n k^(d-1)).
 
 Guest quanta end in a yield; as in Shuttle, a yield drops the actor's
-priority below the others, otherwise a hart spinning in guest code would
-starve the workload driver for the whole run.
+priority below every other, otherwise a hart spinning in guest code (which
+never finishes) would starve the workload driver once a change point has
+lowered the driver.
 """
 
 from __future__ import annotations
@@ -43,11 +44,9 @@ class PctStrategy(Strategy):
         self.change_points = sorted(rng.randrange(1, self.horizon) for _ in range(self.depth - 1))
         self.changes_done = 0
         self.low = self.depth  # next priority given at a change point
-        self.yield_floor = self.depth + 1  # yields go to the bottom of the initial band
 
     def on_yield(self, actor: Actor) -> None:
-        self.yield_floor -= 1e-6
-        self.priority[actor.index] = self.yield_floor  # type: ignore[call-overload]
+        self.priority[actor.index] = min(self.priority) - 1
 
     def next_actor(self, current: Actor | None, enabled: list[Actor], seq: int) -> tuple[Actor, int]:
         cps = self.change_points

@@ -61,6 +61,7 @@ def test_replaying_the_recorded_decisions_reproduces_the_run() -> None:
     again = run(cfg, decisions=first.decisions)
     assert [v.to_json() for v in again.violations] == [v.to_json() for v in first.violations]
     assert again.stats == first.stats
+    assert again.decisions == first.decisions and again.digest == first.digest
 
 
 @settings(max_examples=8, deadline=None)

@@ -178,6 +178,14 @@ class Conductor:
             self.stop_reason = "budget"
             raise SimulationStop("budget")
         enabled = [a for a in self.actors if a.runnable()]
+        if not enabled and self.seq < self.next_timer < (1 << 62):
+            # everyone idle but a sleeper: logical time jumps to its wake-up
+            if self.next_timer >= self.budget:
+                self.seq = self.budget
+                self.stop_reason = "budget"
+                raise SimulationStop("budget")
+            self.seq = self.next_timer
+            enabled = [a for a in self.actors if a.runnable()]
         if not enabled:
             raise Deadlock(self.describe_waits())
         nxt, run = self.strategy.next_actor(current, enabled, self.seq)
@@ -208,6 +216,7 @@ class Conductor:
         if all(a.done for a in self.actors):
             self.current = None
             return
+        self.seq += 1  # finishing is an action: the hand-over decision gets its own step
         try:
             nxt = self._pick(None)
         except SimulationStop:

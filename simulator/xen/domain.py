@@ -137,6 +137,8 @@ class DomainOps(Vmid):
             raise ValueError(f"{nxt.name} cannot run: dom{d.domain_id} is dying")
         if nxt.processor is not None:
             raise ValueError(f"{nxt.name} already runs on hart {nxt.processor}")
+        # both before any step: a flush completing during the switch must see it
+        d.switch_ins[hart.id] += 1
         if self.profile.maintain_dirty_mask:
             d.dirty_cpumask[hart.id] = True  # before the hart can cache anything
         if self.profile.vmid_flush_on_migration and nxt.last_processor not in (None, hart.id):
@@ -147,7 +149,6 @@ class DomainOps(Vmid):
         nxt.processor = hart.id
         nxt.last_processor = hart.id
         d.running_on.append(hart.id)
-        d.switch_ins[hart.id] += 1
         self.curr_vcpu[hart.id] = nxt
         self.emit("switch_in", dom=d.domain_id, vcpu=nxt.vcpu_id, vmid=vmid)
         hart.guest = nxt.program

@@ -111,6 +111,7 @@ class Oracle(Observer):
         self.pte_hist: dict[tuple[int, int], list[tuple[int, int | None, int, int, str]]] = {}
         self.fences: list[tuple[int, int, str, FenceRequest]] = []
         self.flushes: list[tuple[int, int | None, int, list[int]]] = []  # seq, hart, dom, mask
+        self.roots: dict[int, int] = {}  # root mfn -> domain
         self.reuse_flushes: list[tuple[int, int | None, int, int]] = []  # seq, hart, mfn, order
 
     # -- who is doing what ---------------------------------------------------------
@@ -185,6 +186,8 @@ class Oracle(Observer):
             self.hart_ctx[hart] = None
         elif name == "p2m_tlb_flush":
             self.flushes.append((self.conductor.seq, hart, fields["dom"], list(fields["mask"])))
+        elif name == "p2m_alloc_root_table":
+            self.roots[fields["mfn"]] = fields["dom"]
         elif name == "page_alloc.reuse_flush":
             self.reuse_flushes.append((self.conductor.seq, hart, fields["mfn"], fields["order"]))
         elif name == "invariant":
@@ -217,27 +220,44 @@ class Oracle(Observer):
         self.log.info(hart, "oracle.warning", mfn=mfn, gfn=gfn, text=text)
 
     def on_alias_use(self, hart: int, entry: TlbEntry, gfn: int, root_mfn: int) -> None:
-        key = ("alias", hart, entry.key, entry.root_mfn)
         self.violation_count += 1
+        key = ("alias", hart, entry.root_mfn, root_mfn)
         if key in self._seen:
             return
         self._seen.add(key)
+        other = self.roots.get(entry.root_mfn)
+        mine = self.roots.get(root_mfn)
+        whose = f"dom{other}'s" if other is not None else "another"
+        mfn = gfn + entry.delta
         v = Violation(
             "vmid-alias",
             hart,
             self._dom(hart),
             gfn,
-            entry.ppn,
+            mfn,
             self.conductor.seq,
-            f"hart {hart} ({self._who(hart)}) used a translation of gfn {gfn:#x} filled under root "
-            f"mfn {entry.root_mfn:#x}, but its hgatp names root mfn {root_mfn:#x}: the VMID was not flushed "
-            "when it changed hands",
+            f"hart {hart} ({self._who(hart)}) translated gfn {gfn:#x} with an entry filled under {whose} root "
+            f"mfn {entry.root_mfn:#x} and reached mfn {mfn:#x} ({self.memory.describe(mfn)}): VMID {entry.vmid} "
+            f"changed hands on this hart without a fence",
         )
         v.chain = [
-            (entry.fill_seq, hart, f"entry filled for VMID {entry.vmid} under root mfn {entry.root_mfn:#x}"),
-            (self.conductor.seq, hart, f"stale use under root mfn {root_mfn:#x} with the same VMID {entry.vmid}"),
+            (
+                entry.fill_seq,
+                hart,
+                f"fill: gfn {entry.gfn_base:#x} cached for VMID {entry.vmid} under {whose} "
+                f"root mfn {entry.root_mfn:#x}",
+            ),
+            (
+                self.conductor.seq,
+                hart,
+                f"stale use: dom{mine} (root mfn {root_mfn:#x}) runs with the same "
+                f"VMID {entry.vmid} and hits that entry",
+            ),
         ]
-        v.missing = "an HFENCE.GVMA for the VMID before it was given to another vCPU (vmid_flush_vcpu on migration)"
+        v.missing = (
+            "an HFENCE.GVMA for the VMID before it was given to another vCPU "
+            "(vmid_flush_vcpu on migration, or a flush when the VMID is reassigned)"
+        )
         self._record(v, count=False)
 
     def on_reused_use(self, hart: int, kind: str, entry: TlbEntry | None, mfn: int, gfn: int) -> None:

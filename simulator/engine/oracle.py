@@ -47,8 +47,20 @@ class Violation:
     mfn: int | None
     seq: int
     headline: str
-    chain: list[tuple[int, int | None, str]] = field(default_factory=list)
+    chain: list[tuple[int, int | None, str, str]] = field(default_factory=list)  # seq, hart, kind, text
     missing: str = ""
+
+    def to_log(self) -> dict[str, Any]:
+        """The structured form written to the log, from which `p2msim inspect` draws timelines."""
+        return {
+            "cls": self.cls,
+            "dom": self.dom,
+            "gfn": self.gfn,
+            "mfn": self.mfn,
+            "headline": self.headline,
+            "chain": [{"seq": s, "hart": h, "kind": k, "text": t} for s, h, k, t in self.chain],
+            "missing": self.missing,
+        }
 
     def to_json(self) -> dict[str, Any]:
         return {
@@ -65,7 +77,7 @@ class Violation:
         lines = [f"{self.cls}: {self.headline}"]
         if self.chain:
             lines.append("     step  hart  event")
-            for seq, hart, text in self.chain:
+            for seq, hart, _kind, text in self.chain:
                 h = "-" if hart is None else str(hart)
                 lines.append(f"  {seq:>7,}  {h:>4}  {text}")
         if self.missing:
@@ -97,6 +109,7 @@ class Oracle(Observer):
         self.strict = strict
         self.violations: list[Violation] = []
         self.violation_count = 0
+        self.distinct = 0
         self.warnings: list[str] = []
         self.warning_count = 0
         self.stale_benign = 0
@@ -244,12 +257,14 @@ class Oracle(Observer):
             (
                 entry.fill_seq,
                 hart,
+                "fill",
                 f"fill: gfn {entry.gfn_base:#x} cached for VMID {entry.vmid} under {whose} "
                 f"root mfn {entry.root_mfn:#x}",
             ),
             (
                 self.conductor.seq,
                 hart,
+                "use",
                 f"stale use: dom{mine} (root mfn {root_mfn:#x}) runs with the same "
                 f"VMID {entry.vmid} and hits that entry",
             ),
@@ -277,9 +292,10 @@ class Oracle(Observer):
     def _record(self, v: Violation, count: bool = True) -> None:
         if count:
             self.violation_count += 1
+        self.distinct += 1
         if len(self.violations) < MAX_REPORTED:
             self.violations.append(v)
-        self.log.error(v.hart, "oracle.violation", cls=v.cls, dom=v.dom, gfn=v.gfn, mfn=v.mfn, explanation=v.explain())
+        self.log.error(v.hart, "oracle.violation", n=self.distinct, **v.to_log())
 
     def invariant(self, what: str, mfn: int | None = None) -> None:
         hart = self._hart()
@@ -338,7 +354,7 @@ class Oracle(Observer):
     ) -> Violation:
         now = self.conductor.seq
         fill_seq = entry.fill_seq if entry is not None else 0
-        chain: list[tuple[int, int | None, str]] = []
+        chain: list[tuple[int, int | None, str, str]] = []
         if entry is not None:
             walked = " -> ".join(f"L{lvl} mfn {t:#x} (gen {g})" for lvl, t, g in entry.path)
             what = "leaf" if entry.leaf else "non-leaf"
@@ -347,6 +363,7 @@ class Oracle(Observer):
                 (
                     fill_seq,
                     hart,
+                    "fill",
                     f"fill: walk of gfn {gfn:#x}: {walked}; cached {what} entry "
                     f"(VMID {entry.vmid}, L{entry.level}, gfn {entry.gfn_base:#x}) -> {target}",
                 )
@@ -361,13 +378,13 @@ class Oracle(Observer):
         if unmap is not None:
             seq, h, (t, i), old, new, op = unmap
             verb = "cleared" if not new & 1 else f"changed to {new:#x}"
-            chain.append((seq, h, f"unmap: {op}: PTE {t:#x}[{i}] {verb} (was {old:#x})"))
+            chain.append((seq, h, "unmap", f"unmap: {op}: PTE {t:#x}[{i}] {verb} (was {old:#x})"))
         frees = [ev for ev in self.frame_hist.get(mfn, ()) if ev[2] == "free" and ev[0] >= fill_seq]
         reuse_seq = reuse[0] if reuse is not None else now
         free_seq = None
         for ev in frees:
             if ev[0] <= reuse_seq:
-                chain.append((ev[0], ev[1], f"free: mfn {mfn:#x}: {ev[4]}"))
+                chain.append((ev[0], ev[1], "free", f"free: mfn {mfn:#x}: {ev[4]}"))
                 free_seq = ev[0]
         # fences that concern the hart holding the stale entry
         start = unmap[0] if unmap is not None else fill_seq
@@ -377,19 +394,28 @@ class Oracle(Observer):
         for seq, h, what, req in fences_to_hart:
             if what == "sent":
                 state = f"taken at step {req.taken_seq:,}" if req.taken_seq >= 0 else "never taken"
-                chain.append((seq, h, f"fence sent to hart {hart}: {req.describe()} ({state})"))
+                chain.append((seq, h, "fence.sent", f"fence sent to hart {hart}: {req.describe()} ({state})"))
             elif what == "local" and h == hart:
-                chain.append((seq, h, f"local {req.describe()} on hart {hart}"))
+                chain.append((seq, h, "fence.local", f"local {req.describe()} on hart {hart}"))
             elif what == "taken":
-                chain.append((seq, h, f"hart {hart} takes the fence from hart {req.src} and acknowledges"))
+                chain.append(
+                    (seq, h, "fence.taken", f"hart {hart} takes the fence from hart {req.src} and acknowledges")
+                )
         for seq, h, dom, mask in self.flushes:
             if start <= seq <= reuse_seq and hart not in mask:
                 chain.append(
-                    (seq, h, f"p2m_tlb_flush(dom{dom}) fences harts {mask or 'none (empty mask)'}: not hart {hart}")
+                    (
+                        seq,
+                        h,
+                        "flush",
+                        f"p2m_tlb_flush(dom{dom}) fences harts {mask or 'none (empty mask)'}: not hart {hart}",
+                    )
                 )
         if reuse is not None:
-            chain.append((reuse[0], reuse[1], f"reuse: mfn {mfn:#x} handed out again: {reuse[4]} (gen {reuse[5]})"))
-        chain.append((now, hart, self._use_text(kind, hart, entry, mfn, gfn)))
+            chain.append(
+                (reuse[0], reuse[1], "reuse", f"reuse: mfn {mfn:#x} handed out again: {reuse[4]} (gen {reuse[5]})")
+            )
+        chain.append((now, hart, "use", self._use_text(kind, hart, entry, mfn, gfn)))
         chain.sort(key=lambda c: c[0])
 
         missing = self._missing(hart, mfn, unmap[0] if unmap else None, free_seq, reuse, kind)

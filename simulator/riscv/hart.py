@@ -210,7 +210,6 @@ class Hart:
         root = self.root_mfn
         vm = self.vmid << 3
         k0, k1, k2 = vm << 48, (vm | 1) << 48, (vm | 2) << 48
-        pte_w = P.PTE_W
         while i < total:
             if c.dirty or self.pending or c.run_left <= 1:
                 await self.tick()  # pays the step of one access
@@ -230,11 +229,12 @@ class Hart:
                 if e is None:
                     miss = gfn
                     break
-                mfn = gfn + e.delta
-                if stamp[mfn] > e.ghost or e.src_table[e.src_idx] != e.src_pte or e.root_mfn != root:
+                delta, ghost, src, idx, pte, eroot, writable = e.hot
+                mfn = gfn + delta
+                if stamp[mfn] > ghost or src[idx] != pte or eroot != root:
                     c.seq = seq + done - prepaid
                     self._use_slow(e, gfn, mfn)
-                if code & 1 and not e.perms & pte_w:
+                if code & 1 and not writable:
                     self.faults += 1
             if not prepaid:
                 c.seq = seq + done

@@ -14,6 +14,9 @@ from __future__ import annotations
 
 import random
 from array import array
+from typing import Any
+
+from simulator.riscv.pte import PTE_W
 
 
 class TlbEntry:
@@ -29,6 +32,7 @@ class TlbEntry:
         "fill_seq",
         "gfn_base",
         "ghost",
+        "hot",
         "key",
         "leaf",
         "level",
@@ -78,6 +82,12 @@ class TlbEntry:
         self.fill_seq = fill_seq
         self.path = path  # ((level, table mfn, gen), ...) as walked
         self.reported = False
+        self.hot: tuple[Any, ...] = ()  # what a TLB hit reads, in one load (see Hart.run_guest)
+
+    def set_source(self, table: array[int]) -> None:
+        """Remember the source table's contents, and pack the hot-path fields."""
+        self.src_table = table
+        self.hot = (self.delta, self.ghost, table, self.src_idx, self.src_pte, self.root_mfn, self.perms & PTE_W)
 
 
 def tlb_key(vmid: int, level: int, gfn: int) -> int:

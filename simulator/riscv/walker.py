@@ -85,7 +85,7 @@ async def walk(hart: Hart, gfn: int) -> TlbEntry | None:
                 hart.conductor.seq,
                 tuple(path),
             )
-            e.src_table = mem.table(table)
+            e.set_source(mem.table(table))
             tlb.fill(e)
             observer.on_fill(hart.id, e)
             return e
@@ -107,7 +107,7 @@ async def walk(hart: Hart, gfn: int) -> TlbEntry | None:
             hart.conductor.seq,
             tuple(path),
         )
-        e.src_table = mem.table(table)
+        e.set_source(mem.table(table))
         tlb.fill(e)
         observer.on_fill(hart.id, e)
         via = e

@@ -23,6 +23,7 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
+from simulator.engine.conductor import SimulationStop
 from simulator.riscv import memory as M
 from simulator.riscv.observer import Observer
 from simulator.riscv.pte import GStageMode
@@ -99,6 +100,7 @@ class Oracle(Observer):
         mode: GStageMode,
         bugs: list[str],
         strict: bool = False,
+        stop_at_first: bool = False,
     ) -> None:
         self.memory = memory
         self.conductor = conductor
@@ -107,6 +109,7 @@ class Oracle(Observer):
         self.mode = mode
         self.bugs = bugs
         self.strict = strict
+        self.stop_at_first = stop_at_first
         self.violations: list[Violation] = []
         self.violation_count = 0
         self.distinct = 0
@@ -296,6 +299,8 @@ class Oracle(Observer):
         if len(self.violations) < MAX_REPORTED:
             self.violations.append(v)
         self.log.error(v.hart, "oracle.violation", n=self.distinct, **v.to_log())
+        if self.stop_at_first and self.conductor.current is not None:
+            raise SimulationStop("violation")
 
     def invariant(self, what: str, mfn: int | None = None) -> None:
         hart = self._hart()

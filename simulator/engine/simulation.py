@@ -66,6 +66,7 @@ class Config:
     log_level: str = "debug"
     strict: bool = False
     params: tuple[tuple[str, str], ...] = ()
+    stop_at_first: bool = False  # end the run at the first violation (the shrinker's fast mode)
 
     def identity(self) -> dict[str, Any]:
         """What determines the run (not where it logs or which event loop runs it)."""
@@ -164,6 +165,7 @@ class Result:
     destroyed: list[int]
     decisions: list[tuple[int, int]] = field(repr=False, default_factory=list)
     digest: str = ""
+    schedule_path: str | None = None  # where a failing run with a log saved its schedule
 
     @property
     def clean(self) -> bool:
@@ -275,7 +277,12 @@ def run(
         strategy = make_strategy(
             config.strategy, config.seed, pct_depth=config.pct_depth, horizon=min(config.steps, PCT_HORIZON)
         )
-    return anyio.run(_run, config, mod, params, strategy, backend=config.backend)
+    result: Result = anyio.run(_run, config, mod, params, strategy, backend=config.backend)
+    if result.violations and config.log:
+        from simulator.engine import schedule
+
+        result.schedule_path = str(schedule.save(schedule.schedule_path_for(config.log), schedule.to_schedule(result)))
+    return result
 
 
 async def _run(config: Config, mod: Any, params: dict[str, Any], strategy: Strategy) -> Result:
@@ -286,6 +293,7 @@ async def _run(config: Config, mod: Any, params: dict[str, Any], strategy: Strat
         raise ConfigError(f"cannot write log {config.log}: {exc.strerror}") from None
     mode = MODES[config.mode]
     stop_reason = "done"
+    ended = False
     try:
         log.info(
             None,
@@ -301,7 +309,16 @@ async def _run(config: Config, mod: Any, params: dict[str, Any], strategy: Strat
             actor = conductor.add_actor(f"hart{i}")
             tlb = Tlb(config.tlb_leaf, config.tlb_nonleaf, strategy.stream(f"tlb/hart{i}"))
             harts.append(Hart(i, conductor, actor, memory, tlb, memory.observer, strategy.stream))
-        oracle = Oracle(memory, conductor, log, harts, mode, list(config.bugs), strict=config.strict)
+        oracle = Oracle(
+            memory,
+            conductor,
+            log,
+            harts,
+            mode,
+            list(config.bugs),
+            strict=config.strict,
+            stop_at_first=config.stop_at_first,
+        )
         memory.observer = oracle
         for h in harts:
             h.observer = oracle
@@ -346,12 +363,16 @@ async def _run(config: Config, mod: Any, params: dict[str, Any], strategy: Strat
         except* XenPanic as eg:
             stop_reason = "panic"
             oracle.stopped("panic", f"Xen panicked: {eg.exceptions[0]}")
+        except* KeyboardInterrupt:
+            raise KeyboardInterrupt from None  # the finally below writes run.interrupted
         except* (WorkloadError, ValueError) as eg:
             exc = eg.exceptions[0]
+            ended = True
             log.error(None, "run.error", error=f"{type(exc).__name__}: {exc}")
             raise WorkloadError(f"workload {config.workload} failed at step {conductor.seq:,}: {exc}") from None
         except* Exception as eg:
             exc = eg.exceptions[0]
+            ended = True
             log.error(None, "run.error", error=f"{type(exc).__name__}: {exc}")
             raise WorkloadError(
                 f"workload {config.workload} raised {type(exc).__name__} at step {conductor.seq:,}: {exc}"
@@ -398,6 +419,10 @@ async def _run(config: Config, mod: Any, params: dict[str, Any], strategy: Strat
             digest=result.digest,
             decisions=result.decisions,
         )
+        ended = True
         return result
     finally:
+        if not ended:
+            # Ctrl-C, or p2msim itself failed: say where the run stopped, keep what is known
+            log.error(None, "run.interrupted", decisions=list(conductor.decisions))
         log.close()

@@ -1,22 +1,27 @@
-"""`replay`: follow a recorded list of scheduling decisions exactly.
+"""`replay`: follow a recorded list of scheduling decisions.
 
-The decisions are (seq, actor index) pairs taken from a run's log; data
-choices are re-derived from the same seed, so the whole run repeats.
-Past the end of the list, or if a recorded actor is not enabled (the
-run has diverged), the seeded random strategy takes over.
+The decisions are (seq, actor index) pairs: the conductor's switches.  Between
+them the current actor keeps running; if it blocks where the list says
+nothing, the runnable actor with the lowest index takes over (the *sticky*
+fallback, which adds as few switches as possible).  An exact recording never
+needs the fallback; a shrunk one relies on it.  Data choices are re-derived
+from the same seed, so the whole run repeats.
+
+If a recorded actor cannot run at its step, the run has diverged: the first
+such step is kept in ``diverged_at`` and the fallback takes over.
 """
 
 from __future__ import annotations
 
 from typing import TYPE_CHECKING
 
-from simulator.engine.strategies.randomized import RandomStrategy
+from simulator.engine.strategies.base import Strategy
 
 if TYPE_CHECKING:
     from simulator.engine.conductor import Actor
 
 
-class ReplayStrategy(RandomStrategy):
+class ReplayStrategy(Strategy):
     name = "replay"
 
     def __init__(self, seed: int, decisions: list[tuple[int, int]]) -> None:
@@ -26,18 +31,18 @@ class ReplayStrategy(RandomStrategy):
         self.diverged_at: int | None = None
 
     def next_actor(self, current: Actor | None, enabled: list[Actor], seq: int) -> tuple[Actor, int]:
-        if self.pos < len(self.decisions):
-            at, idx = self.decisions[self.pos]
-            if seq >= at:
-                self.pos += 1
-                for a in enabled:
-                    if a.index == idx:
-                        return a, self._run_to_next(seq)
-                if self.diverged_at is None:
-                    self.diverged_at = seq
-            elif current is not None and current in enabled:
-                return current, at - seq
-        return super().next_actor(current, enabled, seq)
+        decisions = self.decisions
+        while self.pos < len(decisions) and seq >= decisions[self.pos][0]:
+            at, idx = decisions[self.pos]
+            self.pos += 1
+            for a in enabled:
+                if a.index == idx:
+                    return a, self._run_to_next(seq)
+            if self.diverged_at is None:
+                self.diverged_at = seq
+        if current is not None and current in enabled:
+            return current, self._run_to_next(seq)
+        return min(enabled, key=lambda a: a.index), self._run_to_next(seq)
 
     def _run_to_next(self, seq: int) -> int:
         if self.pos < len(self.decisions):

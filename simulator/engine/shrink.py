@@ -1,0 +1,167 @@
+"""`p2msim shrink`: the smallest schedule that still fails the same way.
+
+A failing run is its seed plus the conductor's decisions (context switches).
+Shrinking keeps the seed - so every data choice is the same - and works on the
+decisions, with the run stopped at its first violation:
+
+1. fewer harts: rerun the seed with fewer harts while the same class shows up;
+2. cut the tail: decisions after the first violation cannot matter;
+3. delta debugging (Zeller's ddmin) over the decision list: drop chunks of
+   switches while the replay (with the sticky fallback of the replay strategy:
+   the current actor keeps running where the list says nothing) still ends in
+   a violation of the same class.  After each success the list is replaced by
+   the switches the replay really made, so it stays an exact recording.
+
+The result is an exact schedule: ``p2msim replay`` and ``p2msim inspect``
+accept it, and it reproduces its digest.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, replace
+from pathlib import Path
+from typing import Any
+
+from simulator.engine import schedule
+from simulator.engine.scenario import WorkloadError
+from simulator.engine.simulation import Config, Result, run
+
+Decisions = list[tuple[int, int]]
+
+
+@dataclass
+class Size:
+    harts: int
+    switches: int
+    steps: int
+    accesses: int
+
+    def describe(self) -> str:
+        return (
+            f"{self.harts} harts, {self.switches:,} context switches, {self.steps:,} steps, "
+            f"{self.accesses:,} guest accesses"
+        )
+
+
+@dataclass
+class Shrunk:
+    cls: str
+    before: Size
+    to_first: Size  # the original up to its first violation
+    after: Size
+    tests: int
+    seconds: float
+    result: Result
+    path: Path | None = None
+
+
+class Shrinker:
+    def __init__(
+        self,
+        config: Config,
+        decisions: Decisions,
+        *,
+        max_tests: int = 400,
+        max_seconds: float = 120.0,
+        progress: Callable[[str], None] | None = None,
+    ) -> None:
+        self.config = replace(config, log=None)
+        self.decisions = decisions
+        self.max_tests = max_tests
+        self.max_seconds = max_seconds
+        self.tests = 0
+        self.progress = progress or (lambda _m: None)
+        self.started = 0.0
+
+    # -- the oracle of the search --------------------------------------------------------
+
+    def _try(self, config: Config, decisions: Decisions | None) -> Result | None:
+        """Run with stop-at-first; the result if it fails with our class, else None."""
+        self.tests += 1
+        try:
+            r = run(replace(config, stop_at_first=True), decisions=decisions)
+        except WorkloadError:
+            return None  # e.g. fewer harts than the workload accepts
+        if r.violations and r.violations[0].cls == self.cls:
+            return r
+        return None
+
+    def _out_of_budget(self) -> bool:
+        return self.tests >= self.max_tests or time.monotonic() - self.started > self.max_seconds
+
+    @staticmethod
+    def _size(r: Result) -> Size:
+        return Size(r.config.pcpus, len(r.decisions), r.stats["steps"], r.stats["accesses"])
+
+    # -- the phases -------------------------------------------------------------------------
+
+    def shrink(self) -> Shrunk:
+        self.started = time.monotonic()
+        original = run(self.config, decisions=self.decisions)
+        if not original.violations:
+            raise ValueError("this schedule does not fail: nothing to shrink")
+        self.cls = original.violations[0].cls
+        before = self._size(original)
+        first = run(replace(self.config, stop_at_first=True), decisions=self.decisions)
+        self.to_first = self._size(first)
+        config, best = self.config, first
+        self.progress(
+            f"original: {before.describe()}; first violation {self.cls} at step {first.stats['steps']:,} "
+            f"after {len(first.decisions):,} switches"
+        )
+
+        # 1. fewer harts
+        for harts in range(1, config.pcpus):
+            if self._out_of_budget():
+                break
+            r = self._try(replace(config, pcpus=harts), None)
+            if r is not None:
+                config, best = replace(config, pcpus=harts), r
+                self.progress(f"fewer harts: {harts} still fail ({len(r.decisions):,} switches)")
+                break
+
+        # 2. + 3. cut the tail, then ddmin over the switches
+        current = self._cut(best.decisions, best.stats["steps"])
+        best = self._try(config, current) or best
+        current = best.decisions
+        granularity = 2
+        while len(current) >= 2 and not self._out_of_budget():
+            chunk = max(1, len(current) // granularity)
+            reduced = False
+            for start in range(0, len(current), chunk):
+                if self._out_of_budget():
+                    break
+                candidate = current[:start] + current[start + chunk :]
+                r = self._try(config, candidate)
+                if r is not None and len(r.decisions) < len(current):
+                    best, current = r, r.decisions
+                    granularity = max(granularity - 1, 2)
+                    reduced = True
+                    self.progress(f"ddmin: {len(current):,} switches (test {self.tests})")
+                    break
+            if not reduced:
+                if chunk == 1:
+                    break
+                granularity = min(len(current), granularity * 2)
+
+        # the minimal schedule, replayed once more so its verdict and digest are recorded honestly;
+        # it ends at its violation (stop_at_first is part of its configuration)
+        final = run(replace(config, stop_at_first=True), decisions=current)
+        after = self._size(final)
+        return Shrunk(self.cls, before, self.to_first, after, self.tests, time.monotonic() - self.started, final)
+
+    @staticmethod
+    def _cut(decisions: Decisions, last_step: int) -> Decisions:
+        return [d for d in decisions if d[0] <= last_step]
+
+
+def shrink_file(source: str | Path, out: str | Path | None = None, **kw: Any) -> Shrunk:
+    config, decisions, _recorded = schedule.load(source)
+    shrunk = Shrinker(config, decisions, **kw).shrink()
+    target = Path(out) if out else Path(str(source) + ".shrunk.json")
+    data = schedule.to_schedule(shrunk.result)
+    data["shrunk_from"] = {"source": str(source), **shrunk.before.__dict__}
+    shrunk.path = schedule.save(target, data)
+    return shrunk

@@ -73,6 +73,33 @@ def build_parser() -> argparse.ArgumentParser:
 
     sub.add_parser("list", help="list workloads, profiles, bugs and strategies")
 
+    i = sub.add_parser("inspect", help="summarise a log, or show a violation's causal chain as a timeline")
+    i.add_argument("log", help="a JSON-lines log from `p2msim run --log`, or a schedule file (replayed first)")
+    i.add_argument("--violation", type=_positive, metavar="N", help="the timeline of violation N")
+    i.add_argument("--mfn", type=_positive, help="only events about this host frame")
+    i.add_argument("--gfn", type=_positive, help="only events about this guest frame (with --dom)")
+    i.add_argument("--dom", type=_positive)
+    i.add_argument("--hart", type=_positive)
+    i.add_argument("--event", help="only events whose name starts with this")
+    i.add_argument("--from", dest="seq_from", type=_positive, metavar="SEQ")
+    i.add_argument("--to", dest="seq_to", type=_positive, metavar="SEQ")
+    i.add_argument("--json", action="store_true")
+    i.add_argument("--format", choices=("text", "html"), default="text")
+    i.add_argument("-o", "--out", help="where --format html writes (default: LOG.html)")
+
+    rp = sub.add_parser("replay", help="re-execute a logged run or a schedule and confirm the same verdict")
+    rp.add_argument("source", help="a log or a schedule file")
+    rp.add_argument("--backend", default=None)
+    rp.add_argument("--log", help="log the replay here")
+    rp.add_argument("--json", action="store_true")
+
+    sh = sub.add_parser("shrink", help="minimise a failing run to the smallest schedule that fails the same way")
+    sh.add_argument("source", help="a log or a schedule file of a failing run")
+    sh.add_argument("-o", "--out", help="where to write the minimal schedule (default: SOURCE.shrunk.json)")
+    sh.add_argument("--max-tests", type=_positive, default=400)
+    sh.add_argument("--max-seconds", type=_positive, default=180)
+    sh.add_argument("--json", action="store_true")
+
     b = sub.add_parser("bench", help="measure the hot path against a dict-lookup baseline")
     b.add_argument("--json", action="store_true")
     b.add_argument("--backend", default="trio")
@@ -90,6 +117,12 @@ def main(argv: list[str] | None = None) -> int:
             return cmd_list()
         if args.command == "bench":
             return cmd_bench(args)
+        if args.command == "inspect":
+            return cmd_inspect(args)
+        if args.command == "replay":
+            return cmd_replay(args)
+        if args.command == "shrink":
+            return cmd_shrink(args)
         raise CliError(f"unknown command {args.command}")
     except CliError as exc:
         print(f"p2msim: error: {exc}", file=sys.stderr)
@@ -135,6 +168,8 @@ def cmd_run(args: argparse.Namespace) -> int:
         sys.stdout.write(orjson.dumps(result.to_json(), option=orjson.OPT_INDENT_2).decode() + "\n")
     else:
         print(render(result))
+        if result.schedule_path:
+            print(f"schedule: {result.schedule_path}   (p2msim replay / p2msim shrink take it)")
     return EXIT_VIOLATION if result.violations else EXIT_CLEAN
 
 
@@ -176,8 +211,118 @@ def render(result) -> str:  # type: ignore[no-untyped-def]
     out.append("")
     out.append(f"replay: {result.replay_command}")
     if result.violations and not c.log:
-        out.append(f"log:    {result.replay_command} --log run.jsonl")
+        out.append(f"log:    {result.replay_command} --log run.jsonl   then   p2msim inspect run.jsonl --violation 1")
+    elif result.violations:
+        out.append(f"log:    {c.log}   inspect: p2msim inspect {c.log} --violation 1")
     return "\n".join(out)
+
+
+def _log_or_replayed(path: str) -> str:
+    """inspect takes a schedule too: replay it into a log next to it first."""
+    from simulator.engine import schedule
+    from simulator.engine.reproduce import replay
+
+    if not path.endswith(".json"):
+        return path
+    log = path + ".jsonl"
+    try:
+        replay(path, log=log)
+    except schedule.ScheduleError as exc:
+        raise CliError(str(exc)) from None
+    return log
+
+
+def cmd_inspect(args: argparse.Namespace) -> int:
+    from simulator.engine import logview
+    from simulator.engine.logread import LogError
+
+    filters = logview.Filters(args.mfn, args.gfn, args.dom, args.hart, args.event, args.seq_from, args.seq_to)
+    filtering = any(x is not None for x in vars(filters).values())
+    try:
+        path = _log_or_replayed(args.log)
+        if args.format == "html":
+            from simulator.engine.html import write_html
+
+            out = write_html(path, args.out or path + ".html", args.violation, filters)
+            print(f"wrote {out}")
+            return EXIT_CLEAN
+        if args.violation is not None:
+            summary = logview.summarize(path)
+            t = logview.violation_timeline(path, args.violation, filters if filtering else None)
+            if args.json:
+                print(orjson.dumps(t).decode())
+            else:
+                print(logview.render_violation(t, summary.start.get("config", {}).get("pcpus", 1)))
+            return EXIT_CLEAN
+        if filtering:
+            for ev in logview.timeline(path, filters):
+                print(orjson.dumps(ev).decode() if args.json else logview.render_event(ev))
+            return EXIT_CLEAN
+        s = logview.summarize(path)
+        print(orjson.dumps(s.to_json()).decode() if args.json else logview.render_summary(s))
+    except LogError as exc:
+        raise CliError(str(exc)) from None
+    return EXIT_CLEAN
+
+
+def cmd_replay(args: argparse.Namespace) -> int:
+    from simulator.engine.reproduce import replay
+    from simulator.engine.scenario import WorkloadError
+    from simulator.engine.schedule import ScheduleError
+    from simulator.engine.simulation import ConfigError
+
+    try:
+        rp = replay(args.source, backend=args.backend, log=args.log)
+    except (ScheduleError, ConfigError, WorkloadError) as exc:
+        raise CliError(str(exc)) from None
+    r = rp.result
+    classes = sorted({v.cls for v in r.violations})
+    if args.json:
+        print(orjson.dumps({
+            "source": rp.source, "reproduced": rp.reproduced, "same_digest": rp.same_digest,
+            "same_verdict": rp.same_verdict, "diverged_at": rp.diverged_at, "digest": r.digest,
+            "recorded_digest": rp.recorded.get("digest"), "classes": classes, "violations": r.violation_count,
+        }).decode())
+    else:
+        verdict = f"{r.violation_count} violation(s): {', '.join(classes)}" if classes else "clean"
+        if rp.reproduced:
+            print(f"REPRODUCED: {verdict}; digest {r.digest} (same as recorded)")
+        else:
+            print(f"DIVERGED: {verdict}; digest {r.digest}, recorded {rp.recorded.get('digest')}")
+            if rp.diverged_at is not None:
+                print(f"  the schedules part ways at step {rp.diverged_at:,}")
+        if r.violations:
+            print()
+            print(r.explain())
+    return EXIT_CLEAN if rp.reproduced else EXIT_VIOLATION
+
+
+def cmd_shrink(args: argparse.Namespace) -> int:
+    from simulator.engine.scenario import WorkloadError
+    from simulator.engine.schedule import ScheduleError
+    from simulator.engine.shrink import shrink_file
+    from simulator.engine.simulation import ConfigError
+
+    def progress(msg: str) -> None:
+        if not args.json:
+            print(f"  {msg}", flush=True)
+
+    try:
+        s = shrink_file(args.source, args.out, max_tests=args.max_tests, max_seconds=args.max_seconds,
+                        progress=progress)
+    except (ScheduleError, ConfigError, WorkloadError, ValueError) as exc:
+        raise CliError(str(exc)) from None
+    if args.json:
+        print(orjson.dumps({"class": s.cls, "before": s.before.__dict__, "to_first_violation": s.to_first.__dict__,
+                            "after": s.after.__dict__, "tests": s.tests, "schedule": str(s.path)}).decode())
+        return EXIT_CLEAN
+    print(f"shrunk {s.cls} in {s.tests} runs ({s.seconds:.1f} s)")
+    print(f"  before: {s.before.describe()}")
+    print(f"          (up to its first violation: {s.to_first.describe()})")
+    print(f"  after:  {s.after.describe()}")
+    print(f"  wrote {s.path}")
+    print(f"  p2msim replay {s.path}   |   p2msim inspect {s.path} --violation 1")
+    return EXIT_CLEAN
 
 
 def cmd_list() -> int:

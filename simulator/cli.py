@@ -278,11 +278,21 @@ def cmd_replay(args: argparse.Namespace) -> int:
     r = rp.result
     classes = sorted({v.cls for v in r.violations})
     if args.json:
-        print(orjson.dumps({
-            "source": rp.source, "reproduced": rp.reproduced, "same_digest": rp.same_digest,
-            "same_verdict": rp.same_verdict, "diverged_at": rp.diverged_at, "digest": r.digest,
-            "recorded_digest": rp.recorded.get("digest"), "classes": classes, "violations": r.violation_count,
-        }).decode())
+        print(
+            orjson.dumps(
+                {
+                    "source": rp.source,
+                    "reproduced": rp.reproduced,
+                    "same_digest": rp.same_digest,
+                    "same_verdict": rp.same_verdict,
+                    "diverged_at": rp.diverged_at,
+                    "digest": r.digest,
+                    "recorded_digest": rp.recorded.get("digest"),
+                    "classes": classes,
+                    "violations": r.violation_count,
+                }
+            ).decode()
+        )
     else:
         verdict = f"{r.violation_count} violation(s): {', '.join(classes)}" if classes else "clean"
         if rp.reproduced:
@@ -308,13 +318,24 @@ def cmd_shrink(args: argparse.Namespace) -> int:
             print(f"  {msg}", flush=True)
 
     try:
-        s = shrink_file(args.source, args.out, max_tests=args.max_tests, max_seconds=args.max_seconds,
-                        progress=progress)
+        s = shrink_file(
+            args.source, args.out, max_tests=args.max_tests, max_seconds=args.max_seconds, progress=progress
+        )
     except (ScheduleError, ConfigError, WorkloadError, ValueError) as exc:
         raise CliError(str(exc)) from None
     if args.json:
-        print(orjson.dumps({"class": s.cls, "before": s.before.__dict__, "to_first_violation": s.to_first.__dict__,
-                            "after": s.after.__dict__, "tests": s.tests, "schedule": str(s.path)}).decode())
+        print(
+            orjson.dumps(
+                {
+                    "class": s.cls,
+                    "before": s.before.__dict__,
+                    "to_first_violation": s.to_first.__dict__,
+                    "after": s.after.__dict__,
+                    "tests": s.tests,
+                    "schedule": str(s.path),
+                }
+            ).decode()
+        )
         return EXIT_CLEAN
     print(f"shrunk {s.cls} in {s.tests} runs ({s.seconds:.1f} s)")
     print(f"  before: {s.before.describe()}")

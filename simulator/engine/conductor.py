@@ -84,6 +84,10 @@ class Conductor:
         self.stop_reason: str | None = None
         self.next_timer = 1 << 62
         self.decisions: list[tuple[int, int]] = []  # (seq, actor index) at each switch
+        # per decision: was it a preemption (the previous actor could have gone on)?  Switches
+        # forced by blocking are not choices; preemptions are what a schedule really decides.
+        self.preemptive: list[bool] = []
+        self.yielding: Actor | None = None  # the actor whose yield asked for this pick
 
     # -- set-up ---------------------------------------------------------------
 
@@ -132,7 +136,9 @@ class Conductor:
         """A natural switch point (end of a guest quantum): the strategy may deprioritise."""
         self.strategy.on_yield(actor)
         self.dirty = True
+        self.yielding = actor
         await self.step(actor)
+        self.yielding = None
 
     def notify(self) -> None:
         self.dirty = True
@@ -197,6 +203,8 @@ class Conductor:
         if nxt is not current:
             self.switches += 1
             self.decisions.append((self.seq, nxt.index))
+            # a switch at a yield is the fair thing to do, not a preemption (as in CHESS)
+            self.preemptive.append(current is not None and current in enabled and self.yielding is not current)
         return nxt
 
     async def _reschedule(self, actor: Actor) -> None:

@@ -163,8 +163,10 @@ def write_html(
         svg.append(f'<polyline class="chain-path" points="{points}"></polyline>')
         row, last_x = 0, -1e9
         for k, c in enumerate(chain, 1):
-            data = html.escape(orjson.dumps({"step": c["seq"], "hart": c["hart"], "kind": c["kind"],
-                                             "text": c["text"]}).decode(), quote=True)
+            data = html.escape(
+                orjson.dumps({"step": c["seq"], "hart": c["hart"], "kind": c["kind"], "text": c["text"]}).decode(),
+                quote=True,
+            )
             cx, cy = x(c["seq"]), y(c["hart"])
             row = row + 1 if cx - last_x < 70 else 0  # stagger labels of events close in time
             last_x = cx
@@ -183,8 +185,11 @@ def write_html(
         f"{cfg.get('strategy')}  bugs {', '.join(cfg.get('bugs', [])) or 'none'}  |  steps {lo:,}..{hi:,}, "
         f"{len(events):,} events shown" + (f"  |  {v.get('headline')}" if v else "")
     )
-    missing = f'<div class="missing"><b>missing or late:</b> {html.escape(v["missing"])}</div>' if v and v.get(
-        "missing") else ""
+    missing = (
+        f'<div class="missing"><b>missing or late:</b> {html.escape(v["missing"])}</div>'
+        if v and v.get("missing")
+        else ""
+    )
     legend = "".join(f'<span><i style="background:{c}"></i>{html.escape(k)}</span>' for k, c in COLOURS.items())
     legend += '<span><i style="background:#fff;border:2px solid rgb(220,38,38)"></i>causal chain</span>'
     rows = "".join(
@@ -198,8 +203,14 @@ def write_html(
         else ""
     )
     page = PAGE.format(
-        title=html.escape(title), meta=meta, missing=missing, legend=legend, width=WIDTH, height=height,
-        svg="\n".join(svg), table=table,
+        title=html.escape(title),
+        meta=meta,
+        missing=missing,
+        legend=legend,
+        width=WIDTH,
+        height=height,
+        svg="\n".join(svg),
+        table=table,
     )
     target = Path(out)
     target.write_text(page, encoding="utf-8")

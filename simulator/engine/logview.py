@@ -131,17 +131,25 @@ def violation_timeline(path: str | Path, n: int, filters: Filters | None = None)
             kind = ev["event"]
             if (ev["seq"], ev["hart"], kind) in in_chain:
                 continue
-            extra.append({
-                "seq": ev["seq"], "hart": ev["hart"], "kind": kind, "chain": False,
-                "text": f"{kind.split('.')[1]}: fence #{ev.get('id')} hart {ev.get('src')} -> hart {ev.get('dst')}",
-            })
+            extra.append(
+                {
+                    "seq": ev["seq"],
+                    "hart": ev["hart"],
+                    "kind": kind,
+                    "chain": False,
+                    "text": f"{kind.split('.')[1]}: fence #{ev.get('id')} hart {ev.get('src')} -> hart {ev.get('dst')}",
+                }
+            )
             if len(extra) >= MAX_EXTRA_FENCES:
                 break
     events = sorted(chain + extra, key=lambda e: (e["seq"], not e["chain"]))
     if filters is not None:
         events = [e for e in events if filters.match(e)]
-    return {"violation": {k: v.get(k) for k in ("n", "cls", "seq", "hart", "dom", "gfn", "mfn", "headline", "missing")},
-            "harts": sorted(harts), "timeline": events}
+    return {
+        "violation": {k: v.get(k) for k in ("n", "cls", "seq", "hart", "dom", "gfn", "mfn", "headline", "missing")},
+        "harts": sorted(harts),
+        "timeline": events,
+    }
 
 
 def timeline(path: str | Path, filters: Filters) -> Iterator[dict[str, Any]]:
@@ -178,8 +186,10 @@ def render_summary(s: Summary) -> str:
     if s.violations:
         out.append(f"violations: {s.distinct} distinct")
         for v in s.violations[:20]:
-            out.append(f"  {v.get('n'):>3}  {v.get('cls'):<26} step {v['seq']:>9,}  hart {v.get('hart')}  "
-                       f"gfn {_hex(v.get('gfn'))}  mfn {_hex(v.get('mfn'))}")
+            out.append(
+                f"  {v.get('n'):>3}  {v.get('cls'):<26} step {v['seq']:>9,}  hart {v.get('hart')}  "
+                f"gfn {_hex(v.get('gfn'))}  mfn {_hex(v.get('mfn'))}"
+            )
         if s.distinct > 20:
             out.append(f"  ... and {s.distinct - 20} more (--json lists them)")
         out.append(f"details: p2msim inspect {s.path} --violation 1")

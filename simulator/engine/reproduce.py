@@ -45,7 +45,7 @@ def replay(path: str | Path, backend: str | None = None, log: str | None = None)
     overrides: dict[str, Any] = {"log": log}
     if backend:
         overrides["backend"] = backend
-    result = run(replace(config, **overrides), decisions=decisions)
+    result = run(replace(config, **overrides), decisions=decisions, fallback=recorded.get("fallback", "exact"))
     classes = sorted({v.cls for v in result.violations})
     same_digest = recorded.get("digest") in (None, result.digest)
     same_verdict = "classes" not in recorded or (

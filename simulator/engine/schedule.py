@@ -34,12 +34,13 @@ def schedule_path_for(log: str) -> Path:
     return Path(log).with_name(Path(log).name + ".schedule.json")
 
 
-def to_schedule(result: Result, decisions: list[tuple[int, int]] | None = None) -> dict[str, Any]:
+def to_schedule(result: Result, fallback: str = "exact") -> dict[str, Any]:
     return {
         "p2msim_schedule": SCHEDULE_VERSION,
         "version": __version__,
         "config": result.config.identity(),
-        "decisions": [list(d) for d in (decisions if decisions is not None else result.decisions)],
+        "fallback": fallback,
+        "decisions": [list(d) for d in result.decisions],
         "verdict": verdict(result),
     }
 
@@ -92,7 +93,8 @@ def load(path: str | Path) -> tuple[Config, list[tuple[int, int]], dict[str, Any
             raise ScheduleError(f"{path}: not a p2msim schedule (version {SCHEDULE_VERSION})")
         try:
             decisions = [(int(s), int(a)) for s, a in data["decisions"]]
-            return config_from_identity(data["config"]), decisions, data.get("verdict", {})
+            recorded = dict(data.get("verdict", {}), fallback=data.get("fallback", "exact"))
+            return config_from_identity(data["config"]), decisions, recorded
         except (KeyError, TypeError, ValueError) as exc:
             raise ScheduleError(f"{path}: malformed schedule ({exc})") from None
     return _from_log(p)
@@ -115,5 +117,5 @@ def _from_log(p: Path) -> tuple[Config, list[tuple[int, int]], dict[str, Any]]:
     if end is None or "decisions" not in end:
         raise ScheduleError(f"{p}: the run did not finish (no run.end line), so its schedule is incomplete")
     decisions = [(int(s), int(a)) for s, a in end["decisions"]]
-    recorded = {"digest": end.get("digest"), "stop": end.get("stop")}
+    recorded = {"digest": end.get("digest"), "stop": end.get("stop"), "fallback": "exact"}
     return config_from_identity(start["config"]), decisions, recorded

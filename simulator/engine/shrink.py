@@ -34,14 +34,15 @@ Decisions = list[tuple[int, int]]
 @dataclass
 class Size:
     harts: int
+    preemptions: int
     switches: int
     steps: int
     accesses: int
 
     def describe(self) -> str:
         return (
-            f"{self.harts} harts, {self.switches:,} context switches, {self.steps:,} steps, "
-            f"{self.accesses:,} guest accesses"
+            f"{self.harts} harts, {self.preemptions:,} preemptions ({self.switches:,} context switches in all), "
+            f"{self.steps:,} steps, {self.accesses:,} guest accesses"
         )
 
 
@@ -81,7 +82,7 @@ class Shrinker:
         """Run with stop-at-first; the result if it fails with our class, else None."""
         self.tests += 1
         try:
-            r = run(replace(config, stop_at_first=True), decisions=decisions)
+            r = run(replace(config, stop_at_first=True), decisions=decisions, fallback="fair")
         except WorkloadError:
             return None  # e.g. fewer harts than the workload accepts
         if r.violations and r.violations[0].cls == self.cls:
@@ -93,7 +94,7 @@ class Shrinker:
 
     @staticmethod
     def _size(r: Result) -> Size:
-        return Size(r.config.pcpus, len(r.decisions), r.stats["steps"], r.stats["accesses"])
+        return Size(r.config.pcpus, sum(r.preemptive), len(r.decisions), r.stats["steps"], r.stats["accesses"])
 
     # -- the phases -------------------------------------------------------------------------
 
@@ -109,59 +110,57 @@ class Shrinker:
         config, best = self.config, first
         self.progress(
             f"original: {before.describe()}; first violation {self.cls} at step {first.stats['steps']:,} "
-            f"after {len(first.decisions):,} switches"
+            f"after {self.to_first.preemptions:,} preemptions"
         )
 
-        # 1. fewer harts
+        # 1. fewer harts: the same seed, fewer harts, a fresh schedule from the original strategy
         for harts in range(1, config.pcpus):
             if self._out_of_budget():
                 break
             r = self._try(replace(config, pcpus=harts), None)
             if r is not None:
                 config, best = replace(config, pcpus=harts), r
-                self.progress(f"fewer harts: {harts} still fail ({len(r.decisions):,} switches)")
+                self.progress(f"fewer harts: {harts} still fail ({sum(r.preemptive):,} preemptions)")
                 break
 
-        # 2. + 3. cut the tail, then ddmin over the switches
-        current = self._cut(best.decisions, best.stats["steps"])
-        best = self._try(config, current) or best
-        current = best.decisions
+        # 2. ddmin over the preemptions (switches forced by blocking are kept: they are not choices,
+        #    and the replay's fallback would make them anyway)
         granularity = 2
-        while len(current) >= 2 and not self._out_of_budget():
-            chunk = max(1, len(current) // granularity)
+        while not self._out_of_budget():
+            pre = [i for i, p in enumerate(best.preemptive) if p]
+            if not pre:
+                break
+            chunk = max(1, len(pre) // granularity)
             reduced = False
-            for start in range(0, len(current), chunk):
+            for start in range(0, len(pre), chunk):
                 if self._out_of_budget():
                     break
-                candidate = current[:start] + current[start + chunk :]
+                drop = set(pre[start : start + chunk])
+                candidate = [d for i, d in enumerate(best.decisions) if i not in drop]
                 r = self._try(config, candidate)
-                if r is not None and len(r.decisions) < len(current):
-                    best, current = r, r.decisions
+                if r is not None and sum(r.preemptive) < len(pre):
+                    best = r
                     granularity = max(granularity - 1, 2)
                     reduced = True
-                    self.progress(f"ddmin: {len(current):,} switches (test {self.tests})")
+                    self.progress(f"ddmin: {sum(r.preemptive):,} preemptions (run {self.tests})")
                     break
             if not reduced:
                 if chunk == 1:
                     break
-                granularity = min(len(current), granularity * 2)
+                granularity = min(len(pre), granularity * 2)
 
         # the minimal schedule, replayed once more so its verdict and digest are recorded honestly;
         # it ends at its violation (stop_at_first is part of its configuration)
-        final = run(replace(config, stop_at_first=True), decisions=current)
+        final = run(replace(config, stop_at_first=True), decisions=best.decisions, fallback="fair")
         after = self._size(final)
         return Shrunk(self.cls, before, self.to_first, after, self.tests, time.monotonic() - self.started, final)
-
-    @staticmethod
-    def _cut(decisions: Decisions, last_step: int) -> Decisions:
-        return [d for d in decisions if d[0] <= last_step]
 
 
 def shrink_file(source: str | Path, out: str | Path | None = None, **kw: Any) -> Shrunk:
     config, decisions, _recorded = schedule.load(source)
     shrunk = Shrinker(config, decisions, **kw).shrink()
     target = Path(out) if out else Path(str(source) + ".shrunk.json")
-    data = schedule.to_schedule(shrunk.result)
+    data = schedule.to_schedule(shrunk.result, fallback="fair")
     data["shrunk_from"] = {"source": str(source), **shrunk.before.__dict__}
     shrunk.path = schedule.save(target, data)
     return shrunk

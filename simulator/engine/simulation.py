@@ -164,6 +164,7 @@ class Result:
     stop_reason: str
     destroyed: list[int]
     decisions: list[tuple[int, int]] = field(repr=False, default_factory=list)
+    preemptive: list[bool] = field(repr=False, default_factory=list)
     digest: str = ""
     schedule_path: str | None = None  # where a failing run with a log saved its schedule
 
@@ -262,6 +263,7 @@ def run(
     config: Config,
     decisions: list[tuple[int, int]] | None = None,
     main: Callable[[Scenario], Awaitable[None]] | None = None,
+    fallback: str = "exact",
 ) -> Result:
     """Run one simulation.  Raises ConfigError for bad input, WorkloadError if the script fails.
 
@@ -272,7 +274,7 @@ def run(
     mod = SimpleNamespace(main=main, PARAMS={}) if main is not None else load_workload(config.workload)
     params = _params(mod, config)
     if decisions is not None:
-        strategy: Strategy = ReplayStrategy(config.seed, decisions)
+        strategy: Strategy = ReplayStrategy(config.seed, decisions, fallback)
     else:
         strategy = make_strategy(
             config.strategy, config.seed, pct_depth=config.pct_depth, horizon=min(config.steps, PCT_HORIZON)
@@ -385,6 +387,7 @@ async def _run(config: Config, mod: Any, params: dict[str, Any], strategy: Strat
         stats = {
             "steps": conductor.seq,
             "switches": conductor.switches,
+            "preemptions": sum(conductor.preemptive),
             "accesses": sum(h.hits + h.walks for h in harts),
             "tlb_hits": sum(h.hits for h in harts),
             "walks": sum(h.walks for h in harts),
@@ -403,6 +406,7 @@ async def _run(config: Config, mod: Any, params: dict[str, Any], strategy: Strat
             stop_reason,
             scenario.destroyed,
             list(conductor.decisions),
+            list(conductor.preemptive),
         )
         body = result.to_json()
         body.pop("digest")

@@ -127,8 +127,11 @@ def main(argv: list[str] | None = None) -> int:
     except CliError as exc:
         print(f"p2msim: error: {exc}", file=sys.stderr)
         return EXIT_BAD_INPUT
-    except KeyboardInterrupt:
-        print("p2msim: interrupted", file=sys.stderr)
+    except KeyboardInterrupt as exc:
+        seq, log = getattr(exc, "seq", None), getattr(exc, "log", None)
+        where = f" at step {seq:,}" if seq is not None else ""
+        kept = f"; {log} is complete up to there" if log else ""
+        print(f"p2msim: interrupted{where}{kept}", file=sys.stderr)
         return 130
     except BrokenPipeError:
         # the reader went away (`p2msim run ... | head`): not an error worth a traceback

@@ -76,10 +76,10 @@ def test_a_missing_violation_number_is_an_error(failing_log: Path, capsys: pytes
 @pytest.mark.parametrize(
     ("damage", "words"),
     [
-        (lambda lines: lines[:5] + [b'{"seq": 3, "hart": 1, "event"'] + lines[6:], ":6: not valid JSON"),
-        (lambda lines: lines[:-1] + [lines[-1][:-1]], "truncated line"),
-        (lambda lines: [b'{"seq":0,"hart":null,"event":"tlb.fill"}'] + lines[1:], ":1: the first line is 'tlb.fill'"),
-        (lambda lines: lines[:3] + [b"[1, 2, 3]"] + lines[4:], ":4: not a p2msim event"),
+        (lambda lines: [*lines[:5], b'{"seq": 3, "hart": 1, "event"', *lines[6:]], ":6: not valid JSON"),
+        (lambda lines: [*lines[:-1], lines[-1][:-1]], "truncated line"),
+        (lambda lines: [b'{"seq":0,"hart":null,"event":"tlb.fill"}', *lines[1:]], ":1: the first line is 'tlb.fill'"),
+        (lambda lines: [*lines[:3], b"[1, 2, 3]", *lines[4:]], ":4: not a p2msim event"),
         (lambda lines: [], "empty log"),
     ],
 )

@@ -46,6 +46,15 @@ class ConfigError(Exception):
     """Bad input: an unknown name or an impossible configuration (exit code 2)."""
 
 
+class Interrupted(KeyboardInterrupt):
+    """Ctrl-C: the run stopped at ``seq``; the log is complete up to there."""
+
+    def __init__(self, seq: int, log: str | None) -> None:
+        super().__init__(seq)
+        self.seq = seq
+        self.log = log
+
+
 @dataclass(frozen=True)
 class Config:
     workload: str
@@ -279,7 +288,15 @@ def run(
         strategy = make_strategy(
             config.strategy, config.seed, pct_depth=config.pct_depth, horizon=min(config.steps, PCT_HORIZON)
         )
-    result: Result = anyio.run(_run, config, mod, params, strategy, backend=config.backend)
+    box: dict[str, Conductor] = {}
+    try:
+        result: Result = anyio.run(_run, config, mod, params, strategy, box, backend=config.backend)
+    except Interrupted:
+        raise
+    except KeyboardInterrupt:
+        # asyncio cancels the run's task and raises here, outside it
+        seq = box["conductor"].seq if "conductor" in box else 0
+        raise Interrupted(seq, config.log) from None
     if result.violations and config.log:
         from simulator.engine import schedule
 
@@ -287,8 +304,10 @@ def run(
     return result
 
 
-async def _run(config: Config, mod: Any, params: dict[str, Any], strategy: Strategy) -> Result:
-    conductor = Conductor(strategy, config.steps)
+async def _run(
+    config: Config, mod: Any, params: dict[str, Any], strategy: Strategy, box: dict[str, Conductor]
+) -> Result:
+    conductor = box["conductor"] = Conductor(strategy, config.steps)
     try:
         log = EventLog(config.log, conductor, config.log_level)
     except OSError as exc:
@@ -366,7 +385,7 @@ async def _run(config: Config, mod: Any, params: dict[str, Any], strategy: Strat
             stop_reason = "panic"
             oracle.stopped("panic", f"Xen panicked: {eg.exceptions[0]}")
         except* KeyboardInterrupt:
-            raise KeyboardInterrupt from None  # the finally below writes run.interrupted
+            raise Interrupted(conductor.seq, config.log) from None  # the finally writes run.interrupted
         except* (WorkloadError, ValueError) as eg:
             exc = eg.exceptions[0]
             ended = True

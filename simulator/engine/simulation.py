@@ -76,6 +76,7 @@ class Config:
     strict: bool = False
     params: tuple[tuple[str, str], ...] = ()
     stop_at_first: bool = False  # end the run at the first violation (the shrinker's fast mode)
+    speculate: float = 0.0  # probability per guest quantum of a speculative walk (0: off)
 
     def identity(self) -> dict[str, Any]:
         """What determines the run (not where it logs or which event loop runs it)."""

@@ -21,10 +21,12 @@ Invariants:
 
 from __future__ import annotations
 
+import asyncio
 from collections.abc import Awaitable, Callable
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
-import anyio
+import sniffio
+import trio
 
 if TYPE_CHECKING:
     from simulator.engine.strategies import Strategy
@@ -48,13 +50,70 @@ class ConductorError(Exception):
     """The conductor's invariant broke: a bug in p2msim, not in the model."""
 
 
+class _TrioBaton:
+    """A one-shot wake-up for one parked actor: trio's own park/reschedule, no Event machinery."""
+
+    __slots__ = ("_set", "_task")
+
+    def __init__(self) -> None:
+        self._set = False
+        self._task: Any = None
+
+    async def wait(self) -> None:
+        if self._set:
+            return
+        self._task = trio.lowlevel.current_task()
+
+        def abort(_raise_cancel: Any) -> Any:
+            self._task = None
+            return trio.lowlevel.Abort.SUCCEEDED
+
+        await trio.lowlevel.wait_task_rescheduled(abort)
+
+    def set(self) -> None:
+        self._set = True
+        task, self._task = self._task, None
+        if task is not None:
+            trio.lowlevel.reschedule(task)
+
+
+class _AsyncioBaton:
+    """The same on asyncio: one future."""
+
+    __slots__ = ("_fut", "_set")
+
+    def __init__(self) -> None:
+        self._set = False
+        self._fut: asyncio.Future[None] | None = None
+
+    async def wait(self) -> None:
+        if self._set:
+            return
+        self._fut = asyncio.get_running_loop().create_future()
+        await self._fut
+
+    def set(self) -> None:
+        self._set = True
+        fut, self._fut = self._fut, None
+        if fut is not None and not fut.done():
+            fut.set_result(None)
+
+
+Baton = _TrioBaton | _AsyncioBaton
+
+
+def new_baton() -> Baton:
+    """Actors park on the cheapest primitive of the running backend (anyio picks the backend)."""
+    return _TrioBaton() if sniffio.current_async_library() == "trio" else _AsyncioBaton()
+
+
 class Actor:
     __slots__ = ("cond", "done", "event", "index", "name", "started", "waiting_for", "wake_at")
 
     def __init__(self, name: str, index: int) -> None:
         self.name = name
         self.index = index
-        self.event: anyio.Event | None = None
+        self.event: Baton | None = None
         self.cond: Cond | None = None  # set while blocked
         self.waiting_for = ""
         self.done = False
@@ -84,6 +143,7 @@ class Conductor:
         self.stop_reason: str | None = None
         self.next_timer = 1 << 62
         self.decisions: list[tuple[int, int]] = []  # (seq, actor index) at each switch
+        self._baton_cls: type[_TrioBaton] | type[_AsyncioBaton] | None = None
         # per decision: was it a preemption (the previous actor could have gone on)?  Switches
         # forced by blocking are not choices; preemptions are what a schedule really decides.
         self.preemptive: list[bool] = []
@@ -96,10 +156,15 @@ class Conductor:
         self.actors.append(actor)
         return actor
 
+    def _baton(self) -> Baton:
+        if self._baton_cls is None:
+            self._baton_cls = type(new_baton())
+        return self._baton_cls()
+
     async def run_actor(self, actor: Actor, body: Callable[[], Awaitable[None]]) -> None:
         """Run ``body`` as ``actor``: wait for the first turn, run, hand over."""
         if actor.event is None:
-            actor.event = anyio.Event()
+            actor.event = self._baton()
         await actor.event.wait()
         actor.started = True
         try:
@@ -114,7 +179,7 @@ class Conductor:
         self.strategy.new_execution(self.actors)
         for a in self.actors:
             if a.event is None:
-                a.event = anyio.Event()
+                a.event = self._baton()
         first = self._pick(None)
         self.current = first
         assert first.event is not None
@@ -212,7 +277,7 @@ class Conductor:
         if nxt is actor:
             return
         self.current = nxt
-        my_event = anyio.Event()
+        my_event = self._baton()
         actor.event = my_event
         assert nxt.event is not None
         nxt.event.set()

@@ -64,6 +64,13 @@ def build_parser() -> argparse.ArgumentParser:
     r.add_argument("--tlb-leaf", type=_positive, default=64, help="leaf TLB entries per hart")
     r.add_argument("--tlb-nonleaf", type=_positive, default=16, help="non-leaf (walk cache) entries per hart")
     r.add_argument("--frames", type=_positive, default=16384, help="host memory in 4 KiB frames")
+    r.add_argument(
+        "--speculate",
+        type=float,
+        default=0.0,
+        metavar="P",
+        help="probability per instruction boundary of a speculative walk while hgatp is active (0: off)",
+    )
     r.add_argument("-p", "--param", type=_param, action="append", default=[], help="workload parameter key=value")
     r.add_argument("--strict", action="store_true", help="stale use of a freed (not yet reused) frame is a violation")
     r.add_argument("--log", help="write the JSON-lines event log here")
@@ -162,6 +169,7 @@ def cmd_run(args: argparse.Namespace) -> int:
         log_level=args.log_level,
         strict=args.strict,
         params=tuple(args.param),
+        speculate=args.speculate,
     )
     try:
         result = run(cfg)

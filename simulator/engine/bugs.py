@@ -22,11 +22,10 @@ class Bug:
     apply: Callable[[Xen], None]
 
 
-def _no_flush_before_table_free(xen: Xen) -> None:
-    """p2m_free_subtree frees tables without its p2m_tlb_flush_sync (the flush waits for unlock)."""
+def _inside_free_subtree(xen: Xen) -> list[int]:
+    """Wrap p2m_free_subtree so a mutation can tell it runs inside it (per hart)."""
     depth = [0] * len(xen.harts)
     free_subtree = xen.p2m_free_subtree
-    flush_sync = xen.p2m_tlb_flush_sync
 
     async def p2m_free_subtree(p2m: Any, entry: int, level: int, p2mt: int | None = None) -> None:
         cpu = xen.smp_processor_id()
@@ -36,12 +35,21 @@ def _no_flush_before_table_free(xen: Xen) -> None:
         finally:
             depth[cpu] -= 1
 
+    xen.p2m_free_subtree = p2m_free_subtree  # type: ignore[method-assign]
+    return depth
+
+
+def _no_flush_before_table_free(xen: Xen) -> None:
+    """p2m_free_subtree frees tables without flushing, and drops need_flush as if it had."""
+    depth = _inside_free_subtree(xen)
+    flush_sync = xen.p2m_tlb_flush_sync
+
     async def p2m_tlb_flush_sync(p2m: Any) -> None:
         if depth[xen.smp_processor_id()]:
-            return  # the missing step
+            p2m.need_flush = False  # the missing step: nothing flushes this unlink, not even unlock
+            return
         await flush_sync(p2m)
 
-    xen.p2m_free_subtree = p2m_free_subtree  # type: ignore[method-assign]
     xen.p2m_tlb_flush_sync = p2m_tlb_flush_sync  # type: ignore[method-assign]
 
 
@@ -54,6 +62,119 @@ def _no_reuse_flush(xen: Xen) -> None:
         xen.emit("page_alloc.reuse_flush_skipped", mfn=mfn, order=order)
 
     xen.flush_on_reuse = flush_on_reuse  # type: ignore[method-assign]
+
+
+def _flush_after_table_free(xen: Xen) -> None:
+    """The table goes to the pool, then the flush is issued."""
+    depth = _inside_free_subtree(xen)
+    flush_sync, free_page = xen.p2m_tlb_flush_sync, xen.p2m_free_page
+
+    async def p2m_tlb_flush_sync(p2m: Any) -> None:
+        if not depth[xen.smp_processor_id()]:
+            await flush_sync(p2m)
+
+    async def p2m_free_page(p2m: Any, pg: int) -> None:
+        await free_page(p2m, pg)
+        if depth[xen.smp_processor_id()]:
+            p2m.need_flush = True
+            await flush_sync(p2m)  # too late: the page is already in the pool
+
+    xen.p2m_tlb_flush_sync = p2m_tlb_flush_sync  # type: ignore[method-assign]
+    xen.p2m_free_page = p2m_free_page  # type: ignore[method-assign]
+
+
+def _deferred_flush_pool_free(xen: Xen) -> None:
+    """Tables go to the pool; the flush is left to p2m_write_unlock (XSA-480)."""
+    depth = _inside_free_subtree(xen)
+    flush_sync = xen.p2m_tlb_flush_sync
+
+    async def p2m_tlb_flush_sync(p2m: Any) -> None:
+        if not depth[xen.smp_processor_id()]:
+            await flush_sync(p2m)  # only the one at unlock runs
+
+    xen.p2m_tlb_flush_sync = p2m_tlb_flush_sync  # type: ignore[method-assign]
+
+
+def _local_fence_only(xen: Xen) -> None:
+    def p2m_flush_mask(d: Any) -> list[int]:
+        return [xen.smp_processor_id()]
+
+    xen.p2m_flush_mask = p2m_flush_mask  # type: ignore[method-assign]
+
+
+def _dirty_mask_cleared_on_switch_out(xen: Xen) -> None:
+    switch_from = xen.ctxt_switch_from
+
+    async def ctxt_switch_from(prev: Any) -> None:
+        await switch_from(prev)
+        cpu = xen.smp_processor_id()
+        if cpu not in prev.domain.running_on:
+            prev.domain.dirty_cpumask[cpu] = False  # the hart may still cache its entries
+
+    xen.ctxt_switch_from = ctxt_switch_from  # type: ignore[method-assign]
+
+
+def _vmid_rollover_no_flush(xen: Xen) -> None:
+    def vmid_rollover_flush(cpu: int) -> None:
+        xen.emit("vmid.rollover_flush_skipped")
+
+    xen.vmid_rollover_flush = vmid_rollover_flush  # type: ignore[method-assign,assignment]
+
+
+def _vmid_kept_on_migration(xen: Xen) -> None:
+    def vmid_flush_vcpu(v: Any) -> None:
+        pass  # the vCPU keeps its VMID and generation on the new hart
+
+    xen.vmid_flush_vcpu = vmid_flush_vcpu  # type: ignore[method-assign]
+
+
+def _flush_after_unlock(xen: Xen) -> None:
+    flush_sync = xen.p2m_tlb_flush_sync
+
+    async def p2m_write_unlock(p2m: Any) -> None:
+        await xen.step()
+        p2m.lock.write_unlock(f"hart{xen.smp_processor_id()}")
+        await flush_sync(p2m)  # others may already have changed the p2m and reused its frames
+
+    xen.p2m_write_unlock = p2m_write_unlock  # type: ignore[method-assign]
+
+
+def _root_freed_while_loaded(xen: Xen) -> None:
+    """hgatp is left pointing at the root when a vCPU leaves, so teardown frees a loaded root."""
+    switch_from = xen.ctxt_switch_from
+
+    async def ctxt_switch_from(prev: Any) -> None:
+        hart = xen.this_hart()
+        hgatp = hart.hgatp
+        await switch_from(prev)
+        if hart.hgatp != hgatp:
+            hart.hgatp, hart.mode, hart.vmid, hart.root_mfn = hgatp, *_decode(hart, hgatp)
+
+    xen.ctxt_switch_from = ctxt_switch_from  # type: ignore[method-assign]
+
+
+def _decode(hart: Any, hgatp: int) -> tuple[Any, int, int]:
+    from simulator.riscv.pte import hgatp_fields
+
+    mode, vmid, ppn = hgatp_fields(hgatp)
+    return hart.modes.get(mode), vmid, ppn
+
+
+def _put_foreign_twice(xen: Xen) -> None:
+    put_foreign = xen.p2m_put_foreign_page
+
+    async def p2m_put_foreign_page(pg: int) -> None:
+        await put_foreign(pg)
+        await xen.put_page(pg)
+
+    xen.p2m_put_foreign_page = p2m_put_foreign_page  # type: ignore[method-assign]
+
+
+def _leak_foreign_ref(xen: Xen) -> None:
+    async def p2m_put_foreign_page(pg: int) -> None:
+        await xen.step()  # the reference is never dropped
+
+    xen.p2m_put_foreign_page = p2m_put_foreign_page  # type: ignore[method-assign]
 
 
 BUGS: dict[str, Bug] = {}
@@ -70,9 +191,9 @@ def register_bug(name: str, description: str, apply: Callable[[Xen], None], shap
 
 register_bug(
     "no-flush-before-table-free",
-    "p2m_free_subtree returns table pages to the pool without p2m_tlb_flush_sync first",
+    "p2m_free_subtree frees table pages without p2m_tlb_flush_sync, and nothing flushes the unlink later",
     _no_flush_before_table_free,
-    "Xen XSA-480 (deferred flush, eager free to a pool); arm64 Linux 285994a62c80",
+    "arm64 Linux 285994a62c80 (page-table pages freed without the TLB invalidation)",
 )
 register_bug(
     "async-remote-fence",
@@ -85,4 +206,64 @@ register_bug(
     "alloc_heap_pages hands out pages that need a TLB flush without fencing any hart",
     _no_reuse_flush,
     "Xen Arm 6718787797 (reference dropped before the flush, a reuse path that skips it)",
+)
+register_bug(
+    "flush-after-table-free",
+    "p2m_free_subtree puts the table page in the pool first and flushes after",
+    _flush_after_table_free,
+    "a free-then-flush reordering (the flush arrives after the page can be reused)",
+)
+register_bug(
+    "deferred-flush-pool-free",
+    "table pages go to the pool while the flush is left to p2m_write_unlock",
+    _deferred_flush_pool_free,
+    "Xen XSA-480 (x86 EPT, 2026): deferred flush, eager free to a pool",
+)
+register_bug(
+    "local-fence-only",
+    "p2m_tlb_flush fences only the calling hart",
+    _local_fence_only,
+    "a local flush where a broadcast was needed",
+)
+register_bug(
+    "dirty-mask-cleared-on-switch-out",
+    "a hart leaves dirty_cpumask as soon as the vCPU leaves it, before any flush",
+    _dirty_mask_cleared_on_switch_out,
+    "Xen Arm 607ad85d85; RISC-V KVM 'stale TLB when host CPU changes'",
+)
+register_bug(
+    "vmid-rollover-no-flush",
+    "a new VMID generation starts without the local full HFENCE.GVMA",
+    _vmid_rollover_no_flush,
+    "Xen Arm 80ede1ac29; RISC-V KVM VMID rollover",
+)
+register_bug(
+    "vmid-kept-on-migration",
+    "a vCPU keeps its VMID and generation when it moves to another hart",
+    _vmid_kept_on_migration,
+    "x86 ASIDs without hvm_asid_flush_vcpu on migration",
+)
+register_bug(
+    "flush-after-unlock",
+    "p2m_write_unlock releases the lock before the flush",
+    _flush_after_unlock,
+    "Linux mremap (2018): flush after the serialising lock is dropped",
+)
+register_bug(
+    "root-freed-while-loaded",
+    "hgatp is not made Bare when a vCPU leaves, so teardown frees a root a hart still names (needs --speculate)",
+    _root_freed_while_loaded,
+    "Linux/Xen 'stale cr3 when unpinning'",
+)
+register_bug(
+    "put-foreign-twice",
+    "p2m_put_foreign_page drops the reference twice",
+    _put_foreign_twice,
+    "a double put: refcount underflow, early free",
+)
+register_bug(
+    "leak-foreign-ref",
+    "p2m_put_foreign_page never drops the reference",
+    _leak_foreign_ref,
+    "Xen XSA-299 family (teardown loses reference accounting)",
 )

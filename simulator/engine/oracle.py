@@ -433,9 +433,10 @@ class Oracle(Observer):
         now_is = self.memory.describe(mfn)
         if kind == "leaf":
             return f"stale use: hart {hart} ({self._who(hart)}) accesses gfn {gfn:#x} -> mfn {mfn:#x}, now {now_is}"
+        spec = "speculative " if self.harts[hart].speculating else ""
         if kind == "dangling-root":
-            return f"stale use: hart {hart} walks gfn {gfn:#x} from its hgatp root mfn {mfn:#x}, now {now_is}"
-        return f"stale use: hart {hart} walk of gfn {gfn:#x} reads a PTE from table mfn {mfn:#x}, now {now_is}"
+            return f"stale use: hart {hart} {spec}walks gfn {gfn:#x} from its hgatp root mfn {mfn:#x}, now {now_is}"
+        return f"stale use: hart {hart} {spec}walk of gfn {gfn:#x} reads a PTE from table mfn {mfn:#x}, now {now_is}"
 
     def _headline(self, cls: str, kind: str, hart: int, entry: TlbEntry | None, mfn: int, gfn: int) -> str:
         who = self._who(hart)

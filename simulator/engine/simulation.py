@@ -156,6 +156,8 @@ def validate(config: Config) -> None:
         raise ConfigError("the TLB needs at least one leaf entry and a non-negative walk cache")
     if config.backend not in ("trio", "asyncio"):
         raise ConfigError(f"unknown backend {config.backend!r} (trio or asyncio)")
+    if not 0.0 <= config.speculate <= 1.0:
+        raise ConfigError(f"--speculate is a probability between 0 and 1, not {config.speculate}")
     if config.pct_depth < 1:
         raise ConfigError(f"pct depth must be at least 1, not {config.pct_depth}")
 
@@ -237,6 +239,7 @@ def replay_command(c: Config) -> str:
         ("tlb_nonleaf", "--tlb-nonleaf"),
         ("frames", "--frames"),
         ("pct_depth", "--pct-depth"),
+        ("speculate", "--speculate"),
     ):
         value = getattr(c, name)
         if value != getattr(DEFAULTS, name):
@@ -330,7 +333,9 @@ async def _run(
         for i in range(config.pcpus):
             actor = conductor.add_actor(f"hart{i}")
             tlb = Tlb(config.tlb_leaf, config.tlb_nonleaf, strategy.stream(f"tlb/hart{i}"))
-            harts.append(Hart(i, conductor, actor, memory, tlb, memory.observer, strategy.stream))
+            harts.append(
+                Hart(i, conductor, actor, memory, tlb, memory.observer, strategy.stream, speculate=config.speculate)
+            )
         oracle = Oracle(
             memory,
             conductor,
@@ -411,6 +416,7 @@ async def _run(
             "accesses": sum(h.hits + h.walks for h in harts),
             "tlb_hits": sum(h.hits for h in harts),
             "walks": sum(h.walks for h in harts),
+            "speculative_walks": sum(h.speculative_walks for h in harts),
             "faults": sum(h.faults for h in harts),
             "fences_sent": sbi.sent,
             "fences_acked": sbi.acked,

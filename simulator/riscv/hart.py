@@ -64,6 +64,7 @@ class Hart:
         streams: Callable[[str], random.Random],
         *,
         quantum: tuple[int, int] = (8, 160),
+        speculate: float = 0.0,
     ) -> None:
         self.id = hart_id
         self.conductor = conductor
@@ -90,6 +91,13 @@ class Hart:
         self.boundaries = 0  # instruction boundaries passed while a fence was pending
         self._due: deque[int] = deque()  # per pending request: the boundary it is taken at
         self.guest_rng = streams(f"guest/hart{hart_id}")
+        # speculative walks: the spec lets a hart walk and fill for any address while hgatp is
+        # active, also while it runs hypervisor code; off by default
+        self.speculate = speculate
+        self.spec_rng = streams(f"speculate/hart{hart_id}")
+        self.recent: list[int] = []  # gfns this hart walked lately: where speculation looks
+        self.speculating = False
+        self.speculative_walks = 0
         self.fence_rng = streams(f"fence/hart{hart_id}")
         self.quantum_min, self.quantum_span = quantum[0], max(1, quantum[1] - quantum[0] + 1)
         # statistics (accesses = hits + walks)
@@ -107,6 +115,28 @@ class Hart:
             self.boundaries += 1
             if self.boundaries >= self._due[0]:
                 await self.take_fence()
+        if (
+            self.speculate
+            and self.mode is not None
+            and not self.speculating
+            and self.spec_rng.random() < self.speculate
+        ):
+            await self.speculative_walk()
+
+    async def speculative_walk(self) -> None:
+        """Walk, and fill, an address near one this hart used lately - nobody asked for it."""
+        if not self.recent:
+            return
+        rng = self.spec_rng
+        gfn = self.recent[rng.randrange(len(self.recent))] + rng.randrange(-256, 256)
+        if gfn < 0:
+            return
+        self.speculating = True
+        try:
+            self.speculative_walks += 1
+            await walk(self, gfn)
+        finally:
+            self.speculating = False
 
     async def wait_until(self, cond: Callable[[], bool], what: str) -> None:
         """Block until ``cond``; fences keep being taken meanwhile (they are M-mode IPIs)."""
@@ -196,6 +226,8 @@ class Hart:
         """
         c = self.conductor
         await c.yield_(self.actor)
+        if self.speculate and self.mode is not None and self.spec_rng.random() < self.speculate:
+            await self.speculative_walk()
         prog = self.guest
         if prog is None or self.jobs or self.stopping:
             return
@@ -245,6 +277,11 @@ class Hart:
                 continue
             self.hits += done - 1
             self.walks += 1
+            if self.speculate:
+                recent = self.recent
+                recent.append(miss)
+                if len(recent) > 16:
+                    del recent[0]
             e = await walk(self, miss)
             if e is None:
                 self.faults += 1

@@ -61,6 +61,7 @@ class Domain:
         self.is_dying = False
         self.destroyed = False
         self.struct_page = INVALID_MFN  # the xenheap page holding struct domain
+        self.vmid = 0  # arm-broadcast: the domain's VMID for life
 
     def __repr__(self) -> str:
         return f"dom{self.domain_id}"
@@ -89,6 +90,7 @@ class DomainOps(Vmid):
         if await self.paging_freelist_adjust(d, pool_pages):
             raise XenPanic(f"out of memory for the p2m pool of dom{domain_id}")
         await self.p2m_alloc_root_table(d)
+        self.p2m_alloc_vmid(d)
         d.vcpus = [Vcpu(d, i) for i in range(nr_vcpus)]
         return d
 
@@ -118,20 +120,28 @@ class DomainOps(Vmid):
     # -- scheduling -----------------------------------------------------------------
 
     async def context_switch(self, nxt: Vcpu | None) -> None:
+        """Switch this hart from whatever vCPU it runs to ``nxt`` (None: idle)."""
         hart = self.this_hart()
         prev = self.curr_vcpu[hart.id]
         await self.step()
         if prev is not None:
-            hart.guest = None
-            prev.processor = None
-            prev.domain.running_on.remove(hart.id)
-            self.curr_vcpu[hart.id] = None
-            if self.profile.hgatp_bare_on_switch_out:
-                hart.write_hgatp(0)
-            # dirty_cpumask stays set: the hart may still cache this domain's entries
-            self.emit("switch_out", dom=prev.domain.domain_id, vcpu=prev.vcpu_id)
-        if nxt is None:
-            return
+            await self.ctxt_switch_from(prev)
+        if nxt is not None:
+            await self.ctxt_switch_to(nxt)
+
+    async def ctxt_switch_from(self, prev: Vcpu) -> None:
+        hart = self.this_hart()
+        hart.guest = None
+        prev.processor = None
+        prev.domain.running_on.remove(hart.id)
+        self.curr_vcpu[hart.id] = None
+        if self.profile.hgatp_bare_on_switch_out:
+            hart.write_hgatp(0)
+        # dirty_cpumask stays set: the hart may still cache this domain's entries
+        self.emit("switch_out", dom=prev.domain.domain_id, vcpu=prev.vcpu_id)
+
+    async def ctxt_switch_to(self, nxt: Vcpu) -> None:
+        hart = self.this_hart()
         d = nxt.domain
         if d.is_dying:
             raise ValueError(f"{nxt.name} cannot run: dom{d.domain_id} is dying")

@@ -30,6 +30,8 @@ class Profile:
     ext_types_panic: bool = False
     # ARM style: p2m flushes go to every online hart
     broadcast_flush: bool = False
+    # ARM style: one VMID per domain for its whole life (no per-hart generations)
+    vmid_per_domain: bool = False
 
 
 PROFILES: dict[str, Profile] = {
@@ -48,6 +50,25 @@ PROFILES: dict[str, Profile] = {
             vmid_flush_on_migration=False,
             flush_before_scrub=False,
             pool_total_underflow=True,
+        ),
+        Profile(
+            "seed-v5",
+            "the seed patch (v5) as posted: external p2m types panic, flush on reuse unimplemented, no dirty mask",
+            maintain_dirty_mask=False,
+            hgatp_bare_on_switch_out=False,
+            vmid_flush_on_migration=False,
+            flush_on_reuse=False,
+            flush_before_scrub=False,
+            pool_total_underflow=True,
+            ext_types_panic=True,
+        ),
+        Profile(
+            "arm-broadcast",
+            "ARM's approach: one VMID per domain for life, every p2m flush broadcast to all harts",
+            maintain_dirty_mask=False,
+            vmid_flush_on_migration=False,
+            broadcast_flush=True,
+            vmid_per_domain=True,
         ),
     )
 }

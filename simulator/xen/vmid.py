@@ -12,10 +12,11 @@ from __future__ import annotations
 from typing import TYPE_CHECKING
 
 from simulator.riscv.sbi import FenceCall, FenceRequest
+from simulator.xen.base import XenPanic
 from simulator.xen.p2m import P2m
 
 if TYPE_CHECKING:
-    from simulator.xen.domain import Vcpu
+    from simulator.xen.domain import Domain, Vcpu
 
 
 class VmidPcpu:
@@ -34,7 +35,21 @@ class Vmid(P2m):
     def vmid_flush_vcpu(self, v: Vcpu) -> None:
         v.vmid_generation = 0
 
+    def p2m_alloc_vmid(self, d: Domain) -> None:
+        """ARM style (profile arm-broadcast): the lowest free VMID, for the domain's whole life."""
+        if not self.profile.vmid_per_domain:
+            return
+        used = {x.vmid for x in self.domains.values() if x is not d and x.vmid and not x.destroyed}
+        for vmid in range(1, self.vmid_data[0].max_vmid + 1):
+            if vmid not in used:
+                d.vmid = vmid
+                self.emit("vmid.assign", dom=d.domain_id, vcpu=-1, vmid=vmid, generation=0)
+                return
+        raise XenPanic(f"p2m_alloc_vmid: no free VMID for dom{d.domain_id}")
+
     async def vmid_handle_vmenter(self, v: Vcpu) -> int:
+        if self.profile.vmid_per_domain:
+            return v.domain.vmid
         hart = self.this_hart()
         data = self.vmid_data[hart.id]
         if v.vmid_generation == data.generation:

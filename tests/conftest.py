@@ -12,3 +12,5 @@ from simulator.engine.simulation import Config, Result, run
 def simulate(main: Callable[[Scenario], Awaitable[None]], **config: Any) -> Result:
     """Run ``main`` as the workload driver of a fresh simulation and return the result."""
     return run(Config(workload="inline-test", **config), main=main)
+
+pytest_plugins = ["pytester"]

@@ -107,6 +107,15 @@ def build_parser() -> argparse.ArgumentParser:
     sh.add_argument("--max-seconds", type=_positive, default=180)
     sh.add_argument("--json", action="store_true")
 
+    m = sub.add_parser("matrix", help="every bug against the workloads that can expose it, and the clean profiles")
+    m.add_argument("--seeds", type=_positive, default=50, help="seeds per bug, workload and strategy")
+    m.add_argument("--clean-seeds", type=_positive, default=500, help="seeds per clean profile and workload")
+    m.add_argument("--jobs", type=_positive, default=2)
+    m.add_argument("--bug", action="append", default=[], help="only these bugs (repeatable)")
+    m.add_argument("--workload", action="append", default=[], help="only these workloads (repeatable)")
+    m.add_argument("--strategy", action="append", default=[], help="random, pct, uncontrolled (repeatable)")
+    m.add_argument("--json", action="store_true")
+
     b = sub.add_parser("bench", help="measure the hot path against a dict-lookup baseline")
     b.add_argument("--json", action="store_true")
     b.add_argument("--backend", default="trio")
@@ -124,6 +133,8 @@ def main(argv: list[str] | None = None) -> int:
             return cmd_list()
         if args.command == "bench":
             return cmd_bench(args)
+        if args.command == "matrix":
+            return cmd_matrix(args)
         if args.command == "inspect":
             return cmd_inspect(args)
         if args.command == "replay":
@@ -220,7 +231,10 @@ def render(result) -> str:  # type: ignore[no-untyped-def]
         out.append(f"WARNINGS: {result.warning_count} stale use(s) of freed, not yet reused frames (first shown):")
         out.append(f"  {result.warnings[0]}")
     out.append("")
-    out.append(f"replay: {result.replay_command}")
+    if c.strategy == "uncontrolled":
+        out.append("replay: none - the uncontrolled strategy lets the event loop schedule, so runs do not repeat")
+    else:
+        out.append(f"replay: {result.replay_command}")
     if result.violations and not c.log:
         out.append(f"log:    {result.replay_command} --log run.jsonl   then   p2msim inspect run.jsonl --violation 1")
     elif result.violations:
@@ -381,6 +395,86 @@ def cmd_list() -> int:
         console.print(t)
         console.print()
     return EXIT_CLEAN
+
+
+def cmd_matrix(args: argparse.Namespace) -> int:
+    from rich.console import Console
+    from rich.table import Table
+
+    from simulator.engine.bugs import BUGS
+    from simulator.engine.matrix import STRATEGIES, Cell, matrix
+    from simulator.engine.simulation import builtin_workloads
+
+    for b in args.bug:
+        if b not in BUGS:
+            raise CliError(f"unknown bug {b!r} (see `p2msim list`)")
+    names = builtin_workloads()
+    for w in args.workload:
+        if w not in names:
+            raise CliError(f"unknown workload {w!r} (built-in: {', '.join(names)})")
+    for s in args.strategy:
+        if s not in STRATEGIES:
+            raise CliError(f"unknown strategy {s!r} (choose from {', '.join(STRATEGIES)})")
+    console = Console(stderr=True)
+
+    def progress(item: object) -> None:
+        if args.json:
+            return
+        if isinstance(item, Cell):
+            verdict = (
+                f"found after {item.seeds_to_first} seed(s)" if item.detected else f"not found in {item.seeds_run}"
+            )
+            console.print(f"  {item.bug} on {item.workload} ({item.strategy}): {verdict}")
+        else:
+            console.print(f"  {item.profile} on {item.workload}: {item.violations} of {item.seeds} seeds failing")
+
+    out = matrix(
+        args.seeds,
+        args.clean_seeds,
+        args.jobs,
+        args.bug or None,
+        args.workload or None,
+        tuple(args.strategy) or STRATEGIES,
+        progress,
+    )
+    if args.json:
+        print(orjson.dumps(out).decode())
+    else:
+        t = Table(title=f"detection ({args.seeds} seeds at most)", title_justify="left")
+        for col in ("bug", "workload", "strategy", "detected", "seeds to first", "seconds to first", "class"):
+            t.add_column(col)
+        for c in out["cells"]:
+            t.add_row(
+                c["bug"],
+                c["workload"],
+                c["strategy"] + (" (not reproducible)" if c["strategy"] == "uncontrolled" else ""),
+                "yes" if c["detected"] else "no",
+                str(c["seeds_to_first"] or "-"),
+                str(c["seconds_to_first"] or "-"),
+                c["cls"] or "-",
+            )
+        c2 = Table(title=f"clean profiles ({args.clean_seeds} seeds each)", title_justify="left")
+        for col in ("profile", "workload", "seeds", "failing seeds", "classes", "hit step budget"):
+            c2.add_column(col)
+        for r in out["clean"]:
+            c2.add_row(
+                r["profile"],
+                r["workload"],
+                str(r["seeds"]),
+                str(r["violations"]),
+                ", ".join(f"{k} {v}" for k, v in r["classes"].items()) or "-",
+                str(r["budget_hits"]),
+            )
+        con = Console(width=160)
+        con.print(t)
+        con.print(c2)
+        con.print(
+            f"bugs found: {out['bugs_found']} of {out['bugs']}"
+            + (f" (missed: {', '.join(out['missed'])})" if out["missed"] else "")
+            + f"; median seconds to first detection: {out['median_seconds_to_first']}"
+            + f"; clean-profile violations: {out['clean_violations']}"
+        )
+    return EXIT_VIOLATION if out["missed"] or out["clean_violations"] else EXIT_CLEAN
 
 
 def cmd_bench(args: argparse.Namespace) -> int:

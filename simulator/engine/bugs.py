@@ -20,6 +20,8 @@ class Bug:
     description: str
     shape_of: str
     apply: Callable[[Xen], None]
+    workloads: tuple[str, ...] = ()  # built-in workloads that can expose it (for `p2msim matrix`)
+    config: tuple[tuple[str, Any], ...] = ()  # run options it needs there (e.g. speculation on)
 
 
 def _inside_free_subtree(xen: Xen) -> list[int]:
@@ -180,11 +182,22 @@ def _leak_foreign_ref(xen: Xen) -> None:
 BUGS: dict[str, Bug] = {}
 
 
-def register_bug(name: str, description: str, apply: Callable[[Xen], None], shape_of: str = "") -> Bug:
-    """Register a bug under ``name`` (workload scripts may add their own)."""
+def register_bug(
+    name: str,
+    description: str,
+    apply: Callable[[Xen], None],
+    shape_of: str = "",
+    workloads: tuple[str, ...] = (),
+    **config: Any,
+) -> Bug:
+    """Register a bug under ``name``; a workload script may add its own (see the README).
+
+    ``apply(xen)`` mutates one simulation's hypervisor instance: replace a method
+    (``xen.p2m_free_page = ...``), or flip firmware behaviour (``xen.sbi``).
+    """
     if not name or " " in name:
         raise ValueError(f"bug name must be one word, not {name!r}")
-    bug = Bug(name, description, shape_of, apply)
+    bug = Bug(name, description, shape_of, apply, tuple(workloads), tuple(sorted(config.items())))
     BUGS[name] = bug
     return bug
 
@@ -194,76 +207,91 @@ register_bug(
     "p2m_free_subtree frees table pages without p2m_tlb_flush_sync, and nothing flushes the unlink later",
     _no_flush_before_table_free,
     "arm64 Linux 285994a62c80 (page-table pages freed without the TLB invalidation)",
+    workloads=("teardown-under-load", "pool-churn"),
 )
 register_bug(
     "async-remote-fence",
     "sbi_remote_hfence_gvma returns once the requests are sent, without waiting for acknowledgements",
     _async_remote_fence,
     "the SBI spec's weaker promise (request sent, not executed)",
+    workloads=("teardown-under-load", "foreign-unmap-reuse"),
 )
 register_bug(
     "no-reuse-flush",
     "alloc_heap_pages hands out pages that need a TLB flush without fencing any hart",
     _no_reuse_flush,
     "Xen Arm 6718787797 (reference dropped before the flush, a reuse path that skips it)",
+    workloads=("foreign-unmap-reuse", "balloon"),
 )
 register_bug(
     "flush-after-table-free",
     "p2m_free_subtree puts the table page in the pool first and flushes after",
     _flush_after_table_free,
     "a free-then-flush reordering (the flush arrives after the page can be reused)",
+    workloads=("pool-churn", "teardown-under-load", "balloon"),
 )
 register_bug(
     "deferred-flush-pool-free",
     "table pages go to the pool while the flush is left to p2m_write_unlock",
     _deferred_flush_pool_free,
     "Xen XSA-480 (x86 EPT, 2026): deferred flush, eager free to a pool",
+    workloads=("teardown-under-load", "pool-churn"),
 )
 register_bug(
     "local-fence-only",
     "p2m_tlb_flush fences only the calling hart",
     _local_fence_only,
     "a local flush where a broadcast was needed",
+    workloads=("teardown-under-load", "vcpu-migration"),
 )
 register_bug(
     "dirty-mask-cleared-on-switch-out",
     "a hart leaves dirty_cpumask as soon as the vCPU leaves it, before any flush",
     _dirty_mask_cleared_on_switch_out,
     "Xen Arm 607ad85d85; RISC-V KVM 'stale TLB when host CPU changes'",
+    workloads=("teardown-under-load", "vcpu-migration"),
 )
 register_bug(
     "vmid-rollover-no-flush",
     "a new VMID generation starts without the local full HFENCE.GVMA",
     _vmid_rollover_no_flush,
     "Xen Arm 80ede1ac29; RISC-V KVM VMID rollover",
+    workloads=("vmid-rollover",),
+    vmid_bits=2,
 )
 register_bug(
     "vmid-kept-on-migration",
     "a vCPU keeps its VMID and generation when it moves to another hart",
     _vmid_kept_on_migration,
     "x86 ASIDs without hvm_asid_flush_vcpu on migration",
+    workloads=("vcpu-migration", "teardown-under-load"),
 )
 register_bug(
     "flush-after-unlock",
     "p2m_write_unlock releases the lock before the flush",
     _flush_after_unlock,
     "Linux mremap (2018): flush after the serialising lock is dropped",
+    workloads=("balloon", "pool-churn", "teardown-under-load"),
 )
 register_bug(
     "root-freed-while-loaded",
     "hgatp is not made Bare when a vCPU leaves, so teardown frees a root a hart still names (needs --speculate)",
     _root_freed_while_loaded,
     "Linux/Xen 'stale cr3 when unpinning'",
+    workloads=("vmid-rollover", "teardown-under-load", "foreign-unmap-reuse"),
+    speculate=0.05,
 )
 register_bug(
     "put-foreign-twice",
     "p2m_put_foreign_page drops the reference twice",
     _put_foreign_twice,
     "a double put: refcount underflow, early free",
+    workloads=("foreign-unmap-reuse",),
 )
 register_bug(
     "leak-foreign-ref",
     "p2m_put_foreign_page never drops the reference",
     _leak_foreign_ref,
     "Xen XSA-299 family (teardown loses reference accounting)",
+    workloads=("foreign-unmap-reuse",),
 )

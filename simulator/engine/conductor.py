@@ -27,6 +27,7 @@ from typing import TYPE_CHECKING, Any
 
 import sniffio
 import trio
+from anyio.lowlevel import checkpoint
 
 if TYPE_CHECKING:
     from simulator.engine.strategies import Strategy
@@ -366,3 +367,53 @@ class RwLock:
     def read_unlock(self, who: str) -> None:
         self.readers.remove(who)
         self.conductor.notify()
+
+
+class UncontrolledConductor(Conductor):
+    """Strategy ``uncontrolled``: no serialisation; the event loop's own scheduler decides.
+
+    Every step is a plain checkpoint, so trio (which shuffles its run batches
+    with an unseeded random source) or asyncio picks who runs next.  It exists
+    to measure what the conductor is worth; its runs are not reproducible.
+    Data choices still come from the seeded streams.
+    """
+
+    async def run_actor(self, actor: Actor, body: Callable[[], Awaitable[None]]) -> None:
+        actor.started = True
+        self.current = actor
+        try:
+            await body()
+        finally:
+            actor.done = True
+            actor.cond = None
+
+    def begin(self) -> None:
+        self.strategy.new_execution(self.actors)
+        self.run_left = 0  # no inline bursts: every action goes through step()
+
+    async def step(self, actor: Actor) -> None:
+        self.seq += 1
+        if self.seq >= self.budget:
+            self.stop_reason = "budget"
+            raise SimulationStop("budget")
+        await checkpoint()
+        if self.current is not actor:
+            self.switches += 1
+        self.current = actor
+        self.run_left = 0
+
+    async def yield_(self, actor: Actor) -> None:
+        await self.step(actor)
+
+    async def block(self, actor: Actor, cond: Cond, what: str) -> None:
+        actor.cond = cond
+        actor.waiting_for = what
+        try:
+            while not cond():
+                await self.step(actor)  # spinning costs steps, so the budget bounds a livelock
+        finally:
+            actor.cond = None
+            actor.waiting_for = ""
+
+    async def sleep_until(self, actor: Actor, seq: int, what: str = "logical time") -> None:
+        await self.block(actor, lambda: self.seq >= seq, what)

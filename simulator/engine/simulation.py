@@ -26,7 +26,7 @@ import orjson
 from simulator import __version__
 from simulator.engine import invariants
 from simulator.engine.bugs import BUGS
-from simulator.engine.conductor import Conductor, Deadlock, SimulationStop
+from simulator.engine.conductor import Conductor, Deadlock, SimulationStop, UncontrolledConductor
 from simulator.engine.log import LOG_SCHEMA_VERSION, EventLog
 from simulator.engine.oracle import Oracle, Violation
 from simulator.engine.scenario import Scenario, WorkloadError
@@ -311,7 +311,8 @@ def run(
 async def _run(
     config: Config, mod: Any, params: dict[str, Any], strategy: Strategy, box: dict[str, Conductor]
 ) -> Result:
-    conductor = box["conductor"] = Conductor(strategy, config.steps)
+    cls = UncontrolledConductor if config.strategy == "uncontrolled" else Conductor
+    conductor = box["conductor"] = cls(strategy, config.steps)
     try:
         log = EventLog(config.log, conductor, config.log_level)
     except OSError as exc:

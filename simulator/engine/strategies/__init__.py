@@ -10,6 +10,7 @@ from simulator.engine.strategies.replay import ReplayStrategy
 STRATEGIES = {
     "random": "seeded uniform choice among runnable actors, held for random run lengths",
     "pct": "probabilistic concurrency testing: random priorities, depth-1 change points",
+    "uncontrolled": "no conductor: plain checkpoints, the event loop decides (not reproducible; for comparison)",
 }
 
 
@@ -18,6 +19,8 @@ def make_strategy(name: str, seed: int, *, pct_depth: int = 3, horizon: int = 10
         return RandomStrategy(seed)
     if name == "pct":
         return PctStrategy(seed, depth=pct_depth, horizon=horizon)
+    if name == "uncontrolled":
+        return RandomStrategy(seed)  # only its data streams are used
     raise KeyError(name)
 
 

@@ -1,0 +1,144 @@
+"""`p2msim matrix`: the detector's power, with numbers.
+
+Every catalogued bug runs against the workloads that can expose it, under
+each strategy (``random``, ``pct``, and ``uncontrolled`` to show what the
+conductor is worth), seed after seed until the first detection; the clean
+profiles run against every workload and must stay silent.  Seeds run in
+separate processes.
+"""
+
+from __future__ import annotations
+
+import statistics
+import time
+from concurrent.futures import ProcessPoolExecutor
+from dataclasses import dataclass, field
+from typing import Any
+
+from simulator.engine.bugs import BUGS
+from simulator.engine.simulation import Config, builtin_workloads, run
+
+STRATEGIES = ("random", "pct", "uncontrolled")
+CLEAN_PROFILES = ("fixed", "arm-broadcast")
+
+
+@dataclass
+class Cell:
+    bug: str
+    workload: str
+    strategy: str
+    detected: bool = False
+    seeds_to_first: int | None = None
+    seconds_to_first: float | None = None
+    cls: str | None = None
+    seeds_run: int = 0
+
+
+@dataclass
+class CleanRow:
+    profile: str
+    workload: str
+    seeds: int
+    violations: int = 0
+    failing: list[int] = field(default_factory=list)
+    classes: dict[str, int] = field(default_factory=dict)
+    budget_hits: int = 0
+
+
+def _one(args: tuple[Config]) -> tuple[int, list[str], str, float]:
+    (config,) = args
+    t = time.monotonic()
+    r = run(config)
+    return config.seed, [v.cls for v in r.violations], r.stop_reason, time.monotonic() - t
+
+
+def _config(workload: str, seed: int, **kw: Any) -> Config:
+    bug = kw.pop("bug", None)
+    extra = dict(BUGS[bug].config) if bug else {}
+    extra.update(kw)
+    return Config(workload, seed=seed, bugs=(bug,) if bug else (), **extra)
+
+
+def hunt(pool: ProcessPoolExecutor, bug: str, workload: str, strategy: str, seeds: int, batch: int) -> Cell:
+    cell = Cell(bug, workload, strategy)
+    started = time.monotonic()
+    for lo in range(0, seeds, batch):
+        cfgs = [(_config(workload, s, bug=bug, strategy=strategy),) for s in range(lo, min(seeds, lo + batch))]
+        for seed, classes, _stop, _secs in pool.map(_one, cfgs):
+            cell.seeds_run += 1
+            if classes and not cell.detected:
+                cell.detected = True
+                cell.seeds_to_first = seed + 1
+                cell.seconds_to_first = round(time.monotonic() - started, 2)
+                cell.cls = classes[0]
+        if cell.detected:
+            break
+    return cell
+
+
+def clean(pool: ProcessPoolExecutor, profile: str, workload: str, seeds: int) -> CleanRow:
+    row = CleanRow(profile, workload, seeds)
+    cfgs = [(Config(workload, seed=s, profile=profile),) for s in range(seeds)]
+    for seed, classes, stop, _secs in pool.map(_one, cfgs, chunksize=8):
+        if classes:
+            row.violations += 1
+            row.failing.append(seed)
+            for c in classes:
+                row.classes[c] = row.classes.get(c, 0) + 1
+        if stop == "budget":
+            row.budget_hits += 1
+    return row
+
+
+def matrix(
+    seeds: int = 50,
+    clean_seeds: int = 500,
+    jobs: int = 2,
+    bugs: list[str] | None = None,
+    workloads: list[str] | None = None,
+    strategies: tuple[str, ...] = STRATEGIES,
+    progress: Any = None,
+) -> dict[str, Any]:
+    names = list(builtin_workloads())
+    chosen = workloads or names
+    cells: list[Cell] = []
+    rows: list[CleanRow] = []
+    with ProcessPoolExecutor(max_workers=jobs) as pool:
+        for bug in bugs or list(BUGS):
+            targets = [w for w in (BUGS[bug].workloads or tuple(names)) if w in chosen]
+            for workload in targets:
+                for strategy in strategies:
+                    cell = hunt(pool, bug, workload, strategy, seeds, batch=max(2, jobs * 2))
+                    cells.append(cell)
+                    if progress:
+                        progress(cell)
+        for profile in CLEAN_PROFILES:
+            for workload in chosen:
+                row = clean(pool, profile, workload, clean_seeds)
+                rows.append(row)
+                if progress:
+                    progress(row)
+    return summarise(cells, rows, seeds)
+
+
+def summarise(cells: list[Cell], rows: list[CleanRow], seeds: int) -> dict[str, Any]:
+    controlled = [c for c in cells if c.strategy != "uncontrolled"]
+    by_bug: dict[str, list[Cell]] = {}
+    for c in controlled:
+        by_bug.setdefault(c.bug, []).append(c)
+    found = {b: any(c.detected for c in cs) for b, cs in by_bug.items()}
+    times = [
+        min(c.seconds_to_first for c in cs if c.seconds_to_first is not None)
+        for cs in by_bug.values()
+        if any(c.detected for c in cs)
+    ]
+    return {
+        "seeds": seeds,
+        "cells": [c.__dict__ for c in cells],
+        "clean": [r.__dict__ for r in rows],
+        "bugs_found": sum(found.values()),
+        "bugs": len(found),
+        "missed": sorted(b for b, ok in found.items() if not ok),
+        "median_seconds_to_first": round(statistics.median(times), 2) if times else None,
+        "clean_violations": sum(r.violations for r in rows),
+    }

@@ -163,3 +163,30 @@ def test_python_api_run_workload() -> None:
     assert r.violations and "reused" in r.violations[0].cls
     assert "replay: p2msim run foreign-unmap-reuse --seed 0 --bug no-reuse-flush" in r.explain()
     assert run_workload("foreign-unmap-reuse", seed=0).clean
+
+
+def test_a_workload_script_registers_its_own_bug(tmp_path: Path) -> None:
+    script = tmp_path / "mybug.py"
+    script.write_text(
+        "from simulator.engine.bugs import register_bug\n"
+        "from workloads.teardown_under_load import main, PARAMS  # reuse a built-in scenario\n"
+        "\n"
+        "def _empty_mask(xen):\n"
+        "    xen.p2m_flush_mask = lambda d: []  # p2m_tlb_flush fences nobody\n"
+        "\n"
+        "register_bug('empty-flush-mask', 'p2m_tlb_flush fences nobody', _empty_mask)\n"
+    )
+    r = p2msim("run", str(script), "--seed", "0", "--bug", "empty-flush-mask", "--json")
+    assert r.returncode == 1, r.stderr
+    out = orjson.loads(r.stdout)
+    assert out["violations"] and out["bugs"] == ["empty-flush-mask"]
+    assert p2msim("run", str(script), "--seed", "0", "--json").returncode == 0  # the other side
+    bad = p2msim("run", str(script), "--bug", "no-such-bug")
+    assert bad.returncode == 2 and "unknown bug 'no-such-bug'" in bad.stderr
+
+
+def test_a_workload_file_runs_standalone() -> None:
+    script = Path(__file__).parent.parent / "workloads" / "foreign_unmap_reuse.py"
+    r = subprocess.run([sys.executable, str(script), "--seed", "2"], capture_output=True, text=True, timeout=300)
+    assert r.returncode == 0, r.stderr
+    assert "CLEAN: no violation" in r.stdout

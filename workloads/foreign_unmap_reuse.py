@@ -93,3 +93,11 @@ async def main(sim: Scenario) -> None:
         await sim.pause(d)
     for d in (d0, d2):
         await sim.destroy(d, on=rng.randrange(n))
+
+
+if __name__ == "__main__":
+    import sys
+
+    from simulator.cli import main as _cli
+
+    raise SystemExit(_cli(["run", __file__, *sys.argv[1:]]))

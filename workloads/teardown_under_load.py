@@ -124,3 +124,11 @@ async def main(sim: Scenario) -> None:
         await sim.pause(d)
     for d in (d1, d3, d4, d5):
         await sim.destroy(d, on=rng.randrange(n))
+
+
+if __name__ == "__main__":
+    import sys
+
+    from simulator.cli import main as _cli
+
+    raise SystemExit(_cli(["run", __file__, *sys.argv[1:]]))

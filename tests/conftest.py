@@ -13,4 +13,5 @@ def simulate(main: Callable[[Scenario], Awaitable[None]], **config: Any) -> Resu
     """Run ``main`` as the workload driver of a fresh simulation and return the result."""
     return run(Config(workload="inline-test", **config), main=main)
 
+
 pytest_plugins = ["pytester"]

@@ -9,6 +9,10 @@ hold: the 4K chunk's table is freed to the pool, and splitting the superpage
 takes a table from the pool at once - with a tight pool, the same page.  Any
 hart that still caches a walk through the freed table now walks the new one.
 
+Half the time, the toolstack also resizes dom1's p2m pool meanwhile (it
+takes only the paging lock): a table freed to the pool can leave for the
+heap and come back before every hart has been fenced.
+
 Meanwhile dom2 and dom3 share harts with dom1 (so dom1's dirty_cpumask and
 VMIDs matter on harts that run someone else), dom2 is destroyed, and dom4 and
 dom5 are created so that freed frames are reused by other domains.
@@ -26,6 +30,7 @@ PARAMS = {
     "pool_slack": 0,  # spare pages in dom1's p2m pool beyond what its tables need
     "hot": 0.8,  # probability that a dom1 access aims at the chunks being torn down
     "settle": 1500,  # steps the guests run before the first removal
+    "resize": True,  # the toolstack resizes dom1's p2m pool while it gives memory back
 }
 
 BASE = 0x40000
@@ -82,6 +87,11 @@ async def main(sim: Scenario) -> None:
         if v.processor is None:
             await sim.run_vcpu(v, h)
 
+    async def resize_pool() -> None:
+        size = d1.arch_paging.total_pages
+        await sim.xen.paging_set_allocation(d1, 0)
+        await sim.xen.paging_set_allocation(d1, size)
+
     for c in range(0, chunks - 1, 2):
         hot = [(BASE + c * CHUNK, dense), (BASE + (c + 1) * CHUNK, CHUNK)]
         for pat in patterns:
@@ -98,6 +108,9 @@ async def main(sim: Scenario) -> None:
             CHUNK + extra,
         )
         await sim.elapse(rng.randrange(50, 600))
+        if p["resize"] and rng.random() < 0.5:
+            # meanwhile the toolstack shrinks and regrows dom1's p2m pool (paging lock only)
+            await sim.wait(sim.start(n - 1, "paging_set_allocation(dom1)", resize_pool))
         await shuffle()
         await sim.wait(job)
         gone_end = BASE + c * CHUNK + CHUNK + extra

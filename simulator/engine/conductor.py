@@ -271,6 +271,10 @@ class Conductor:
             self.decisions.append((self.seq, nxt.index))
             # a switch at a yield is the fair thing to do, not a preemption (as in CHESS)
             self.preemptive.append(current is not None and current in enabled and self.yielding is not current)
+        elif current is not None and self.yielding is current and self.strategy.record_stays:
+            # a fair replay moves on at every yield, so staying there is a decision to record
+            self.decisions.append((self.seq, nxt.index))
+            self.preemptive.append(False)
         return nxt
 
     async def _reschedule(self, actor: Actor) -> None:

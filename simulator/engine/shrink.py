@@ -55,6 +55,7 @@ class Shrunk:
     tests: int
     seconds: float
     result: Result
+    fallback: str = "fair"
     path: Path | None = None
 
 
@@ -94,7 +95,7 @@ class Shrinker:
 
     @staticmethod
     def _size(r: Result) -> Size:
-        return Size(r.config.pcpus, sum(r.preemptive), len(r.decisions), r.stats["steps"], r.stats["accesses"])
+        return Size(r.config.pcpus, sum(r.preemptive), r.stats["switches"], r.stats["steps"], r.stats["accesses"])
 
     # -- the phases -------------------------------------------------------------------------
 
@@ -108,6 +109,7 @@ class Shrinker:
         first = run(replace(self.config, stop_at_first=True), decisions=self.decisions)
         self.to_first = self._size(first)
         config, best = self.config, first
+        fallback = "exact"  # how `best` was produced: a recorded run, or a fair replay
         self.progress(
             f"original: {before.describe()}; first violation {self.cls} at step {first.stats['steps']:,} "
             f"after {self.to_first.preemptions:,} preemptions"
@@ -139,7 +141,7 @@ class Shrinker:
                 candidate = [d for i, d in enumerate(best.decisions) if i not in drop]
                 r = self._try(config, candidate)
                 if r is not None and sum(r.preemptive) < len(pre):
-                    best = r
+                    best, fallback = r, "fair"
                     granularity = max(granularity - 1, 2)
                     reduced = True
                     self.progress(f"ddmin: {sum(r.preemptive):,} preemptions (run {self.tests})")
@@ -151,16 +153,19 @@ class Shrinker:
 
         # the minimal schedule, replayed once more so its verdict and digest are recorded honestly;
         # it ends at its violation (stop_at_first is part of its configuration)
-        final = run(replace(config, stop_at_first=True), decisions=best.decisions, fallback="fair")
+        final = run(replace(config, stop_at_first=True), decisions=best.decisions, fallback=fallback)
+        self.fallback = fallback
         after = self._size(final)
-        return Shrunk(self.cls, before, self.to_first, after, self.tests, time.monotonic() - self.started, final)
+        return Shrunk(
+            self.cls, before, self.to_first, after, self.tests, time.monotonic() - self.started, final, fallback
+        )
 
 
 def shrink_file(source: str | Path, out: str | Path | None = None, **kw: Any) -> Shrunk:
     config, decisions, _recorded = schedule.load(source)
     shrunk = Shrinker(config, decisions, **kw).shrink()
     target = Path(out) if out else Path(str(source) + ".shrunk.json")
-    data = schedule.to_schedule(shrunk.result, fallback="fair")
+    data = schedule.to_schedule(shrunk.result, fallback=shrunk.fallback)
     data["shrunk_from"] = {"source": str(source), **shrunk.before.__dict__}
     shrunk.path = schedule.save(target, data)
     return shrunk

@@ -175,17 +175,19 @@ class DomainOps(Vmid):
         self.emit("hypercall", op="decrease_reservation", dom=d.domain_id, gfn=gfn, nr=nr)
         p2m = d.p2m
         await self.p2m_write_lock(p2m)
-        pages: list[int] = []
+        pages: list[tuple[int, int]] = []  # (gfn, mfn) of the RAM pages in the range
         g = gfn
         while g < gfn + nr:
             mfn, t, order = self.p2m_get_entry(p2m, g)
             step = (1 << order) - (g & ((1 << order) - 1))
             if mfn != INVALID_MFN and p2m_is_ram(t):
-                pages.extend(range(mfn, mfn + min(step, gfn + nr - g)))
+                pages.extend((g + i, mfn + i) for i in range(min(step, gfn + nr - g)))
             g += step
         rc = await self.p2m_set_range(p2m, gfn, nr, INVALID_MFN, p2m_invalid)
+        # a failed removal (no pool page for a split) leaves some pages mapped: keep those
+        gone = [mfn for g, mfn in pages if rc == 0 or self.p2m_get_entry(p2m, g)[0] == INVALID_MFN]
         await self.p2m_write_unlock(p2m)
-        for pg in pages:
+        for pg in gone:
             await self.put_page_alloc_ref(pg)
         return rc
 

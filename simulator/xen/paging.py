@@ -57,6 +57,15 @@ class Paging(Mm):
         self.memory.retire(pg, M.POOL, f"{why} -> dom{d.domain_id} p2m pool (tail)")
         self.spin_unlock(pool.lock)
 
+    async def paging_set_allocation(self, d: Domain, pages: int) -> int:
+        """The toolstack resizes a domain's p2m pool (XEN_DOMCTL_SHADOW_OP_SET_ALLOCATION).
+
+        Only the paging lock is taken, not the p2m lock: a page freed to the pool
+        by a hypercall still holding the p2m lock can leave for the heap here.
+        """
+        self.emit("hypercall", op="paging_set_allocation", dom=d.domain_id, pages=pages)
+        return await self.paging_freelist_adjust(d, pages)
+
     async def paging_freelist_adjust(self, d: Domain, pages: int) -> int:
         """Grow or shrink the pool to ``pages`` free pages (shrinking takes the head)."""
         pool = d.arch_paging

@@ -24,6 +24,7 @@ def derive_seed(seed: int, purpose: str) -> int:
 
 class Strategy:
     name = "base"
+    record_stays = False  # does the conductor record a pick that keeps the yielding actor?
 
     def __init__(self, seed: int) -> None:
         self.seed = seed

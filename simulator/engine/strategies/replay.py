@@ -35,6 +35,7 @@ class ReplayStrategy(Strategy):
             raise ValueError(f"unknown replay fallback {fallback!r}")
         self.decisions = decisions
         self.fallback = fallback
+        self.record_stays = fallback == "fair"
         self.pos = 0
         self.diverged_at: int | None = None
         self._yielded: Actor | None = None

@@ -116,6 +116,10 @@ def build_parser() -> argparse.ArgumentParser:
     m.add_argument("--strategy", action="append", default=[], help="random, pct, uncontrolled (repeatable)")
     m.add_argument("--json", action="store_true")
 
+    from simulator.engine.sweep import add_arguments as add_sweep_arguments
+
+    add_sweep_arguments(sub.add_parser("sweep", help="run a range of seeds in parallel and summarise the failing ones"))
+
     b = sub.add_parser("bench", help="measure the hot path against a dict-lookup baseline")
     b.add_argument("--json", action="store_true")
     b.add_argument("--backend", default="trio")
@@ -133,6 +137,10 @@ def main(argv: list[str] | None = None) -> int:
             return cmd_list()
         if args.command == "bench":
             return cmd_bench(args)
+        if args.command == "sweep":
+            from simulator.engine.sweep import run_cli
+
+            return run_cli(args)
         if args.command == "matrix":
             return cmd_matrix(args)
         if args.command == "inspect":

@@ -70,3 +70,11 @@ def test_random_schedules_on_the_fixed_profile_never_violate(seed: int, strategy
     r = run(Config("teardown-under-load", seed=seed, strategy=strategy, pct_depth=depth, pcpus=3))
     assert r.stop_reason in ("done", "budget")
     assert not r.violations, r.explain()
+
+
+def test_speculative_runs_replay_exactly() -> None:
+    cfg = Config("teardown-under-load", seed=0, profile="riscv-tree", speculate=0.11)
+    first = run(cfg)
+    assert first.stats["speculative_walks"] > 0
+    again = run(cfg, decisions=first.decisions)
+    assert again.digest == first.digest and again.decisions == first.decisions

@@ -50,7 +50,7 @@ class Interrupted(KeyboardInterrupt):
     """Ctrl-C: the run stopped at ``seq``; the log is complete up to there."""
 
     def __init__(self, seq: int, log: str | None) -> None:
-        super().__init__(seq)
+        super().__init__(seq, log)  # both, so it pickles across processes
         self.seq = seq
         self.log = log
 

@@ -242,16 +242,20 @@ def run_seed(task: Task) -> SeedResult:
 
     started = time.monotonic()
     config = task.config
-    replay = replay_command(config)
-    base = {"seed": task.seed, "replay": replay, "drawn": task.drawn}
-    schedule = log = None
+
+    def outcome(verdict: str, **fields: Any) -> SeedResult:
+        seconds = round(time.monotonic() - started, 3)
+        return SeedResult(task.seed, verdict, replay_command(config), seconds, drawn=task.drawn, **fields)
+
+    log = schedule = None
     try:
         with _interruptible():
             if task.log and config.strategy == "uncontrolled":
                 # not reproducible: the only run that can be logged is this one
                 result = run(replace(config, log=task.log))
-                log, schedule = (task.log, result.schedule_path) if result.violations else (None, None)
-                if not result.violations:
+                if result.violations:
+                    log, schedule = task.log, result.schedule_path
+                else:
                     Path(task.log).unlink(missing_ok=True)
             else:
                 result = run(config)
@@ -259,28 +263,17 @@ def run_seed(task: Task) -> SeedResult:
                     logged = run(replace(config, log=task.log))
                     log, schedule = task.log, logged.schedule_path
                     if logged.digest != result.digest:
-                        return SeedResult(
-                            **base,
-                            verdict="crashed",
-                            seconds=round(time.monotonic() - started, 3),
-                            log=log,
-                            schedule=schedule,
-                            error=f"nondeterminism: the logged re-run's digest {logged.digest} "
-                            f"differs from {result.digest}",
-                        )
+                        why = f"nondeterminism: the logged re-run's digest {logged.digest} differs from {result.digest}"
+                        return outcome("crashed", log=log, schedule=schedule, error=why)
+    except KeyboardInterrupt:
+        # simulation.Interrupted does not survive pickling back to the parent; a plain one does
+        raise KeyboardInterrupt from None
     except (ConfigError, WorkloadError) as exc:
-        return SeedResult(**base, verdict="error", seconds=round(time.monotonic() - started, 3), error=str(exc))
+        return outcome("error", error=str(exc))
     except Exception as exc:  # p2msim itself failed on this seed: report it, keep sweeping
-        return SeedResult(
-            **base,
-            verdict="crashed",
-            seconds=round(time.monotonic() - started, 3),
-            error=f"{type(exc).__name__}: {exc}",
-        )
-    return SeedResult(
-        **base,
-        verdict="violation" if result.violations else "clean",
-        seconds=round(time.monotonic() - started, 3),
+        return outcome("crashed", error=f"{type(exc).__name__}: {exc}")
+    return outcome(
+        "violation" if result.violations else "clean",
         classes=sorted({v.cls for v in result.violations}),
         violations=result.violation_count,
         first_violation_seq=min((v.seq for v in result.violations), default=None),
@@ -447,9 +440,9 @@ class Summary:
     """The outcome of a sweep.  Wall-clock fields (seconds, runs_per_s) are the only non-deterministic ones."""
 
     sweep: Sweep
-    runs: int
-    failing: list[int]
-    classes: dict[str, int]
+    runs: int  # seeds that finished (crashed ones included)
+    failing: list[int]  # seeds with a violation, ascending
+    classes: dict[str, int]  # violation class -> number of failing seeds that showed it
     crashed: dict[int, str]
     budget_hits: int
     seconds: float
@@ -526,7 +519,10 @@ class Summary:
                 out.append(f"  seed {s}: {err}")
         else:
             out.append("crashed seeds: 0")
-        if self.failing:
+        if self.failing and c.strategy == "uncontrolled" and not self.sweep.swarm:
+            out.append("")
+            out.append("replay: none - the uncontrolled strategy lets the event loop schedule, so runs do not repeat")
+        elif self.failing:
             out.append("")
             out.append("replay the failing seeds:")
             for s in self.failing[:REPLAYS_SHOWN]:
@@ -693,6 +689,28 @@ def _collect(done: list[Future[SeedResult]], inflight: dict[Future[SeedResult], 
     return broken
 
 
+CLUSTER_CONNECT_TIMEOUT = 10  # seconds to reach the scheduler
+
+
+def _probe_scheduler(address: str) -> None:
+    """Connect once before making a Client: a Client that fails to connect prints a traceback when collected.
+
+    Raises SweepError with one line (bad address, nobody listening).
+    """
+    import asyncio
+
+    from distributed.comm import connect
+
+    async def probe() -> None:
+        comm = await connect(address, timeout=CLUSTER_CONNECT_TIMEOUT)
+        await comm.close()
+
+    try:
+        asyncio.run(probe())
+    except (OSError, TimeoutError, ValueError, TypeError) as exc:
+        raise SweepError(f"cannot reach the Dask scheduler at {address}: {exc}") from None
+
+
 def _run_cluster(tasks: Iterator[Task], address: str, tally: Tally) -> None:
     """Seeds as Dask tasks on an existing cluster: one task per seed, a window of them in flight.
 
@@ -704,14 +722,15 @@ def _run_cluster(tasks: Iterator[Task], address: str, tally: Tally) -> None:
         from dask.distributed import Client, as_completed
     except ImportError:
         raise SweepError("--cluster needs Dask: install p2msim[cluster] (pip install 'p2msim[cluster]')") from None
+    _probe_scheduler(address)
     try:
-        client = Client(address, timeout=10, set_as_default=False)
+        client = Client(address, timeout=CLUSTER_CONNECT_TIMEOUT, set_as_default=False)
     except (OSError, TimeoutError, ValueError) as exc:
         raise SweepError(f"cannot reach the Dask scheduler at {address}: {exc}") from None
     futures: dict[Any, Task] = {}
     try:
         window = max(8, 4 * sum(client.nthreads().values()))
-        pending = as_completed()
+        pending = as_completed(loop=client.loop)
         exhausted = False
 
         def top_up() -> None:
@@ -782,9 +801,9 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     p = parser
     p.add_argument("workload", help="a built-in workload name (see `p2msim list`) or a path to a .py file")
     p.add_argument("--seeds", type=_seed_range, required=True, metavar="A:B", help="seeds A to B-1")
-    p.add_argument("--jobs", type=_jobs, default=2, help="local worker processes (default 2)")
+    p.add_argument("--jobs", type=_jobs, default=2, help="local worker processes (default 2; unused with --cluster)")
     p.add_argument("--stop-on-first", action="store_true", help="stop at the lowest failing seed")
-    p.add_argument("--out", metavar="FILE.jsonl", help="one JSON line per seed, written as each finishes")
+    p.add_argument("--out", metavar="FILE.jsonl", help="one JSON line per seed, written as each finishes (overwritten)")
     p.add_argument("--json", action="store_true", help="print one JSON object instead of the summary")
     p.add_argument(
         "--swarm", action="store_true", help="draw harts, TLB sizes, VMID bits, strategy and speculation per seed"

@@ -97,6 +97,7 @@ class Hart:
         self.spec_rng = streams(f"speculate/hart{hart_id}")
         self.recent: list[int] = []  # gfns this hart walked lately: where speculation looks
         self.speculating = False
+        self.in_guest = False  # inside a guest quantum, where bursts make tick counts schedule-dependent
         self.speculative_walks = 0
         self.fence_rng = streams(f"fence/hart{hart_id}")
         self.quantum_min, self.quantum_span = quantum[0], max(1, quantum[1] - quantum[0] + 1)
@@ -119,6 +120,7 @@ class Hart:
             self.speculate
             and self.mode is not None
             and not self.speculating
+            and not self.in_guest  # guest quanta speculate at their start: see run_guest
             and self.spec_rng.random() < self.speculate
         ):
             await self.speculative_walk()
@@ -231,6 +233,14 @@ class Hart:
         prog = self.guest
         if prog is None or self.jobs or self.stopping:
             return
+        self.in_guest = True
+        try:
+            await self._quantum(prog)
+        finally:
+            self.in_guest = False
+
+    async def _quantum(self, prog: GuestProgram) -> None:
+        c = self.conductor
         rng = self.guest_rng
         # the quantum's accesses are drawn up front, so the random stream does not
         # depend on how the conductor splits the quantum into bursts

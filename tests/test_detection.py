@@ -73,3 +73,58 @@ def test_fixed_profile_is_silent_over_many_seeds(workload: str) -> None:
     dirty = [(seed, got) for seed, got, _ in results if got]
     assert dirty == [], dirty[:5]
     assert len(results) == CLEAN_SEEDS
+
+
+def _hunt(bug: str, max_seeds: int) -> tuple[str, int, list[str]] | None:
+    """The first (workload, seed, classes) where ``bug`` shows, over the workloads that can expose it."""
+    from simulator.engine.bugs import BUGS
+    from simulator.engine.simulation import builtin_workloads
+
+    b = BUGS[bug]
+    names = builtin_workloads()
+    for workload in [w for w in b.workloads if w in names]:
+        for seed in range(max_seeds):
+            r = run(Config(workload, seed=seed, bugs=(bug,), **dict(b.config)))
+            if r.violations:
+                return workload, seed, [v.cls for v in r.violations]
+    return None
+
+
+CATALOGUE_EXTRA = {
+    "deferred-flush-pool-free": {"walk-through-reused-table"},
+    "flush-after-table-free": {"walk-through-reused-table", "reused-as-table"},
+    "local-fence-only": {"walk-through-reused-table"},
+    "dirty-mask-cleared-on-switch-out": {"walk-through-reused-table"},
+    "vmid-rollover-no-flush": {"vmid-alias", "walk-through-reused-table"},
+    "vmid-kept-on-migration": {"vmid-alias", "walk-through-reused-table"},
+    "flush-after-unlock": {"walk-through-reused-table", "reused-as-table", "reused-same-domain"},
+    "root-freed-while-loaded": {"dangling-root"},
+    "put-foreign-twice": {"invariant"},
+    "leak-foreign-ref": {"invariant"},
+}
+
+
+@pytest.mark.parametrize("bug", sorted(CATALOGUE_EXTRA))
+def test_every_catalogued_bug_is_found_and_silent_without_it(bug: str) -> None:
+    from simulator.engine.bugs import BUGS
+
+    hit = _hunt(bug, 30)
+    assert hit is not None, f"{bug} not found within 30 seeds on {BUGS[bug].workloads}"
+    workload, seed, classes = hit
+    assert set(classes) & CATALOGUE_EXTRA[bug], (bug, workload, seed, classes)
+    clean = run(Config(workload, seed=seed, **dict(BUGS[bug].config)))
+    assert clean.violations == [], (bug, workload, seed, [v.cls for v in clean.violations])
+
+
+@pytest.mark.parametrize("workload", ["teardown-under-load", "foreign-unmap-reuse"])
+def test_arm_broadcast_is_silent(workload: str) -> None:
+    jobs = [(workload, s, "arm-broadcast", ()) for s in range(40)]
+    with ProcessPoolExecutor(max_workers=2) as ex:
+        dirty = [(seed, got) for seed, got, _ in ex.map(_classes, jobs, chunksize=4) if got]
+    assert dirty == []
+
+
+def test_seed_v5_panics_on_foreign_mappings_and_reports_it() -> None:
+    r = run(Config("foreign-unmap-reuse", seed=0, profile="seed-v5"))
+    assert r.stop_reason == "panic"
+    assert [v.cls for v in r.violations] == ["panic"] and "external types unimplemented" in r.violations[0].headline

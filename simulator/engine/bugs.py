@@ -117,7 +117,7 @@ def _dirty_mask_cleared_on_switch_out(xen: Xen) -> None:
 
 
 def _vmid_rollover_no_flush(xen: Xen) -> None:
-    def vmid_rollover_flush(cpu: int) -> None:
+    async def vmid_rollover_flush(cpu: int) -> None:
         xen.emit("vmid.rollover_flush_skipped")
 
     xen.vmid_rollover_flush = vmid_rollover_flush  # type: ignore[method-assign,assignment]

@@ -31,6 +31,7 @@ PARAMS = {
     "hot": 0.8,  # probability that a dom1 access aims at the chunks being torn down
     "settle": 1500,  # steps the guests run before the first removal
     "resize": True,  # the toolstack resizes dom1's p2m pool while it gives memory back
+    "concurrent": True,  # sometimes a second give-back on dom1 contends for its p2m lock
 }
 
 BASE = 0x40000
@@ -111,8 +112,15 @@ async def main(sim: Scenario) -> None:
         if p["resize"] and rng.random() < 0.5:
             # meanwhile the toolstack shrinks and regrows dom1's p2m pool (paging lock only)
             await sim.wait(sim.start(n - 1, "paging_set_allocation(dom1)", resize_pool))
+        other = None
+        if p["concurrent"] and c + 2 < chunks and rng.random() < 0.5:
+            # another of dom1's vCPUs gives a page back at the same time: the p2m lock is contended
+            g = BASE + (c + 2) * CHUNK + rng.randrange(dense)
+            other = sim.start(n - 1, f"decrease_reservation(dom1, {g:#x}, 1)", sim.xen.decrease_reservation, d1, g, 1)
         await shuffle()
         await sim.wait(job)
+        if other is not None:
+            await sim.wait(other)
         gone_end = BASE + c * CHUNK + CHUNK + extra
         mapped = [(g, k) for g, k in mapped if g + k <= BASE + c * CHUNK] + [
             (max(g, gone_end), g + k - max(g, gone_end)) for g, k in mapped if g + k > gone_end

@@ -16,7 +16,8 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from simulator.engine.bugs import BUGS
-from simulator.engine.simulation import Config, builtin_workloads, run
+from simulator.engine.scenario import WorkloadError
+from simulator.engine.simulation import Config, ConfigError, builtin_workloads, run
 
 STRATEGIES = ("random", "pct", "uncontrolled")
 CLEAN_PROFILES = ("fixed", "arm-broadcast")
@@ -48,7 +49,10 @@ class CleanRow:
 def _one(args: tuple[Config]) -> tuple[int, list[str], str, float]:
     (config,) = args
     t = time.monotonic()
-    r = run(config)
+    try:
+        r = run(config)
+    except (ConfigError, WorkloadError) as exc:  # a broken run is a finding of its own, not a crash of the matrix
+        return config.seed, [f"error: {exc}"], "error", time.monotonic() - t
     return config.seed, [v.cls for v in r.violations], r.stop_reason, time.monotonic() - t
 
 

@@ -79,6 +79,9 @@ class Paging(Mm):
             self.spin_unlock(pool.lock)
         while pool.total_pages > pages and pool.freelist:
             await self.spin_lock(pool.lock)
+            if not pool.freelist:  # emptied while we waited for the lock
+                self.spin_unlock(pool.lock)
+                break
             pg = pool.freelist.popleft()
             pool.total_pages -= 1
             self.spin_unlock(pool.lock)

@@ -14,7 +14,6 @@ from typing import TYPE_CHECKING, Any
 
 from simulator.engine.guest import AccessPattern, Ranges
 from simulator.riscv.hart import Job
-from simulator.xen.base import XenPanic
 
 if TYPE_CHECKING:
     from simulator.engine.conductor import Actor, Conductor
@@ -63,10 +62,8 @@ class Scenario:
         for job in jobs:
             if not job.done:
                 await self.conductor.block(self.actor, lambda j=job: j.done, f"{job.label}")  # type: ignore[misc]
-            if isinstance(job.error, XenPanic):
-                raise job.error
             if job.error is not None:
-                raise job.error
+                raise job.error  # a XenPanic becomes a `panic` finding; anything else is the script's fault
         await self.conductor.step(self.actor)
         return [j.result for j in jobs]
 

@@ -28,9 +28,12 @@ the flush on reuse are what keep every hart off a frame handed out again.
 from __future__ import annotations
 
 from collections.abc import Awaitable, Callable
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from simulator.engine.scenario import Scenario, WorkloadError
+
+if TYPE_CHECKING:
+    from simulator.xen.domain import Domain
 
 NAME = "balloon"
 DESCRIPTION = "dom1 balloons 4K and 2M batches out and in under its vCPUs; dom0 drops grants; new domains reuse frames"
@@ -78,8 +81,10 @@ async def main(sim: Scenario) -> None:
     if sim.xen.memory.nr_frames < (SLOTS + 8) * CHUNK:
         raise WorkloadError("balloon: not enough memory for dom1's superpages (use --frames)")
 
-    # dom1: two level-1 tables and the two 4K chunks' level-0 tables, one spare
-    d1 = await sim.create_domain(1, vcpus=n - 1, pool_pages=5)
+    # dom1's pool: the tables above level 1 (one per level between the root and level 1, none in
+    # Sv39x4), two level-1 tables, the two 4K chunks' level-0 tables, and one spare
+    upper = sim.xen.gstage_mode.root_level - 2
+    d1 = await sim.create_domain(1, vcpus=n - 1, pool_pages=upper + 5)
     small: set[int] = set()  # dom1's mapped 4K gfns
     for base in SMALL:
         await sim.populate(d1, base, p["small"])
@@ -89,9 +94,9 @@ async def main(sim: Scenario) -> None:
         await sim.populate(d1, SUPER + s * CHUNK, CHUNK, order=9)
 
     # dom0: two level-1 and two level-0 tables, and the metadata page of the foreign window's table
-    d0 = await sim.create_domain(0, vcpus=1, pool_pages=5)
+    d0 = await sim.create_domain(0, vcpus=1, pool_pages=upper + 5)
     await sim.populate(d0, 0x100, 32)
-    grants: dict[int, int] = {}  # dom0 window gfn -> dom1 gfn it maps (or -1: slot free)
+    grants: dict[int, int] = {}  # slot of dom0's foreign window -> the dom1 gfn it maps
 
     async def grant(slot: int) -> None:
         g = rng.choice(sorted(small))
@@ -114,10 +119,10 @@ async def main(sim: Scenario) -> None:
     await sim.run_vcpu(d0.vcpus[0], 0, pat0)
     await sim.elapse(p["settle"])
 
-    built: list = []  # the domain built from the returned frames (at most one alive)
+    built: list[Domain] = []  # the domain built from the returned frames (at most one alive)
 
     async def build_domain(domid: int, nr: int) -> None:
-        d = await sim.xen.domain_create(domid, 1, 3)
+        d = await sim.xen.domain_create(domid, 1, upper + 3)
         await checked(sim.xen.populate_physmap, f"populate_physmap(dom{domid}, {BUILD:#x}, {nr})", d, BUILD, nr, 0)
 
     async def checked(fn: Callable[..., Awaitable[int]], label: str, *args: Any) -> None:

@@ -1,10 +1,11 @@
 """pool-churn: p2m tables go back to a tight pool and come out again, across many regions.
 
-dom1 maps RAM in several 1 GiB regions (0x40000, 0x80000, ...), each with a
-few 2 MiB slots - two of them neighbours - that are empty, 4K-mapped (a
+dom1 maps RAM in several 1 GiB regions (0x40000, 0x80000, ...), each with
+four 2 MiB slots - three of them in a row - that are empty, 4K-mapped (a
 level-0 table) or one superpage; each region with anything mapped has its
 level-1 table.  Its p2m pool holds what the tables need plus ``slack``
-pages, so a table freed to the pool's tail is the next one handed out (FIFO).
+pages, so a table freed to the pool's tail comes out again a change or two
+later (FIFO), or at once when the same change splits a superpage.
 dom1's vCPUs run on every hart but 0 and translate across all regions, aimed
 at the ones being changed.  Each round, from one or two harts at once, dom1
 maps and unmaps:
@@ -20,10 +21,10 @@ maps and unmaps:
   under it go back - now and then together with the first pages of the next
   region's superpage, whose split takes the first of them back at once.
 
-Half of the rounds that only give tables back also have the toolstack resize
-dom1's pool meanwhile (``paging_set_allocation``, the paging lock only): a
-table just freed to the pool can leave for the heap and come back as a pool
-page before every hart has been fenced.  Only the flush before a table is
+Most rounds that only give tables back also have the toolstack resize dom1's
+pool meanwhile, again and again while the changes run (``paging_set_allocation``
+takes the paging lock only): a table just freed to the pool can leave for the
+heap and come back as a pool page before every hart has been fenced.  Only the flush before a table is
 freed stands between a hart's cached non-leaf entries and the table's next
 life.
 """
@@ -87,8 +88,11 @@ async def main(sim: Scenario) -> None:
     state = [[SMALL, SUPER, SUPER, EMPTY] for _ in range(nreg)]
     pages: list[list[set[int]]] = [[set(), set(), set(), set()] for _ in range(nreg)]
 
+    # the tables above level 1: one per level between the root and level 1 (none in Sv39x4)
+    upper = sim.xen.gstage_mode.root_level - 2
+
     def in_use() -> int:
-        return sum(l1) + sum(st == SMALL for row in state for st in row)
+        return upper + sum(l1) + sum(st == SMALL for row in state for st in row)
 
     def supers() -> int:
         return sum(st == SUPER for row in state for st in row)

@@ -109,9 +109,11 @@ async def main(sim: Scenario) -> None:
     def neighbours(c: int) -> bool:
         return c + 1 < len(bases) and bases[c + 1] == bases[c] + CHUNK
 
-    # p2m pool: level-1 tables of regions 0 and 2, SMALL's level-0 table, one per shattered
-    # superpage, and the 1G superpage's level-1 table once it is split
-    pool = 3 + max_sh + (1 if giga else 0) + p["pool_slack"]
+    # p2m pool: the tables above level 1 (one per level between the root and level 1, none in
+    # Sv39x4), level-1 tables of 1G regions 0 and 2, SMALL's level-0 table, one level-0 table per
+    # shattered superpage, and the 1G superpage's level-1 table once it is split
+    upper = sim.xen.gstage_mode.root_level - 2
+    pool = upper + 3 + max_sh + (1 if giga else 0) + p["pool_slack"]
     d1 = await sim.create_domain(1, vcpus=n - 1, pool_pages=pool)
     await sim.populate(d1, SMALL, 32)
     for b in bases[:supers]:
@@ -174,7 +176,7 @@ async def main(sim: Scenario) -> None:
             for c in op[1]:
                 busy.update((c - 1, c, c + 1))
         if not ops:
-            raise WorkloadError("superpage-shatter: no change fits (model of the pool is wrong)")
+            raise WorkloadError("superpage-shatter: no change fits in the pool (the books are wrong)")
         targets = [(bases[c], CHUNK) for _k, cs, _g, _n in ops for c in cs]
         for pat in patterns:
             pat.aim(targets, p["hot"])

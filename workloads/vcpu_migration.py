@@ -86,16 +86,18 @@ async def main(sim: Scenario) -> None:
 
     small = [c % 2 == 0 for c in range(chunks)]  # True: 4K pages (with a level-0 table)
     count = [dense if small[c] else CHUNK for c in range(chunks)]  # pages mapped from the chunk's start
-    # dom1's pool: its level-1 table and one level-0 table per 4K chunk; shift and wrap give
-    # a table back before they take one, so the pool never needs more
-    d1 = await sim.create_domain(1, vcpus=nv, pool_pages=1 + sum(small) + p["pool_slack"])
+    # dom1's pool: the tables above level 1 (one per level between the root and level 1, none
+    # in Sv39x4), its level-1 table and one level-0 table per 4K chunk; shift and wrap give a
+    # table back before they take one, so the pool never needs more
+    upper = sim.xen.gstage_mode.root_level - 2
+    d1 = await sim.create_domain(1, vcpus=nv, pool_pages=upper + 1 + sum(small) + p["pool_slack"])
     for c in range(chunks):
         await sim.populate(d1, BASE + c * CHUNK, count[c], order=0 if small[c] else 9)
     # dom2 and dom3 at the same gfns: a VMID mix-up translates through the wrong p2m
-    d2 = await sim.create_domain(2, vcpus=2, pool_pages=3)
+    d2 = await sim.create_domain(2, vcpus=2, pool_pages=upper + 3)
     await sim.populate(d2, BASE, dense)
     await sim.populate(d2, BASE + CHUNK, CHUNK, order=9)
-    d3 = await sim.create_domain(3, vcpus=1, pool_pages=2)
+    d3 = await sim.create_domain(3, vcpus=1, pool_pages=upper + 2)
     await sim.populate(d3, BASE, dense)
     domains = (d1, d2, d3)
 
@@ -109,8 +111,8 @@ async def main(sim: Scenario) -> None:
         v.program = sim.pattern([(BASE, dense), (BASE + CHUNK, CHUNK)])
     d3.vcpus[0].program = sim.pattern([(BASE, dense)])
     everyone = [v for d in domains for v in d.vcpus]
-    for h in range(n):
-        await sim.run_vcpu(d1.vcpus[h] if h < nv else everyone[h], h)
+    for h, v in enumerate(everyone[:n]):  # dom1's first
+        await sim.run_vcpu(v, h)
     await sim.elapse(p["settle"])
 
     async def hop() -> None:

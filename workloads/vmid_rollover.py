@@ -26,7 +26,12 @@ Destroying a domain frees its p2m root; a hart whose hgatp still names it
 
 from __future__ import annotations
 
+from typing import TYPE_CHECKING
+
 from simulator.engine.scenario import Scenario, WorkloadError
+
+if TYPE_CHECKING:
+    from simulator.xen.domain import Domain, Vcpu
 
 NAME = "vmid-rollover"
 DESCRIPTION = "short-lived domains and vCPU switches roll VMIDs over many times while frames are reused (--vmid-bits 2)"
@@ -57,7 +62,9 @@ async def main(sim: Scenario) -> None:
     if sim.xen.memory.nr_frames < (p["live"] + 4) * 2 * CHUNK:
         raise WorkloadError("vmid-rollover: not enough memory for the live domains' superpages (use --frames)")
 
-    d1 = await sim.create_domain(1, vcpus=n, pool_pages=2)
+    # the tables above level 1: one per level between the root and level 1 (none in Sv39x4)
+    upper = sim.xen.gstage_mode.root_level - 2
+    d1 = await sim.create_domain(1, vcpus=n, pool_pages=upper + 2)
     await sim.populate(d1, COMMON, pages)
     await sim.populate(d1, SUPER, CHUNK, order=9)
     mine = [(COMMON, pages), (SUPER, CHUNK)]
@@ -66,10 +73,10 @@ async def main(sim: Scenario) -> None:
         await sim.run_vcpu(v, h, pat1[h])
     await sim.elapse(p["settle"])
 
-    live: list = []  # short-lived domains alive, oldest first
+    live: list[Domain] = []  # short-lived domains alive, oldest first
     lent = 0  # dom1's pages given back (at the end of its range) and not repopulated yet
 
-    def everyone() -> list:
+    def everyone() -> list[Vcpu]:
         return [v for d in [d1, *live] for v in d.vcpus]
 
     async def hop() -> None:
@@ -107,7 +114,7 @@ async def main(sim: Scenario) -> None:
 
         domid = 10 + k
         h = rng.randrange(n)
-        d = await sim.create_domain(domid, vcpus=1 + rng.randrange(2), pool_pages=2, on=h)
+        d = await sim.create_domain(domid, vcpus=1 + rng.randrange(2), pool_pages=upper + 2, on=h)
         nr = 4 + rng.randrange(pages - 3)
         await sim.populate(d, COMMON, nr, on=h)
         ranges = [(COMMON, nr)]

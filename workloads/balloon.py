@@ -101,9 +101,10 @@ async def main(sim: Scenario) -> None:
     async def grant(slot: int) -> None:
         g = rng.choice(sorted(small))
         rc = await sim.on(0, f"map_foreign(dom0, {WINDOW + slot:#x})", sim.xen.map_foreign, d0, WINDOW + slot, d1, g, 0)
-        if rc:
-            raise WorkloadError(f"map_foreign of dom1 gfn {g:#x} failed: {rc}")
-        grants[slot] = g
+        if rc == 0:
+            grants[slot] = g
+        # else the page is gone although dom1 still maps it (only an injected reference bug does
+        # that, and the oracle reports it): the slot stays empty, the run goes on
 
     for slot in range(p["backend"]):
         await grant(slot)
@@ -207,6 +208,8 @@ async def main(sim: Scenario) -> None:
         if dropped:
             lo, hi = dropped[0], dropped[-1] + 1
             regrant = list(range(lo, hi))
+            for slot in regrant:
+                grants.pop(slot, None)
             unmap = sim.start(
                 rng.randrange(1, n),
                 f"unmap_foreign(dom0, {WINDOW + lo:#x}, {hi - lo})",

@@ -21,7 +21,22 @@ if TYPE_CHECKING:
 
 
 async def walk(hart: Hart, gfn: int) -> TlbEntry | None:
-    """Translate ``gfn`` under the hart's hgatp; fill and return the leaf, or None (fault)."""
+    """Translate ``gfn`` under the hart's hgatp; fill and return the leaf, or None (fault).
+
+    A fence taken at one of the walk's steps drops the walk, which starts again:
+    an in-flight walk that began before a fence must not fill what the fence removed.
+    """
+    while True:
+        fences = hart.fences_taken
+        e = await _walk_once(hart, gfn, fences)
+        if e is not _DROPPED:
+            return e  # type: ignore[return-value]
+
+
+_DROPPED = object()
+
+
+async def _walk_once(hart: Hart, gfn: int, fences: int) -> TlbEntry | object | None:
     mode = hart.mode
     if mode is None:
         return None
@@ -52,6 +67,8 @@ async def walk(hart: Hart, gfn: int) -> TlbEntry | None:
 
     while True:
         await hart.tick()
+        if hart.fences_taken != fences or hart.mode is not mode:
+            return _DROPPED  # a fence (or an hgatp write) came in: nothing read so far may be filled
         # the table we are about to read: was it handed out again since the pointer was made?
         if stamp[table] > ghost:
             observer.on_reused_use(hart.id, kind, via, table, gfn)

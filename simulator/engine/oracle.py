@@ -276,6 +276,8 @@ class Oracle(Observer):
             "an HFENCE.GVMA for the VMID before it was given to another vCPU "
             "(vmid_flush_vcpu on migration, or a flush when the VMID is reassigned)"
         )
+        if self.bugs:
+            v.missing += f" (bugs injected: {', '.join(self.bugs)})"
         self._record(v, count=False)
 
     def on_reused_use(self, hart: int, kind: str, entry: TlbEntry | None, mfn: int, gfn: int) -> None:
@@ -463,12 +465,27 @@ class Oracle(Observer):
                 f"a fence reached hart {hart} but did not cover the entry "
                 "(an address-specific fence keeps non-leaf entries)"
             )
+        if (
+            free_seq is not None
+            and unmap_seq is not None
+            and kind != "leaf"
+            and not [f for f in self.flushes if unmap_seq <= f[0] <= free_seq and f[2] == dom]
+        ):
+            return (
+                f"no p2m_tlb_flush between the unmap (step {unmap_seq:,}) and the free (step {free_seq:,}): "
+                "the table was freed before the flush"
+            )
         pending = [f for f in self.fences if f[2] == "sent" and f[3].dst == hart and lo <= f[0] <= reuse_seq]
         if pending:
             seq, h, _, req = pending[0]
-            when = f"only at step {req.taken_seq:,}" if req.taken_seq >= 0 else "never"
+            when = f"taken only at step {req.taken_seq:,}" if req.taken_seq >= 0 else "never taken"
+            if free_seq is not None and seq > free_seq:
+                return (
+                    f"the frame was freed at step {free_seq:,}, before the flush that would have removed hart "
+                    f"{hart}'s entry (its fence, sent at step {seq:,}, was {when}): free, then flush"
+                )
             return (
-                f"the fence hart {h} sent to hart {hart} at step {seq:,} was taken {when}, after the frame was "
+                f"the fence hart {h} sent to hart {hart} at step {seq:,} was {when}, after the frame was "
                 f"reused at step {reuse_seq:,}: the sender went on without waiting for the acknowledgement"
             )
         if kind == "leaf" and reuse is not None:
@@ -483,16 +500,6 @@ class Oracle(Observer):
                     f"the reallocation at step {reuse[0]:,} fenced no hart: the flush on reuse that "
                     "p2m_put_foreign_page relies on did not happen"
                 )
-        if (
-            free_seq is not None
-            and unmap_seq is not None
-            and kind != "leaf"
-            and not [f for f in self.flushes if unmap_seq <= f[0] <= free_seq and f[2] == dom]
-        ):
-            return (
-                f"no p2m_tlb_flush between the unmap (step {unmap_seq:,}) and the free (step {free_seq:,}): "
-                "the table was freed before the flush"
-            )
         missed = [f for f in self.flushes if lo <= f[0] <= reuse_seq and hart not in f[3] and f[2] == dom]
         if missed:
             seq, _h, _dom, mask = missed[0]

@@ -30,6 +30,7 @@ from __future__ import annotations
 from collections.abc import Awaitable, Callable
 from typing import TYPE_CHECKING, Any
 
+from simulator.engine.guest import subtract
 from simulator.engine.scenario import Scenario, WorkloadError
 
 if TYPE_CHECKING:
@@ -199,7 +200,7 @@ async def main(sim: Scenario) -> None:
         await sim.wait(*jobs)
         gone = {g for _, rs, _ in ops for r0, k in rs for g in range(r0, r0 + k)}
         for pat in pats:
-            pat.cover(_cut(dom1_ranges(), [r for _, rs, _ in ops for r in rs]) or [(SMALL[0], 1)])
+            pat.cover(subtract(dom1_ranges(), [r for _, rs, _ in ops for r in rs]) or [(SMALL[0], 1)])
 
         # the backend drops its grants of the pages dom1 gave back, in one call from another
         # hart than its reader's: each page's last reference goes, the page is freed at once
@@ -257,23 +258,6 @@ async def main(sim: Scenario) -> None:
         await sim.pause(d)
     for d in (*built, d1, d0):
         await sim.destroy(d, on=rng.randrange(n))
-
-
-def _cut(ranges: list[tuple[int, int]], holes: list[tuple[int, int]]) -> list[tuple[int, int]]:
-    """``ranges`` minus ``holes`` (both lists of (first gfn, count))."""
-    out = list(ranges)
-    for h0, hn in holes:
-        nxt = []
-        for g, k in out:
-            if g + k <= h0 or h0 + hn <= g:
-                nxt.append((g, k))
-                continue
-            if g < h0:
-                nxt.append((g, h0 - g))
-            if h0 + hn < g + k:
-                nxt.append((h0 + hn, g + k - h0 - hn))
-        out = nxt
-    return out
 
 
 if __name__ == "__main__":

@@ -32,6 +32,7 @@ can afford destroying it (262,144 pages freed one by one: ``--steps 1000000``);
 
 from __future__ import annotations
 
+from simulator.engine.guest import subtract
 from simulator.engine.scenario import Scenario, WorkloadError
 
 NAME = "superpage-shatter"
@@ -55,23 +56,6 @@ GIGA_PAGES = 1 << 18
 GIGA_CHUNKS = (0, 1, 2, 300, 511)  # 2M chunks of the 1G superpage the workload changes
 GIGA_FRAMES = 1 << 19  # a free 1G-aligned block exists from this memory size on
 GIGA_STEPS = 800_000  # destroying a 1G superpage costs ~265,000 steps
-
-
-def _cut(ranges: list[tuple[int, int]], holes: list[tuple[int, int]]) -> list[tuple[int, int]]:
-    """``ranges`` minus ``holes`` (both lists of (first gfn, count))."""
-    out = list(ranges)
-    for h0, hn in holes:
-        nxt = []
-        for g, k in out:
-            if g + k <= h0 or h0 + hn <= g:
-                nxt.append((g, k))
-                continue
-            if g < h0:
-                nxt.append((g, h0 - g))
-            if h0 + hn < g + k:
-                nxt.append((h0 + hn, g + k - h0 - hn))
-        out = nxt
-    return out
 
 
 async def main(sim: Scenario) -> None:
@@ -209,7 +193,7 @@ async def main(sim: Scenario) -> None:
                 shattered.discard(cs[0])
                 shattered.add(cs[1])
         for pat in patterns:
-            pat.cover(_cut(whole, holes))
+            pat.cover(subtract(whole, holes))
         await sim.elapse(rng.randrange(50, 800))
 
         # and take memory back at the same gfns: 4K pages in the split ones, 2M for a re-merge

@@ -31,6 +31,7 @@ from __future__ import annotations
 from collections.abc import Awaitable, Callable
 from typing import Any
 
+from simulator.engine.guest import subtract
 from simulator.engine.scenario import Scenario, WorkloadError
 
 NAME = "vcpu-migration"
@@ -48,23 +49,6 @@ PARAMS = {
 
 BASE = 0x40000  # every domain's RAM starts here (1G region 1)
 CHUNK = 512
-
-
-def _cut(ranges: list[tuple[int, int]], holes: list[tuple[int, int]]) -> list[tuple[int, int]]:
-    """``ranges`` minus ``holes`` (both lists of (first gfn, count))."""
-    out = list(ranges)
-    for h0, hn in holes:
-        nxt = []
-        for g, k in out:
-            if g + k <= h0 or h0 + hn <= g:
-                nxt.append((g, k))
-                continue
-            if g < h0:
-                nxt.append((g, h0 - g))
-            if h0 + hn < g + k:
-                nxt.append((h0 + hn, g + k - h0 - hn))
-        out = nxt
-    return out
 
 
 async def main(sim: Scenario) -> None:
@@ -201,7 +185,7 @@ async def main(sim: Scenario) -> None:
                 await sim.deschedule(home)
         for gfn, nr in gone:
             await decrease(hart, gfn, nr)
-        holed = _cut(layout(), gone)
+        holed = subtract(layout(), gone)
         for pat in pats:
             pat.cover(holed)
         if back is not None and back.processor is None:

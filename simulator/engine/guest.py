@@ -14,6 +14,23 @@ from collections.abc import Sequence
 Ranges = Sequence[tuple[int, int]]
 
 
+def subtract(ranges: Ranges, holes: Ranges) -> list[tuple[int, int]]:
+    """``ranges`` minus ``holes`` (both lists of (first gfn, count)): what a guest still has."""
+    out = list(ranges)
+    for h0, hn in holes:
+        nxt = []
+        for g, k in out:
+            if g + k <= h0 or h0 + hn <= g:
+                nxt.append((g, k))
+                continue
+            if g < h0:
+                nxt.append((g, h0 - g))
+            if h0 + hn < g + k:
+                nxt.append((h0 + hn, g + k - h0 - hn))
+        out = nxt
+    return out
+
+
 class _Table:
     __slots__ = ("cum", "starts", "total")
 

@@ -85,50 +85,50 @@ async def _walk_once(hart: Hart, gfn: int, fences: int) -> TlbEntry | object | N
         if pte & PTE_ACCESS_MASK:
             if level > 2:
                 return None  # Xen maps at most 1G leaves
-            base = gfn >> (9 * level) << (9 * level)
-            e = TlbEntry(
-                tlb_key(vmid, level, gfn),
-                True,
-                vmid,
-                level,
-                base,
-                ppn,
-                pte & PTE_ACCESS_MASK,
-                pte_ghost,
-                table,
-                idx,
-                pte,
-                hart.root_mfn,
-                hart.conductor.seq,
-                tuple(path),
-            )
-            e.set_source(mem.table(table))
-            tlb.fill(e)
-            observer.on_fill(hart.id, e)
-            return e
+            return _fill(hart, True, level, gfn, ppn, pte & PTE_ACCESS_MASK, pte_ghost, table, idx, pte, path)
         if level == 0:
             return None  # a table pointer at level 0 is reserved: fault
-        e = TlbEntry(
-            tlb_key(vmid, level, gfn),
-            False,
-            vmid,
-            level,
-            gfn >> (9 * level) << (9 * level),
-            ppn,
-            0,
-            pte_ghost,
-            table,
-            idx,
-            pte,
-            hart.root_mfn,
-            hart.conductor.seq,
-            tuple(path),
-        )
-        e.set_source(mem.table(table))
-        tlb.fill(e)
-        observer.on_fill(hart.id, e)
+        e = _fill(hart, False, level, gfn, ppn, 0, pte_ghost, table, idx, pte, path)
         via = e
         kind = "walk-through-reused-table"
         ghost = pte_ghost
         table = ppn
         level -= 1
+
+
+def _fill(
+    hart: Hart,
+    leaf: bool,
+    level: int,
+    gfn: int,
+    ppn: int,
+    perms: int,
+    ghost: int,
+    table: int,
+    idx: int,
+    pte: int,
+    path: list[tuple[int, int, int]],
+) -> TlbEntry:
+    """Cache the PTE just read (leaf or non-leaf), remembering where it came from."""
+    vmid = hart.vmid
+    base = gfn >> (9 * level) << (9 * level)
+    e = TlbEntry(
+        tlb_key(vmid, level, gfn),
+        leaf,
+        vmid,
+        level,
+        base,
+        ppn,
+        perms,
+        ghost,
+        table,
+        idx,
+        pte,
+        hart.root_mfn,
+        hart.conductor.seq,
+        tuple(path),
+    )
+    e.set_source(hart.memory.table(table))
+    hart.tlb.fill(e)
+    hart.observer.on_fill(hart.id, e)
+    return e

@@ -67,10 +67,20 @@ def build_parser() -> argparse.ArgumentParser:
     r.add_argument(
         "--speculate",
         type=float,
-        default=0.0,
+        default=0.02,
         metavar="P",
-        help="probability per instruction boundary of a speculative walk while hgatp is active (0: off)",
+        help="probability per hypervisor instruction boundary (and per guest quantum) of a speculative walk "
+        "while hgatp is active (default 0.02; 0: off)",
     )
+    r.add_argument(
+        "--xen-opt",
+        type=_param,
+        action="append",
+        default=[],
+        metavar="KEY=VALUE",
+        help="a Xen boot option (repeatable): vmid=0 turns VMIDs off",
+    )
+    r.add_argument("--debug-build", action="store_true", help="CONFIG_DEBUG: a failed ASSERT() is a panic finding")
     r.add_argument("-p", "--param", type=_param, action="append", default=[], help="workload parameter key=value")
     r.add_argument("--strict", action="store_true", help="stale use of a freed (not yet reused) frame is a violation")
     r.add_argument("--log", help="write the JSON-lines event log here")
@@ -78,7 +88,10 @@ def build_parser() -> argparse.ArgumentParser:
     r.add_argument("--backend", default="trio", help="trio or asyncio")
     r.add_argument("--json", action="store_true", help="print one JSON object instead of the summary")
 
-    sub.add_parser("list", help="list workloads, profiles, bugs and strategies")
+    ls = sub.add_parser("list", help="list workloads, profiles, bugs and strategies")
+    ls.add_argument(
+        "--functions", action="store_true", help="every C function the model mirrors: upstream, glue, or model"
+    )
 
     i = sub.add_parser("inspect", help="summarise a log, or show a violation's causal chain as a timeline")
     i.add_argument("log", help="a JSON-lines log from `p2msim run --log`, or a schedule file (replayed first)")
@@ -134,7 +147,7 @@ def main(argv: list[str] | None = None) -> int:
         if args.command == "run":
             return cmd_run(args)
         if args.command == "list":
-            return cmd_list()
+            return cmd_list(args)
         if args.command == "bench":
             return cmd_bench(args)
         if args.command == "sweep":
@@ -189,11 +202,15 @@ def cmd_run(args: argparse.Namespace) -> int:
         strict=args.strict,
         params=tuple(args.param),
         speculate=args.speculate,
+        xen_opts=tuple(args.xen_opt),
+        debug_build=args.debug_build,
     )
     try:
         result = run(cfg)
     except (ConfigError, WorkloadError) as exc:
         raise CliError(str(exc)) from None
+    for note in result.notes:
+        print(f"p2msim: note: {note}", file=sys.stderr)
     if args.json:
         sys.stdout.write(orjson.dumps(result.to_json(), option=orjson.OPT_INDENT_2).decode() + "\n")
     else:
@@ -211,7 +228,10 @@ def render(result) -> str:  # type: ignore[no-untyped-def]
         f"p2msim {__version__}  workload {c.workload}  profile {c.profile}  strategy {c.strategy}  seed {c.seed}"
         + (f"  bugs {', '.join(c.bugs)}" if c.bugs else ""),
         f"{c.pcpus} harts, {c.mode.capitalize().replace('x4', 'x4')}, TLB {c.tlb_leaf} leaf + {c.tlb_nonleaf} "
-        f"non-leaf entries/hart, VMID {c.vmid_bits} bits",
+        f"non-leaf entries/hart, VMID {c.vmid_bits} bits"
+        + ("" if c.boot_option("vmid", True) and c.vmid_bits > 1 else " (VMIDs off)")
+        + (f", speculation {c.speculate}" if c.speculate else ", no speculation")
+        + (", debug build" if c.debug_build else ""),
         "",
         f"  steps       {s['steps']:>10,}   accesses    {s['accesses']:>10,}   TLB hit rate   {hit_rate:5.1f}%",
         f"  walks       {s['walks']:>10,}   fences sent {s['fences_sent']:>10,}   fences acked {s['fences_acked']:>7,}",
@@ -379,19 +399,43 @@ def cmd_shrink(args: argparse.Namespace) -> int:
     return EXIT_CLEAN
 
 
-def cmd_list() -> int:
+def cmd_list(args: argparse.Namespace) -> int:
     from rich.console import Console
     from rich.table import Table
 
     from simulator.engine.bugs import BUGS
     from simulator.engine.simulation import builtin_workloads
     from simulator.engine.strategies import STRATEGIES
-    from simulator.xen.profiles import PROFILES
+    from simulator.xen import fidelity
+    from simulator.xen.profiles import ALIASES, PROFILES, UPSTREAM_COMMIT
 
     console = Console(width=120)
+    if args.functions:
+        t = Table(title=f"model functions against the Xen tree at {UPSTREAM_COMMIT[:10]}", title_justify="left")
+        for col in ("model", "async", "upstream", "verdict", "how it differs, or where it comes from"):
+            t.add_column(col)
+        for r in fidelity.rows():
+            o = r.origin
+            note = o.differs + ("; fixed: " + ", ".join(o.fixes) if o.fixes else "")
+            t.add_row(
+                f"{r.module}.{r.method}",
+                "yes" if r.is_async else "",
+                f"{o.file} {o.c_name}" if o.kind != fidelity.MODEL else "-",
+                o.verdict,
+                note,
+            )
+        console.print(t)
+        return EXIT_CLEAN
+    profiles = [(n, f"{p.description}. Shows: {p.shows}") for n, p in PROFILES.items()]
+    profiles += [(old, f"old name of {new} (deprecated)") for old, new in ALIASES.items()]
+    glue = sorted({r.origin.c_name for r in fidelity.rows() if r.origin.kind == fidelity.GLUE})
     for title, rows in (
         ("workloads", [(n, m.DESCRIPTION) for n, m in builtin_workloads().items()]),
-        ("profiles", [(n, p.description) for n, p in PROFILES.items()]),
+        ("profiles", profiles),
+        (
+            "glue (stubs or absent in the tree; from ARM or common code, the same on every profile)",
+            [("", ", ".join(glue))],
+        ),
         ("bugs", [(n, b.description) for n, b in BUGS.items()]),
         ("strategies", list(STRATEGIES.items())),
     ):

@@ -29,11 +29,11 @@ def _inside_free_subtree(xen: Xen) -> list[int]:
     depth = [0] * len(xen.harts)
     free_subtree = xen.p2m_free_subtree
 
-    async def p2m_free_subtree(p2m: Any, entry: int, level: int, p2mt: int | None = None) -> None:
+    async def p2m_free_subtree(p2m: Any, entry: int, ctx: Any) -> None:
         cpu = xen.smp_processor_id()
         depth[cpu] += 1
         try:
-            await free_subtree(p2m, entry, level, p2mt)
+            await free_subtree(p2m, entry, ctx)
         finally:
             depth[cpu] -= 1
 
@@ -60,10 +60,10 @@ def _async_remote_fence(xen: Xen) -> None:
 
 
 def _no_reuse_flush(xen: Xen) -> None:
-    async def flush_on_reuse(mfn: int, order: int) -> None:
+    async def filtered_flush_tlb_mask(mfn: int, order: int) -> None:
         xen.emit("page_alloc.reuse_flush_skipped", mfn=mfn, order=order)
 
-    xen.flush_on_reuse = flush_on_reuse  # type: ignore[method-assign]
+    xen.filtered_flush_tlb_mask = filtered_flush_tlb_mask  # type: ignore[method-assign]
 
 
 def _flush_after_table_free(xen: Xen) -> None:
@@ -107,8 +107,8 @@ def _local_fence_only(xen: Xen) -> None:
 def _dirty_mask_cleared_on_switch_out(xen: Xen) -> None:
     switch_from = xen.ctxt_switch_from
 
-    async def ctxt_switch_from(prev: Any) -> None:
-        await switch_from(prev)
+    def ctxt_switch_from(prev: Any) -> None:
+        switch_from(prev)
         cpu = xen.smp_processor_id()
         if cpu not in prev.domain.running_on:
             prev.domain.dirty_cpumask[cpu] = False  # the hart may still cache its entries
@@ -117,10 +117,15 @@ def _dirty_mask_cleared_on_switch_out(xen: Xen) -> None:
 
 
 def _vmid_rollover_no_flush(xen: Xen) -> None:
-    async def vmid_rollover_flush(cpu: int) -> None:
-        xen.emit("vmid.rollover_flush_skipped")
+    """vmid_handle_vmenter never asks for the flush a new generation needs (VMID 1 handed out)."""
+    handle_vmenter = xen.vmid_handle_vmenter
 
-    xen.vmid_rollover_flush = vmid_rollover_flush  # type: ignore[method-assign,assignment]
+    async def vmid_handle_vmenter(v: Any) -> bool:
+        if await handle_vmenter(v):
+            xen.emit("vmid.rollover_flush_skipped", vmid=v.vmid)
+        return False
+
+    xen.vmid_handle_vmenter = vmid_handle_vmenter  # type: ignore[method-assign]
 
 
 def _vmid_kept_on_migration(xen: Xen) -> None:
@@ -144,23 +149,11 @@ def _flush_after_unlock(xen: Xen) -> None:
 
 def _root_freed_while_loaded(xen: Xen) -> None:
     """hgatp is left pointing at the root when a vCPU leaves, so teardown frees a loaded root."""
-    switch_from = xen.ctxt_switch_from
 
-    async def ctxt_switch_from(prev: Any) -> None:
-        hart = xen.this_hart()
-        hgatp = hart.hgatp
-        await switch_from(prev)
-        if hart.hgatp != hgatp:
-            hart.hgatp, hart.mode, hart.vmid, hart.root_mfn = hgatp, *_decode(hart, hgatp)
+    async def p2m_ctxt_switch_from(prev: Any) -> None:
+        pass  # hgatp stays as it was
 
-    xen.ctxt_switch_from = ctxt_switch_from  # type: ignore[method-assign]
-
-
-def _decode(hart: Any, hgatp: int) -> tuple[Any, int, int]:
-    from simulator.riscv.pte import hgatp_fields
-
-    mode, vmid, ppn = hgatp_fields(hgatp)
-    return hart.modes.get(mode), vmid, ppn
+    xen.p2m_ctxt_switch_from = p2m_ctxt_switch_from  # type: ignore[method-assign]
 
 
 def _put_foreign_twice(xen: Xen) -> None:

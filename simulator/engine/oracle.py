@@ -2,9 +2,23 @@
 
 It trusts only the machine layer.  The machine decides the facts (this
 translation reached a frame handed out again since the PTE was stored; this
-walk read a table that was handed out again); the oracle classifies them,
-remembers the history it needs, and explains each violation as a causal
-chain in logical time: fill, unmap, free, fences, reuse, stale use.
+walk read a table that was handed out again; where the frame is in its new
+life); the oracle classifies them, remembers the history it needs, and
+explains each violation as a causal chain in logical time: fill, unmap,
+free, fences, reuse, stale use.
+
+A stale use is a violation only when it can do harm (nothing is invented):
+
+* any stale write once the new owner has the frame, and a stale write that
+  lands after the frame was scrubbed (it survives into the next owner; when
+  the frame is not yet given away, the violation is reported when it is);
+* a stale read once the new owner has the frame and has stored into it;
+* a walk through a reused table frame that reads data its new owner wrote
+  (a new PTE, guest data, Xen's own).
+Everything else - a stale read in the hand-out window (it sees the old
+contents or zeros), a stale write the scrub then wipes, a walk that reads a
+zeroed PTE and faults, any use of a frame that is free but not reused - is a
+counted warning (``--strict`` makes the warnings violations).
 
 Classes:
   reused-same-domain / reused-other-domain / reused-as-table / reused-by-xen
@@ -13,6 +27,8 @@ Classes:
   dangling-root               a walk started at an hgatp root that was freed and reused;
   vmid-alias                  a translation filled under another root was used through
                               the same VMID (another address space's entry);
+  stale-write-survived        a stale write landed in a scrubbed frame that was then
+                              given to a new owner (reported at the hand-over);
   invariant                   refcount underflow, double free, pool accounting,
                               a frame in no or two places, leftovers after destroy;
   deadlock / panic            the model stopped: nobody could run / Xen panicked.
@@ -27,6 +43,7 @@ from simulator.engine.conductor import SimulationStop
 from simulator.riscv import memory as M
 from simulator.riscv.observer import Observer
 from simulator.riscv.pte import GStageMode
+from simulator.xen.p2m import type_name
 
 if TYPE_CHECKING:
     from simulator.engine.conductor import Conductor
@@ -129,6 +146,11 @@ class Oracle(Observer):
         self.flushes: list[tuple[int, int | None, int, list[int]]] = []  # seq, hart, dom, mask
         self.roots: dict[int, int] = {}  # root mfn -> domain
         self.reuse_flushes: list[tuple[int, int | None, int, int]] = []  # seq, hart, mfn, order
+        self.no_flush_handouts: dict[int, int] = {}  # mfn -> step it was handed out with MEMF_no_tlbflush
+        # stale writes that landed after the frame's scrub: mfn -> (seq, hart, gfn, entry, scrub seq)
+        self.survivors: dict[int, tuple[int, int, int, TlbEntry | None, int]] = {}
+        self.wiped = 0  # stale writes a later scrub wiped
+        self.leaf_puts: dict[int, tuple[int, int | None, dict[str, Any]]] = {}  # mfn -> p2m_free_subtree.leaf
 
     # -- who is doing what ---------------------------------------------------------
 
@@ -155,6 +177,27 @@ class Oracle(Observer):
         )
         if self.log.enabled:
             self.log.debug(hart, "frame.hand_out", mfn=mfn, gen=gen, state=M.STATE_NAMES[state], owner=owner, why=why)
+
+    def on_assign(self, mfn: int, owner: int) -> None:
+        hart = self._hart()
+        self.frame_hist.setdefault(mfn, []).append(
+            (self.conductor.seq, hart, "assign", 0, "", self.memory.gen[mfn], self.memory.state[mfn], owner)
+        )
+        if self.log.enabled:
+            self.log.debug(hart, "frame.assign", mfn=mfn, gen=self.memory.gen[mfn], owner=owner)
+        ev = self.survivors.pop(mfn, None)
+        if ev is not None:
+            self._survived(mfn, owner, ev)
+
+    def on_scrub(self, mfn: int, why: str) -> None:
+        hart = self._hart()
+        hist = self.frame_hist.get(mfn)
+        if hist is not None:  # only frames with a history matter to an explanation
+            hist.append((self.conductor.seq, hart, "scrub", 0, why, self.memory.gen[mfn], self.memory.state[mfn], -1))
+        if self.survivors.pop(mfn, None) is not None:
+            self.wiped += 1
+        if self.log.enabled:
+            self.log.debug(hart, "frame.scrub", mfn=mfn, gen=self.memory.gen[mfn], why=why)
 
     def on_retire(self, mfn: int, old_state: int, new_state: int, gen: int, why: str) -> None:
         hart = self._hart()
@@ -206,6 +249,11 @@ class Oracle(Observer):
             self.roots[fields["mfn"]] = fields["dom"]
         elif name == "page_alloc.reuse_flush":
             self.reuse_flushes.append((self.conductor.seq, hart, fields["mfn"], fields["order"]))
+        elif name == "page_alloc.no_tlbflush":
+            for pg in range(fields["mfn"], fields["mfn"] + (1 << fields["order"])):
+                self.no_flush_handouts[pg] = self.conductor.seq
+        elif name == "p2m_free_subtree.leaf":
+            self.leaf_puts[fields["mfn"]] = (self.conductor.seq, hart, dict(fields))
         elif name == "invariant":
             self.invariant(f"{fields['what']} (mfn {fields.get('mfn', 0):#x})", mfn=fields.get("mfn"))
             return
@@ -214,26 +262,49 @@ class Oracle(Observer):
 
     # -- findings ------------------------------------------------------------------------
 
-    def on_stale_use(self, hart: int, entry: TlbEntry | None, mfn: int, gfn: int, frame_free: bool) -> None:
+    def on_stale_use(
+        self, hart: int, entry: TlbEntry | None, mfn: int, gfn: int, frame_free: bool, write: bool
+    ) -> None:
         if not frame_free:
             self.stale_benign += 1
             return
+        mem = self.memory
+        if write and mem.scrubbed[mfn] and mfn not in self.survivors:
+            # it lands in a frame already scrubbed: unless scrubbed again, it survives into the next owner
+            self.survivors[mfn] = (self.conductor.seq, hart, gfn, entry, self._last(mfn, "scrub"))
+        what = (
+            "walk read a freed table"
+            if entry is None or not entry.leaf
+            else ("write reached a freed frame" if write else "access reached a freed frame")
+        )
+        self._warn(
+            ("warn", hart, mfn, entry.key if entry is not None else None),
+            f"stale use at step {self.conductor.seq:,}: hart {hart} {what} mfn {mfn:#x} "
+            f"(gfn {gfn:#x}); it is free but not reused yet",
+            "stale-free",
+            hart,
+            mfn,
+            gfn,
+        )
+
+    def _warn(self, key: tuple[Any, ...], text: str, strict_cls: str, hart: int, mfn: int, gfn: int) -> None:
+        """A counted warning; a violation of class ``strict_cls`` under --strict."""
         self.warning_count += 1
-        key = ("warn", hart, mfn, entry.key if entry is not None else None)
         if key in self._seen:
             return
         self._seen.add(key)
-        what = "walk read a freed table" if entry is None or not entry.leaf else "access reached a freed frame"
-        text = (
-            f"stale use at step {self.conductor.seq:,}: hart {hart} {what} mfn {mfn:#x} "
-            f"(gfn {gfn:#x}); it is free but not reused yet"
-        )
         if self.strict:
-            self._record(Violation("stale-free", hart, self._dom(hart), gfn, mfn, self.conductor.seq, text))
+            self._record(Violation(strict_cls, hart, self._dom(hart), gfn, mfn, self.conductor.seq, text))
             return
         if len(self.warnings) < MAX_WARNINGS:
             self.warnings.append(text)
         self.log.info(hart, "oracle.warning", mfn=mfn, gfn=gfn, text=text)
+
+    def _last(self, mfn: int, kind: str) -> int:
+        for ev in reversed(self.frame_hist.get(mfn, ())):
+            if ev[2] == kind:
+                return ev[0]
+        return -1
 
     def on_alias_use(self, hart: int, entry: TlbEntry, gfn: int, root_mfn: int) -> None:
         self.violation_count += 1
@@ -280,7 +351,13 @@ class Oracle(Observer):
             v.missing += f" (bugs injected: {', '.join(self.bugs)})"
         self._record(v, count=False)
 
-    def on_reused_use(self, hart: int, kind: str, entry: TlbEntry | None, mfn: int, gfn: int) -> None:
+    def on_reused_use(
+        self, hart: int, kind: str, entry: TlbEntry | None, mfn: int, gfn: int, write: bool, pte: int = 0
+    ) -> None:
+        harm = self._harm(kind, mfn, write, pte)
+        if harm is not None:
+            self._harmless(hart, kind, entry, mfn, gfn, write, harm)
+            return
         self.violation_count += 1
         key = (kind, hart, mfn, entry.key if entry is not None else None)
         if key in self._seen:
@@ -288,11 +365,92 @@ class Oracle(Observer):
         self._seen.add(key)
         ghost = entry.ghost if entry is not None else self.harts[hart].hgatp_clock
         reuse = self._first_reuse(mfn, ghost)
+        cls = self._classify(hart, mfn, reuse) if kind == "leaf" else kind
+        self._record(self._explain(cls, kind, hart, entry, mfn, gfn, ghost, reuse, write), count=False)
+
+    def _harm(self, kind: str, mfn: int, write: bool, pte: int) -> str | None:
+        """None if this use of a reused frame does harm; else why it does not (the warning's text)."""
+        mem = self.memory
+        state = mem.state[mfn]
+        now = self.memory.describe(mfn)
         if kind == "leaf":
-            cls = self._classify(hart, mfn, reuse)
+            if mem.assigned[mfn]:
+                if write or mem.written[mfn]:
+                    return None
+                return f"a stale read of mfn {mfn:#x}, now {now}, before its new owner stored anything: it reads zeros"
+            if write:
+                if mem.scrubbed[mfn]:
+                    return ""  # survives: reported when the frame is given away (see on_assign)
+                return (
+                    f"a stale write to mfn {mfn:#x}, handed out again ({now}) before any scrub: a scrub wipes it, "
+                    "and an unscrubbed frame holds its previous owner's contents anyway"
+                )
+            return (
+                f"a stale read of mfn {mfn:#x}, handed out again ({now}) but not yet given away: it sees the old "
+                "contents or zeros"
+            )
+        # a walk read a PTE from a reused table frame
+        if state in (M.TABLE, M.METADATA) and mem.assigned[mfn]:
+            if pte:
+                return None
+            return f"the walk read a zeroed PTE from mfn {mfn:#x}, now {now}: it faults (a spurious guest-page fault)"
+        if state == M.DOMAIN and mem.assigned[mfn] and mem.written[mfn]:
+            return None
+        if state == M.XEN and mem.assigned[mfn]:
+            return None
+        return f"the walk read mfn {mfn:#x}, now {now}, before its new owner stored anything: old PTEs or zeros"
+
+    def _harmless(
+        self, hart: int, kind: str, entry: TlbEntry | None, mfn: int, gfn: int, write: bool, why: str
+    ) -> None:
+        if not why:  # a stale write after the scrub, into a frame not yet given away: pending
+            if mfn not in self.survivors:
+                self.survivors[mfn] = (self.conductor.seq, hart, gfn, entry, self._last(mfn, "scrub"))
+            return
+        self._warn(
+            ("harmless", kind, hart, mfn, entry.key if entry is not None else None),
+            f"stale use at step {self.conductor.seq:,}: hart {hart} ({self._who(hart)}), gfn {gfn:#x}: {why}",
+            "stale-handout",
+            hart,
+            mfn,
+            gfn,
+        )
+
+    def _survived(self, mfn: int, owner: int, ev: tuple[int, int, int, TlbEntry | None, int]) -> None:
+        """A stale write that landed after the scrub is in the frame its new owner now has."""
+        seq, hart, gfn, entry, scrub_seq = ev
+        self.violation_count += 1
+        key = ("survived", hart, mfn, entry.key if entry is not None else None)
+        if key in self._seen:
+            return
+        self._seen.add(key)
+        reuse = self._first_reuse(mfn, entry.ghost if entry is not None else 0)
+        state = self.memory.state[mfn]
+        if state == M.DOMAIN:
+            cls = "reused-same-domain" if owner == self._dom(hart) else "reused-other-domain"
+        elif state in (M.TABLE, M.METADATA):
+            cls = "reused-as-table"
         else:
-            cls = kind
-        self._record(self._explain(cls, kind, hart, entry, mfn, gfn, ghost, reuse), count=False)
+            cls = "reused-by-xen"
+        v = self._explain(cls, "leaf", hart, entry, mfn, gfn, entry.ghost if entry else 0, reuse, True, at=seq)
+        whom = f"dom{owner}" if owner != M.NO_OWNER else "Xen"
+        scrub = f" at step {scrub_seq:,}" if scrub_seq >= 0 else ""
+        v.headline = (
+            f"hart {hart} wrote gfn {gfn:#x} through a stale TLB entry into mfn {mfn:#x} after it was scrubbed"
+            f"{scrub}; the write survives: mfn {mfn:#x} is now {whom}'s ({self.memory.describe(mfn)})"
+        )
+        v.chain.append(
+            (self.conductor.seq, self._hart(), "assign", f"assign: mfn {mfn:#x} given to {whom}, the stale write in it")
+        )
+        if scrub_seq >= 0:
+            v.chain.append((scrub_seq, None, "scrub", f"scrub: mfn {mfn:#x} zeroed"))
+        v.chain.sort(key=lambda c: c[0])
+        v.seq = self.conductor.seq
+        reuse_seq = reuse[0] if reuse is not None else self.conductor.seq
+        v.missing = self._survival_text(hart, mfn, seq, scrub_seq, reuse_seq)
+        if self.bugs:
+            v.missing += f" (bugs injected: {', '.join(self.bugs)})"
+        self._record(v, count=False)
 
     def _record(self, v: Violation, count: bool = True) -> None:
         if count:
@@ -304,9 +462,57 @@ class Oracle(Observer):
         if self.stop_at_first and self.conductor.current is not None:
             raise SimulationStop("violation")
 
-    def invariant(self, what: str, mfn: int | None = None) -> None:
+    def invariant(self, what: str, mfn: int | None = None, at_end: bool = False) -> None:
         hart = self._hart()
-        self._record(Violation("invariant", hart, None, None, mfn, self.conductor.seq, what))
+        v = Violation("invariant", hart, None, None, mfn, self.conductor.seq, what)
+        if at_end and mfn is not None and mfn in self.leaf_puts:
+            self._explain_lost_reference(v, mfn)
+        self._record(v)
+
+    def _explain_lost_reference(self, v: Violation, mfn: int) -> None:
+        """A reference nobody dropped: the last time a mapping of the frame was freed, what type was read?"""
+        seq, hart, f = self.leaf_puts[mfn]
+        table, idx, gfn, dom = f["table"], f["idx"], f.get("gfn", -1), f["dom"]
+        where = f"dom{dom} gfn {gfn:#x}" if gfn >= 0 else f"dom{dom}"
+        replaced = [ev for ev in self.pte_hist.get((table, idx), ()) if ev[0] <= seq and ev[2] == f["pte"]]
+        if replaced:
+            wseq, wh, old, new, op = replaced[-1]
+            rsw = (new >> 8) & 3
+            new_type = "an external type" if rsw == 3 else f"{type_name(rsw)}, kept in the PTE"
+            v.chain.append(
+                (
+                    wseq,
+                    wh,
+                    "unmap",
+                    f"replace: {op}: PTE {table:#x}[{idx}] ({where}) changed from {old:#x} (mfn {mfn:#x}, "
+                    f"ext_storage) to {new:#x} ({new_type})",
+                )
+            )
+        v.chain.append(
+            (
+                seq,
+                hart,
+                "free",
+                f"p2m_free_subtree: the replaced PTE {f['pte']:#x} is ext_storage; its type read from table "
+                f"{table:#x}'s metadata slot {idx} is {f['type']}: p2m_put_page drops no reference",
+            )
+        )
+        v.chain.sort(key=lambda c: c[0])
+        v.gfn = gfn if gfn >= 0 else None
+        v.dom = dom
+        if f["type"] in ("p2m_map_foreign_rw", "p2m_map_foreign_ro"):
+            return
+        v.headline = (
+            f"{v.headline}: the foreign mapping at {where} (PTE {table:#x}[{idx}]) was replaced, and the reference "
+            "it held was never dropped"
+        )
+        cleared = replaced and (replaced[-1][3] >> 8) & 3 != 3
+        v.missing = f"the put_page of {where}'s foreign reference to mfn {mfn:#x}: " + (
+            "p2m_set_entry stored the new entry first (p2m_pte_from_mfn -> p2m_set_type cleared the metadata "
+            "slot), then p2m_free_subtree read the replaced entry's type from that slot"
+            if cleared
+            else "p2m_free_subtree read the replaced entry's type from a metadata slot that no longer held it"
+        )
 
     def stopped(self, cls: str, what: str) -> None:
         self._record(Violation(cls, self._hart(), None, None, None, self.conductor.seq, what))
@@ -321,7 +527,7 @@ class Oracle(Observer):
         ctx = self.hart_ctx[hart]
         if ctx is None:
             return "no vCPU"
-        return f"dom{ctx[0]} vcpu{ctx[1]}, VMID {ctx[2]}"
+        return f"dom{ctx[0]} vcpu{ctx[1]}, VMID {self.harts[hart].vmid}"
 
     def _first_reuse(self, mfn: int, ghost: int) -> tuple[Any, ...] | None:
         for ev in self.frame_hist.get(mfn, ()):
@@ -358,8 +564,10 @@ class Oracle(Observer):
         gfn: int,
         ghost: int,
         reuse: tuple[Any, ...] | None,
+        write: bool = False,
+        at: int | None = None,
     ) -> Violation:
-        now = self.conductor.seq
+        now = self.conductor.seq if at is None else at
         fill_seq = entry.fill_seq if entry is not None else 0
         chain: list[tuple[int, int | None, str, str]] = []
         if entry is not None:
@@ -422,7 +630,7 @@ class Oracle(Observer):
             chain.append(
                 (reuse[0], reuse[1], "reuse", f"reuse: mfn {mfn:#x} handed out again: {reuse[4]} (gen {reuse[5]})")
             )
-        chain.append((now, hart, "use", self._use_text(kind, hart, entry, mfn, gfn)))
+        chain.append((now, hart, "use", self._use_text(kind, hart, entry, mfn, gfn, write)))
         chain.sort(key=lambda c: c[0])
 
         missing = self._missing(hart, mfn, unmap[0] if unmap else None, free_seq, reuse, kind)
@@ -431,10 +639,11 @@ class Oracle(Observer):
         headline = self._headline(cls, kind, hart, entry, mfn, gfn)
         return Violation(cls, hart, self._dom(hart), gfn, mfn, now, headline, chain, missing)
 
-    def _use_text(self, kind: str, hart: int, entry: TlbEntry | None, mfn: int, gfn: int) -> str:
+    def _use_text(self, kind: str, hart: int, entry: TlbEntry | None, mfn: int, gfn: int, write: bool = False) -> str:
         now_is = self.memory.describe(mfn)
         if kind == "leaf":
-            return f"stale use: hart {hart} ({self._who(hart)}) accesses gfn {gfn:#x} -> mfn {mfn:#x}, now {now_is}"
+            verb = "writes" if write else "reads"
+            return f"stale use: hart {hart} ({self._who(hart)}) {verb} gfn {gfn:#x} -> mfn {mfn:#x}, now {now_is}"
         spec = "speculative " if self.harts[hart].speculating else ""
         if kind == "dangling-root":
             return f"stale use: hart {hart} {spec}walks gfn {gfn:#x} from its hgatp root mfn {mfn:#x}, now {now_is}"
@@ -489,17 +698,9 @@ class Oracle(Observer):
                 f"reused at step {reuse_seq:,}: the sender went on without waiting for the acknowledgement"
             )
         if kind == "leaf" and reuse is not None:
-            late = [f for f in self.reuse_flushes if f[0] >= reuse[0] and f[2] <= mfn < f[2] + (1 << f[3])]
-            if late:
-                return (
-                    f"the frame was handed out and scrubbed at step {reuse[0]:,} before the flush on reuse "
-                    f"(begun at step {late[0][0]:,}) reached hart {hart}: scrub, then flush leaves a window"
-                )
-            if not [f for f in self.reuse_flushes if reuse[0] - 2 <= f[0] <= reuse[0]]:
-                return (
-                    f"the reallocation at step {reuse[0]:,} fenced no hart: the flush on reuse that "
-                    "p2m_put_foreign_page relies on did not happen"
-                )
+            text = self._reuse_flush_text(hart, mfn, reuse[0])
+            if text:
+                return text
         missed = [f for f in self.flushes if lo <= f[0] <= reuse_seq and hart not in f[3] and f[2] == dom]
         if missed:
             seq, _h, _dom, mask = missed[0]
@@ -508,6 +709,51 @@ class Oracle(Observer):
                 f"hart {hart}, which still held the entry (dirty_cpumask missed it)"
             )
         return f"no fence reached hart {hart} between the unmap and the reuse"
+
+    def _reuse_flushes_of(self, mfn: int, since: int) -> list[tuple[int, int | None, int, int]]:
+        return [f for f in self.reuse_flushes if f[0] >= since and f[2] <= mfn < f[2] + (1 << f[3])]
+
+    def _reuse_flush_text(self, hart: int, mfn: int, reuse_seq: int, write_seq: int | None = None) -> str:
+        """Why the flush on reuse did not protect mfn from hart's entry, from the heap's events ('' if it did)."""
+        nofl = self.no_flush_handouts.get(mfn)
+        flushes = self._reuse_flushes_of(mfn, reuse_seq)
+        if nofl is not None and nofl >= reuse_seq and not flushes:
+            return (
+                f"mfn {mfn:#x} was handed out at step {nofl:,} with MEMF_no_tlbflush (populate_physmap while the "
+                "domain is being built) and no flush followed: alloc_heap_pages had already cleared its "
+                f"need_tlbflush (init_free_page_fields), so the batched flush at the end of the hypercall never "
+                f"fenced hart {hart}"
+            )
+        if not flushes:
+            relied = " that p2m_put_foreign_page relies on" if mfn in self.leaf_puts else ""
+            return f"the reallocation at step {reuse_seq:,} fenced no hart: the flush on reuse{relied} did not happen"
+        first = flushes[0][0]
+        scrub = [ev for ev in self.frame_hist.get(mfn, ()) if ev[2] == "scrub" and reuse_seq <= ev[0] <= first]
+        when = f" (the stale write at step {write_seq:,} landed in between)" if write_seq is not None else ""
+        if scrub:
+            return (
+                f"mfn {mfn:#x} was scrubbed at step {scrub[0][0]:,} for its new owner before the flush on reuse "
+                f"(begun at step {first:,}) reached hart {hart}{when}: scrub, then flush leaves a window"
+            )
+        return (
+            f"mfn {mfn:#x} was handed out at step {reuse_seq:,} before the flush on reuse (begun at step {first:,}) "
+            f"reached hart {hart}{when}"
+        )
+
+    def _survival_text(self, hart: int, mfn: int, write_seq: int, scrub_seq: int, reuse_seq: int) -> str:
+        scrub = [ev for ev in self.frame_hist.get(mfn, ()) if ev[2] == "scrub" and ev[0] == scrub_seq]
+        flushes = self._reuse_flushes_of(mfn, write_seq)
+        if scrub and str(scrub[0][4]).startswith("background") and scrub_seq < reuse_seq:
+            late = f"; the flush on reuse at step {flushes[0][0]:,} came after it" if flushes else ""
+            return (
+                f"the idle scrubber (scrub_free_pages) cleaned free mfn {mfn:#x} at step {scrub_seq:,} while hart "
+                f"{hart} still held a translation to it; the stale write at step {write_seq:,} landed after the "
+                f"scrub, and the frame, clean now, was handed out at step {reuse_seq:,} without another scrub{late}: "
+                "no flush reached the hart between the free and the scrub"
+            )
+        return self._reuse_flush_text(hart, mfn, reuse_seq, write_seq) or (
+            f"no fence reached hart {hart} between the scrub (step {scrub_seq:,}) and the stale write"
+        )
 
     # -- invariants --------------------------------------------------------------------------
 

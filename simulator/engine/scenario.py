@@ -74,7 +74,12 @@ class Scenario:
     # -- domains and vCPUs ---------------------------------------------------------------
 
     async def create_domain(self, domid: int, vcpus: int = 1, pool_pages: int = 16, on: int = 0) -> Domain:
-        return await self.on(on, f"domain_create(dom{domid})", self.xen.domain_create, domid, vcpus, pool_pages)
+        """``pool_pages``: p2m pool pages for tables and metadata; the toolstack adds the 4 the root takes."""
+        from simulator.riscv.pte import ROOT_PAGES
+
+        return await self.on(
+            on, f"domain_create(dom{domid})", self.xen.domain_create, domid, vcpus, pool_pages + ROOT_PAGES
+        )
 
     async def populate(self, d: Domain, gfn: int, nr: int, order: int = 0, on: int = 0) -> None:
         rc = await self.on(

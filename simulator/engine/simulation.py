@@ -15,7 +15,7 @@ import importlib.util
 import pkgutil
 import shlex
 from collections.abc import Awaitable, Callable
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
 from types import ModuleType, SimpleNamespace
 from typing import Any
@@ -39,7 +39,9 @@ from simulator.riscv.sbi import Sbi
 from simulator.riscv.tlb import Tlb
 from simulator.xen.base import XenPanic
 from simulator.xen.hypervisor import Xen
+from simulator.xen.profiles import ALIASES as PROFILE_ALIASES
 from simulator.xen.profiles import PROFILES
+from simulator.xen.profiles import resolve as resolve_profile
 
 
 class ConfigError(Exception):
@@ -76,7 +78,11 @@ class Config:
     strict: bool = False
     params: tuple[tuple[str, str], ...] = ()
     stop_at_first: bool = False  # end the run at the first violation (the shrinker's fast mode)
-    speculate: float = 0.0  # probability per guest quantum of a speculative walk (0: off)
+    # probability of a speculative walk per hypervisor instruction boundary with hgatp active,
+    # and per guest quantum (0: off); the spec allows them at any time, so they are on by default
+    speculate: float = 0.02
+    xen_opts: tuple[tuple[str, str], ...] = ()  # Xen boot options (the command line), e.g. vmid=0
+    debug_build: bool = False  # CONFIG_DEBUG: ASSERT() checked, a failure is a panic finding
 
     def identity(self) -> dict[str, Any]:
         """What determines the run (not where it logs or which event loop runs it)."""
@@ -85,13 +91,43 @@ class Config:
             d.pop(k)
         d["bugs"] = list(self.bugs)
         d["params"] = dict(self.params)
+        d["xen_opts"] = dict(self.xen_opts)
         return d
+
+    def boot_option(self, name: str, default: bool) -> bool:
+        """A boolean Xen boot option (parse_bool): the last occurrence wins."""
+        value = default
+        for k, v in self.xen_opts:
+            if k == name:
+                value = parse_bool(v)
+        return value
 
     def digest(self) -> str:
         return hashlib.blake2b(orjson.dumps(self.identity(), option=orjson.OPT_SORT_KEYS), digest_size=8).hexdigest()
 
 
 DEFAULTS = Config(workload="")
+XEN_OPTS = {"vmid": "use VMIDs (boolean; vmid=0 turns them off, every vCPU then runs with VMID 0)"}
+_TRUE, _FALSE = ("1", "yes", "on", "true", "enable"), ("0", "no", "off", "false", "disable")
+
+
+def parse_bool(text: str) -> bool:
+    """Xen's parse_bool()."""
+    v = text.strip().lower()
+    if v in _TRUE:
+        return True
+    if v in _FALSE:
+        return False
+    raise ConfigError(f"{text!r} is not a boolean (Xen takes {'/'.join(_TRUE)} or {'/'.join(_FALSE)})")
+
+
+def did_you_mean(name: str, choices: list[str]) -> str:
+    import difflib
+
+    close = difflib.get_close_matches(name, choices, n=1)
+    return f"; did you mean {close[0]!r}?" if close else ""
+
+
 PCT_HORIZON = 120_000  # change points are drawn over the first steps, where workloads do their work
 
 
@@ -137,8 +173,11 @@ def load_workload(name_or_path: str) -> ModuleType:
 def validate(config: Config, bugs: bool = True) -> None:
     if config.strategy not in STRATEGIES and config.strategy != "replay":
         raise ConfigError(f"unknown strategy {config.strategy!r} (choose from {', '.join(STRATEGIES)})")
-    if config.profile not in PROFILES:
-        raise ConfigError(f"unknown profile {config.profile!r} (choose from {', '.join(PROFILES)})")
+    if resolve_profile(config.profile)[0] not in PROFILES:
+        raise ConfigError(
+            f"unknown profile {config.profile!r} (choose from {', '.join(PROFILES)})"
+            + did_you_mean(config.profile, [*PROFILES, *PROFILE_ALIASES])
+        )
     for b in config.bugs if bugs else ():
         if b not in BUGS:
             raise ConfigError(f"unknown bug {b!r} (see `p2msim list`; a workload file may register its own)")
@@ -146,8 +185,18 @@ def validate(config: Config, bugs: bool = True) -> None:
         raise ConfigError(f"unknown G-stage mode {config.mode!r} (choose from {', '.join(MODES)})")
     if not 1 <= config.pcpus <= 64:
         raise ConfigError(f"--pcpus must be between 1 and 64, not {config.pcpus}")
-    if not 1 <= config.vmid_bits <= 14:
-        raise ConfigError(f"VMID bits must be between 1 and 14 (hgatp.VMID is 14 bits), not {config.vmid_bits}")
+    if not 0 <= config.vmid_bits <= 14:
+        raise ConfigError(
+            f"VMID bits must be between 0 and 14 (hgatp.VMID is 14 bits; 0 or 1 turns VMIDs off), "
+            f"not {config.vmid_bits}"
+        )
+    for k, v in config.xen_opts:
+        if k not in XEN_OPTS:
+            raise ConfigError(
+                f"unknown Xen boot option {k!r} (p2msim models: {', '.join(XEN_OPTS)})"
+                + did_you_mean(k, list(XEN_OPTS))
+            )
+        parse_bool(v)
     if config.steps < 1:
         raise ConfigError(f"--steps must be positive, not {config.steps}")
     if config.frames < 4096 or config.frames & (config.frames - 1):
@@ -179,6 +228,7 @@ class Result:
     preemptive: list[bool] = field(repr=False, default_factory=list)
     digest: str = ""
     schedule_path: str | None = None  # where a failing run with a log saved its schedule
+    notes: list[str] = field(default_factory=list)  # one-line notes for the user (a deprecated name, ...)
 
     @property
     def clean(self) -> bool:
@@ -244,6 +294,10 @@ def replay_command(c: Config) -> str:
         value = getattr(c, name)
         if value != getattr(DEFAULTS, name):
             args += [flag, str(value)]
+    for k, v in c.xen_opts:
+        args += ["--xen-opt", f"{k}={v}"]
+    if c.debug_build:
+        args.append("--debug-build")
     for b in c.bugs:
         args += ["--bug", b]
     for k, v in c.params:
@@ -283,6 +337,9 @@ def run(
     ``main`` replaces the workload's driver (tests and the Python API use it
     for inline scenarios); ``config.workload`` then only names the run.
     """
+    profile, note = resolve_profile(config.profile)
+    if note:
+        config = replace(config, profile=profile)
     validate(config, bugs=False)
     mod = SimpleNamespace(main=main, PARAMS={}) if main is not None else load_workload(config.workload)
     validate(config)  # now with the bugs a workload file may have registered
@@ -302,6 +359,8 @@ def run(
         # asyncio cancels the run's task and raises here, outside it
         seq = box["conductor"].seq if "conductor" in box else 0
         raise Interrupted(seq, config.log) from None
+    if note:
+        result.notes.append(note)
     if result.violations and config.log:
         from simulator.engine import schedule
 
@@ -364,6 +423,8 @@ async def _run(
             gstage_mode=mode,
             vmid_bits=config.vmid_bits,
             xen_frames=64,
+            opt_vmid=config.boot_option("vmid", True),
+            debug_build=config.debug_build,
         )
         for b in config.bugs:
             BUGS[b].apply(xen)
@@ -409,7 +470,7 @@ async def _run(
 
         if stop_reason == "done":
             for problem in invariants.check(xen):
-                oracle.invariant(problem)
+                oracle.invariant(problem, mfn=problem.mfn, at_end=True)
 
         stats = {
             "steps": conductor.seq,

@@ -21,7 +21,7 @@ from typing import TYPE_CHECKING, Any, Protocol
 import anyio
 
 from simulator.riscv import pte as P
-from simulator.riscv.memory import Memory
+from simulator.riscv.memory import FREE, POOL, Memory
 from simulator.riscv.observer import Observer
 from simulator.riscv.sbi import FenceRequest, Sbi
 from simulator.riscv.tlb import Tlb, TlbEntry
@@ -78,6 +78,11 @@ class Hart:
         self.jobs: deque[Job] = deque()
         self.current_job: Job | None = None
         self.guest: GuestProgram | None = None
+        # what the hypervisor does at each return to the guest (Xen: check_for_pcpu_work),
+        # and in its idle loop (Xen: scrub_free_pages); the machine only calls them
+        self.vmenter: Callable[[], Awaitable[None]] | None = None
+        self.idle_work: Callable[[], Awaitable[None]] | None = None
+        self.idle_ready: Callable[[], bool] = lambda: False
         # hgatp and what the walker needs from it
         self.hgatp = 0
         self.mode: P.GStageMode | None = None
@@ -214,7 +219,13 @@ class Hart:
                 if self.guest is not None:
                     await self.run_guest()
                     continue
-                await self.wait_until(lambda: bool(self.jobs) or self.guest is not None or self.stopping, "work (idle)")
+                if self.idle_work is not None and self.idle_ready():
+                    await self.idle_work()
+                    continue
+                await self.wait_until(
+                    lambda: bool(self.jobs) or self.guest is not None or self.stopping or self.idle_ready(),
+                    "work (idle)",
+                )
         finally:
             self.online = False
 
@@ -233,6 +244,10 @@ class Hart:
         prog = self.guest
         if prog is None or self.jobs or self.stopping:
             return
+        if self.vmenter is not None:
+            await self.vmenter()  # the return to the guest
+            if self.guest is not prog or self.jobs or self.stopping:
+                return
         self.in_guest = True
         try:
             await self._quantum(prog)
@@ -249,6 +264,7 @@ class Hart:
         i = 0
         leaf_get = self.tlb.leaf_entries.get
         stamp = self.memory.stamp
+        written = self.memory.written
         root = self.root_mfn
         vm = self.vmid << 3
         k0, k1, k2 = vm << 48, (vm | 1) << 48, (vm | 2) << 48
@@ -275,9 +291,12 @@ class Hart:
                 mfn = gfn + delta
                 if stamp[mfn] > ghost or src[idx] != pte or eroot != root:
                     c.seq = seq + done - prepaid
-                    self._use_slow(e, gfn, mfn)
-                if code & 1 and not writable:
-                    self.faults += 1
+                    self._use_slow(e, gfn, mfn, code & 1)
+                elif code & 1:
+                    if not writable:
+                        self.faults += 1
+                    elif not written[mfn]:
+                        written[mfn] = 1  # the frame now holds its owner's data
             if not prepaid:
                 c.seq = seq + done
                 c.run_left -= done
@@ -302,16 +321,25 @@ class Hart:
 
     def _use(self, e: TlbEntry, gfn: int, write: int) -> None:
         mfn = e.ppn + gfn - e.gfn_base
-        if self.memory.stamp[mfn] > e.ghost or e.src_table[e.src_idx] != e.src_pte:
-            self._use_slow(e, gfn, mfn)
-        if write and not e.perms & P.PTE_W:
-            self.faults += 1
+        if self.memory.stamp[mfn] > e.ghost or e.src_table[e.src_idx] != e.src_pte or e.root_mfn != self.root_mfn:
+            self._use_slow(e, gfn, mfn, write)
+        elif write:
+            if not e.perms & P.PTE_W:
+                self.faults += 1
+            else:
+                self.memory.written[mfn] = 1
 
-    def _use_slow(self, e: TlbEntry, gfn: int, mfn: int) -> None:
+    def _use_slow(self, e: TlbEntry, gfn: int, mfn: int, write: int) -> None:
         """Something about this translation is off; let the observer classify it."""
+        w = bool(write)
+        if w and not e.perms & P.PTE_W:
+            self.faults += 1  # the access faults: nothing is stored
+            w = False
         if e.root_mfn != self.root_mfn:
             self.observer.on_alias_use(self.id, e, gfn, self.root_mfn)
         if self.memory.stamp[mfn] > e.ghost:
-            self.observer.on_reused_use(self.id, "leaf", e, mfn, gfn)
+            self.observer.on_reused_use(self.id, "leaf", e, mfn, gfn, w)
         elif e.src_table[e.src_idx] != e.src_pte:
-            self.observer.on_stale_use(self.id, e, mfn, gfn, self.memory.state[mfn] == 0)
+            self.observer.on_stale_use(self.id, e, mfn, gfn, self.memory.state[mfn] in (FREE, POOL), w)
+        elif w:
+            self.memory.written[mfn] = 1

@@ -11,6 +11,17 @@ detectable without trusting Xen:
   stamp points at a frame that was freed and handed out again since the mapping
   was made: that is the definition of a use-after-reuse.
 
+Whether such a use does harm depends on where the frame is in its new life,
+so the machine keeps three facts per frame (each one byte):
+
+* ``scrubbed``: its contents were zeroed and nobody has stored into it since it
+  was last freed - whatever lands now survives into the next owner;
+* ``assigned``: the new owner has it (``assign_page`` for RAM; for Xen's own
+  tables and metadata, the clear that makes them live);
+* ``written``: something legitimate stored into it in this life (a guest write
+  through a current translation, a PTE or metadata store): it holds data a
+  stale reader must not see.
+
 Only table frames store contents, as ``array('Q')`` of 512 PTEs.
 """
 
@@ -45,6 +56,9 @@ class Memory:
         self.count = array("q", [0]) * nr_frames  # Xen's count_info, see xen/mm.py
         self.gen = array("L", [0]) * nr_frames
         self.stamp = array("Q", [0]) * nr_frames
+        self.scrubbed = bytearray(nr_frames)
+        self.assigned = bytearray(nr_frames)
+        self.written = bytearray(nr_frames)
         self.clock = 0
         self.tables: dict[int, array[int]] = {}
         self.ghosts: dict[int, array[int]] = {}
@@ -53,24 +67,36 @@ class Memory:
     # -- ownership ---------------------------------------------------------------
 
     def hand_out(self, mfn: int, state: int, owner: int, why: str) -> None:
-        """The frame starts a new life: new generation, new stamp."""
+        """The frame starts a new life: new generation, new stamp, nobody has it yet.
+
+        ``owner`` is whom it is meant for (for the narrative); the frame is the
+        owner's only from ``assign`` on, as in Xen, where ``assign_pages`` runs
+        after ``alloc_heap_pages`` returns.
+        """
         self.clock += 1
         self.gen[mfn] += 1
         self.stamp[mfn] = self.clock
         self.state[mfn] = state
-        self.owner[mfn] = owner
+        self.owner[mfn] = NO_OWNER
+        self.assigned[mfn] = 0
+        self.written[mfn] = 0
         self.observer.on_hand_out(mfn, state, owner, self.gen[mfn], why)
 
+    def assign(self, mfn: int, owner: int) -> None:
+        """The new owner has the frame (``owner`` is NO_OWNER for Xen's own pages)."""
+        self.owner[mfn] = owner
+        self.assigned[mfn] = 1
+        self.observer.on_assign(mfn, owner)
+
     def retire(self, mfn: int, state: int, why: str) -> None:
-        """The frame's life ends (to the heap, or back to a pool freelist)."""
+        """The frame's life ends (to the heap, or back to a pool freelist): its contents are the old owner's."""
         old = self.state[mfn]
         self.state[mfn] = state
+        self.assigned[mfn] = 0
+        self.scrubbed[mfn] = 0
         if state == FREE:
             self.owner[mfn] = NO_OWNER
         self.observer.on_retire(mfn, old, state, self.gen[mfn], why)
-
-    def set_owner(self, mfn: int, owner: int) -> None:
-        self.owner[mfn] = owner
 
     # -- table contents ----------------------------------------------------------
 
@@ -94,15 +120,26 @@ class Memory:
         old = t[idx]
         t[idx] = value
         self.ghosts[mfn][idx] = self.clock
+        self.written[mfn] = 1
+        self.scrubbed[mfn] = 0
         self.observer.on_pte_write(mfn, idx, old, value)
         return old
 
-    def clear_page(self, mfn: int) -> None:
-        """clear_page()/scrub: a frame's contents become zero."""
+    def store_data(self, mfn: int, idx: int, value: int) -> None:
+        """A plain 64-bit store that is not a PTE (a metadata slot, say): data, never walked as such by Xen."""
+        self.table(mfn)[idx] = value
+        self.written[mfn] = 1
+        self.scrubbed[mfn] = 0
+
+    def clear_page(self, mfn: int, why: str = "clear_page") -> None:
+        """clear_page()/scrub: a frame's contents become zero; what is stored after it survives."""
         t = self.tables.get(mfn)
         if t is not None:
             t[:] = array("Q", bytes(8 * ENTRIES))
             self.ghosts[mfn][:] = array("Q", bytes(8 * ENTRIES))
+        self.scrubbed[mfn] = 1
+        self.written[mfn] = 0
+        self.observer.on_scrub(mfn, why)
 
     def describe(self, mfn: int) -> str:
         st = STATE_NAMES[self.state[mfn]]

@@ -14,14 +14,22 @@ class Observer:
 
     def on_retire(self, mfn: int, old_state: int, new_state: int, gen: int, why: str) -> None: ...
 
+    def on_assign(self, mfn: int, owner: int) -> None: ...
+
+    def on_scrub(self, mfn: int, why: str) -> None: ...
+
     def on_pte_write(self, mfn: int, idx: int, old: int, new: int) -> None: ...
 
     def on_fill(self, hart: int, entry: Any) -> None: ...
 
-    def on_reused_use(self, hart: int, kind: str, entry: Any, mfn: int, gfn: int) -> None:
-        """A translation was used to reach ``mfn``, handed out again since it was made."""
+    def on_reused_use(self, hart: int, kind: str, entry: Any, mfn: int, gfn: int, write: bool, pte: int = 0) -> None:
+        """A translation was used to reach ``mfn``, handed out again since it was made.
 
-    def on_stale_use(self, hart: int, entry: Any, mfn: int, gfn: int, frame_free: bool) -> None:
+        ``kind`` is ``leaf`` for a guest access, else the walk's kind; a walk
+        reports the PTE it read from the frame (``pte``).
+        """
+
+    def on_stale_use(self, hart: int, entry: Any, mfn: int, gfn: int, frame_free: bool, write: bool) -> None:
         """A translation whose PTE changed was used; the frame was not reused."""
 
     def on_alias_use(self, hart: int, entry: Any, gfn: int, root_mfn: int) -> None:

@@ -69,13 +69,13 @@ async def _walk_once(hart: Hart, gfn: int, fences: int) -> TlbEntry | object | N
         await hart.tick()
         if hart.fences_taken != fences or hart.mode is not mode:
             return _DROPPED  # a fence (or an hgatp write) came in: nothing read so far may be filled
-        # the table we are about to read: was it handed out again since the pointer was made?
-        if stamp[table] > ghost:
-            observer.on_reused_use(hart.id, kind, via, table, gfn)
-        elif mem.state[table] in (FREE, POOL):
-            observer.on_stale_use(hart.id, via, table, gfn, True)
         idx = mode.gfn_index(gfn, level) & 511
         pte, pte_ghost = mem.read_pte(table, idx)
+        # the table just read: was it handed out again since the pointer was made?
+        if stamp[table] > ghost:
+            observer.on_reused_use(hart.id, kind, via, table, gfn, False, pte)
+        elif mem.state[table] in (FREE, POOL):
+            observer.on_stale_use(hart.id, via, table, gfn, True, False)
         path.append((level, table, mem.gen[table]))
         if not pte & PTE_V:
             return None

@@ -15,6 +15,7 @@ from simulator.riscv.memory import Memory
 from simulator.riscv.observer import Observer
 from simulator.riscv.pte import GStageMode
 from simulator.riscv.sbi import Sbi
+from simulator.xen.fidelity import model, upstream
 from simulator.xen.profiles import Profile
 
 if TYPE_CHECKING:
@@ -36,23 +37,53 @@ class XenBase:
     gstage_mode: GStageMode
     domains: dict[int, Domain]
 
+    @model("current hart: Xen finds it implicitly, the model asks the conductor")
     def this_hart(self) -> Hart:
         cur = self.conductor.current
         assert cur is not None and cur.index < len(self.harts), "Xen code must run on a hart"
         return self.harts[cur.index]
 
+    @upstream("xen/include/xen/smp.h", differs="from the conductor's current actor")
     def smp_processor_id(self) -> int:
         return self.this_hart().id
 
+    @model("an atomic action follows: other harts may interleave here")
     async def step(self) -> None:
         await self.this_hart().tick()
 
+    @upstream("xen/include/xen/cpumask.h", differs="a list of started harts")
     def cpu_online_map(self) -> list[int]:
         return [h.id for h in self.harts if h.online]
 
+    @model("a narrative event for the oracle and the log")
     def emit(self, name: str, **fields: Any) -> None:
         self.observer.event(self.smp_processor_id(), name, **fields)
 
+    debug_build: bool = False  # CONFIG_DEBUG: ASSERT() is checked (release builds compile it out)
+
+    @upstream("xen/include/xen/lib.h", differs="a panic finding, not a crash")
     def BUG_ON(self, cond: bool, what: str) -> None:
         if cond:
             raise XenPanic(what)
+
+    @upstream("xen/common/domain.c", differs="marks the domain and logs it; vCPUs are not stopped")
+    def domain_crash(self, d: Domain) -> None:
+        """common/domain.c: the domain is shut down as crashed; the hypervisor goes on."""
+        d.is_crashed = True
+        self.emit("domain_crash", dom=d.domain_id)
+
+    @upstream("xen/include/xen/lib.h", differs="--debug-build panics; a release build logs what went unchecked")
+    def ASSERT(self, cond: bool, what: str, note: bool = True) -> None:
+        """A debug build panics; a release build goes on, and (``note``) the log says what went unchecked."""
+        if cond:
+            return
+        if self.debug_build:
+            raise XenPanic(f"Assertion failed: {what}")
+        if note:
+            self.emit("ASSERT.unchecked", what=what)
+
+    @upstream("xen/include/xen/lib.h", differs="--debug-build panics; a release build logs it")
+    def ASSERT_UNREACHABLE(self, where: str, **fields: Any) -> None:
+        if self.debug_build:
+            raise XenPanic(f"ASSERT_UNREACHABLE() in {where}")
+        self.emit("ASSERT_UNREACHABLE", where=where, **fields)

@@ -1,11 +1,20 @@
 """Domains and vCPUs: create, switch, map foreign pages, give memory back, die.
 
-RISC-V has no teardown yet; ``domain_kill`` follows ARM's preemptible
-sequence (reference note, section 13) with RISC-V's structures: relinquish
-the mappings (preempting every 512 entries, the lock dropped between
-continuations), drop the allocation references, clear the root and force a
-flush, move every table page to the pool, give the pool back to the heap,
-free the root.
+What the tree has is modelled as the tree has it: ``p2m_set_allocation`` and
+the root (p2m.c), ``p2m_ctxt_switch_from``/``p2m_ctxt_switch_to`` and
+``p2m_handle_vmenter`` (p2m.c, called at every return to the guest).  What the
+tree still stubs (``context_switch``, SMP, ``domain_relinquish_resources``,
+foreign mapping, ``guest_physmap_remove_page``) is glue, taken from ARM in
+ARM's order, and the same on every profile:
+
+* teardown: ``relinquish_memory`` of the domain's pages (RAM goes back to the
+  heap while still mapped in the dying domain's p2m), ``relinquish_p2m_mapping``
+  (preempting every 512 entries, the lock dropped between continuations),
+  ``p2m_clear_root_pages``, ``p2m_teardown`` (under the p2m lock), the pool
+  back to the heap, the root;
+* foreign mapping: the foreign p2m is looked up under its read lock, which is
+  dropped before ``get_page`` (``p2m_get_page_from_gfn``); one 4K page per
+  mapping as ARM maps them (an order above 0 is the model's extension).
 """
 
 from __future__ import annotations
@@ -13,9 +22,9 @@ from __future__ import annotations
 from typing import TYPE_CHECKING
 
 from simulator.engine.conductor import RwLock, SpinLock
-from simulator.riscv import memory as M
 from simulator.riscv import pte as P
 from simulator.xen.base import XenPanic
+from simulator.xen.fidelity import glue, upstream
 from simulator.xen.p2m import (
     INVALID_MFN,
     P2MDomain,
@@ -25,6 +34,7 @@ from simulator.xen.p2m import (
     p2m_map_foreign_rw,
     p2m_ram_rw,
 )
+from simulator.xen.page_alloc import MEMF_no_tlbflush
 from simulator.xen.paging import PagingDomain
 from simulator.xen.vmid import Vmid
 
@@ -36,8 +46,8 @@ class Vcpu:
     def __init__(self, d: Domain, vcpu_id: int) -> None:
         self.domain = d
         self.vcpu_id = vcpu_id
-        self.vmid = 0
-        self.vmid_generation = 0
+        self.vmid = 0  # v->arch.vmid.vmid
+        self.vmid_generation = 0  # v->arch.vmid.generation
         self.processor: int | None = None  # the hart it runs on now
         self.last_processor: int | None = None
         self.program: GuestProgram | None = None
@@ -59,6 +69,8 @@ class Domain:
         self.page_list: dict[int, None] = {}  # owned pages, insertion ordered
         self.tot_pages = 0
         self.is_dying = False
+        self.is_crashed = False
+        self.creation_finished = False  # set when the toolstack first unpauses it
         self.destroyed = False
         self.struct_page = INVALID_MFN  # the xenheap page holding struct domain
         self.vmid = 0  # arm-broadcast: the domain's VMID for life
@@ -72,7 +84,9 @@ class DomainOps(Vmid):
 
     # -- creation -----------------------------------------------------------------
 
+    @glue("xen/common/domain.c", differs="struct domain, the pool and root (p2m_set_allocation), vCPUs")
     async def domain_create(self, domain_id: int, nr_vcpus: int, pool_pages: int) -> Domain:
+        """``pool_pages``: the p2m pool as the toolstack sizes it; the 16 KiB root comes out of it."""
         if domain_id in self.domains:
             raise ValueError(f"dom{domain_id} already exists")
         d = Domain(
@@ -87,60 +101,75 @@ class DomainOps(Vmid):
         if pg is None:
             raise XenPanic("out of memory for struct domain")
         d.struct_page = pg
-        if await self.paging_freelist_adjust(d, pool_pages):
-            raise XenPanic(f"out of memory for the p2m pool of dom{domain_id}")
-        await self.p2m_alloc_root_table(d)
+        # domain_p2m_set_allocation (dom0less) / XEN_DOMCTL_set_paging_mempool_size
+        await self.spin_lock(d.arch_paging.lock)
+        rc = await self.p2m_set_allocation(d, pool_pages, False)
+        self.spin_unlock(d.arch_paging.lock)
+        if rc:
+            raise XenPanic(f"p2m_set_allocation(dom{domain_id}, {pool_pages}) failed: {rc}")
         self.p2m_alloc_vmid(d)
         d.vcpus = [Vcpu(d, i) for i in range(nr_vcpus)]
         return d
 
-    async def p2m_alloc_root_table(self, d: Domain) -> None:
-        root = await self.alloc_heap_pages(P.ROOT_ORDER, 0, M.TABLE, M.NO_OWNER, f"p2m root of dom{d.domain_id}")
-        if root is None:
-            raise XenPanic(f"out of memory for the p2m root of dom{d.domain_id}")
-        for i in range(P.ROOT_PAGES):
-            self.memory.clear_page(root + i)
-            d.p2m.pages[root + i] = None  # RISC-V keeps the root in p2m->pages
-        d.p2m.root = root
-        self.emit("p2m_alloc_root_table", dom=d.domain_id, mfn=root)
-
+    @upstream("xen/common/memory.c", differs="one call per range of extents", fixes=("no_build_flush_batching",))
     async def populate_physmap(self, d: Domain, gfn: int, nr: int, order: int) -> int:
-        """XENMEM_populate_physmap: allocate extents of ``order`` and map them as RAM."""
+        """XENMEM_populate_physmap (common/memory.c): allocate extents of ``order`` and map them as RAM.
+
+        While the domain is being built the tree passes MEMF_no_tlbflush and
+        accumulates the pages' need_tlbflush after each allocation, to flush once
+        at the end - but ``alloc_heap_pages`` has already cleared it
+        (``init_free_page_fields``), so that flush never happens.
+        """
+        self.emit("hypercall", op="populate_physmap", dom=d.domain_id, gfn=gfn, nr=nr, order=order)
+        memflags = 0
+        if not d.creation_finished and not self.profile.no_build_flush_batching:
+            memflags |= MEMF_no_tlbflush
+        need_tlbflush = False
         done = 0
+        rc = 0
         while done < nr:
-            mfn = await self.alloc_domheap_pages(d, order)
+            mfn = await self.alloc_domheap_pages(d, order, memflags)
             if mfn is None:
                 raise XenPanic(f"out of memory populating dom{d.domain_id} (gfn {gfn + done:#x})")
+            if memflags & MEMF_no_tlbflush:
+                for pg in range(mfn, mfn + (1 << order)):
+                    need_tlbflush |= bool(self.heap.need_tlbflush[pg])  # accumulate_tlbflush()
             rc = await self.p2m_insert_mapping(d, gfn + done, 1 << order, mfn, p2m_ram_rw)
             if rc:
-                return rc
+                break
             done += 1 << order
-        return 0
+        if need_tlbflush:
+            await self.filtered_flush_tlb_mask(INVALID_MFN, 0)
+        return rc
 
-    # -- scheduling -----------------------------------------------------------------
+    # -- scheduling (context_switch is a stub in the tree: ARM-style glue) ---------------
 
+    @glue("xen/arch/arm/domain.c", differs="a stub in the tree")
     async def context_switch(self, nxt: Vcpu | None) -> None:
         """Switch this hart from whatever vCPU it runs to ``nxt`` (None: idle)."""
         hart = self.this_hart()
         prev = self.curr_vcpu[hart.id]
         await self.step()
         if prev is not None:
-            await self.ctxt_switch_from(prev)
+            self.ctxt_switch_from(prev)
+            await self.p2m_ctxt_switch_from(prev)
         if nxt is not None:
-            await self.ctxt_switch_to(nxt)
+            self.ctxt_switch_to(nxt)
+            await self.p2m_ctxt_switch_to(nxt)
+            hart.guest = nxt.program
 
-    async def ctxt_switch_from(self, prev: Vcpu) -> None:
+    @glue("xen/arch/arm/domain.c", differs="the scheduler's bookkeeping: running_on, curr_vcpu")
+    def ctxt_switch_from(self, prev: Vcpu) -> None:
+        """Glue: the scheduler's bookkeeping (dirty_cpumask stays set: the hart may still cache entries)."""
         hart = self.this_hart()
         hart.guest = None
         prev.processor = None
         prev.domain.running_on.remove(hart.id)
         self.curr_vcpu[hart.id] = None
-        if self.profile.hgatp_bare_on_switch_out:
-            hart.write_hgatp(0)
-        # dirty_cpumask stays set: the hart may still cache this domain's entries
         self.emit("switch_out", dom=prev.domain.domain_id, vcpu=prev.vcpu_id)
 
-    async def ctxt_switch_to(self, nxt: Vcpu) -> None:
+    @glue("xen/arch/arm/domain.c", differs="the scheduler's bookkeeping; dirty_cpumask", fixes=("maintain_dirty_mask",))
+    def ctxt_switch_to(self, nxt: Vcpu) -> None:
         hart = self.this_hart()
         d = nxt.domain
         if d.is_dying:
@@ -151,26 +180,76 @@ class DomainOps(Vmid):
         d.switch_ins[hart.id] += 1
         if self.profile.maintain_dirty_mask:
             d.dirty_cpumask[hart.id] = True  # before the hart can cache anything
-        if self.profile.vmid_flush_on_migration and nxt.last_processor not in (None, hart.id):
-            self.vmid_flush_vcpu(nxt)
-        vmid = await self.vmid_handle_vmenter(nxt)
-        await self.step()
-        hart.write_hgatp(P.make_hgatp(self.gstage_mode, vmid, d.p2m.root))
+        d.creation_finished = True  # the toolstack unpaused it
         nxt.processor = hart.id
-        nxt.last_processor = hart.id
         d.running_on.append(hart.id)
         self.curr_vcpu[hart.id] = nxt
-        self.emit("switch_in", dom=d.domain_id, vcpu=nxt.vcpu_id, vmid=vmid)
-        hart.guest = nxt.program
+        self.emit("switch_in", dom=d.domain_id, vcpu=nxt.vcpu_id, vmid=nxt.vmid)
+
+    @upstream("p2m.c", differs="no VS-stage: VSATP is not modelled", fixes=("hgatp_bare_on_switch_out",))
+    async def p2m_ctxt_switch_from(self, p: Vcpu) -> None:
+        """The tree zeroes VSATP only (no VS-stage here); hgatp stays as it was."""
+        if self.profile.hgatp_bare_on_switch_out:
+            await self.step()
+            self.this_hart().write_hgatp(0)  # fix: no speculative walk through a root that may be freed
+
+    @upstream(
+        "p2m.c",
+        differs="no VS-stage",
+        fixes=("vmid_before_hgatp", "vmid_flush_on_migration", "flush_on_switch_without_vmids"),
+    )
+    async def p2m_ctxt_switch_to(self, n: Vcpu) -> None:
+        hart = self.this_hart()
+        p2m = n.domain.p2m
+        if self.profile.vmid_per_domain:
+            await self.step()
+            hart.write_hgatp(P.make_hgatp(self.gstage_mode, n.domain.vmid, p2m.root))
+            if not self.vmids_used(hart.id) and self.profile.flush_on_switch_without_vmids:
+                self.local_hfence_gvma_all()
+            n.last_processor = hart.id
+            return
+        if self.profile.vmid_flush_on_migration and n.last_processor not in (None, hart.id):
+            self.vmid_flush_vcpu(n)  # fix: the tree has no caller of vmid_flush_vcpu
+        n.last_processor = hart.id
+        if self.profile.vmid_before_hgatp:
+            # fix: a valid VMID before hgatp can name this p2m (no speculative fill under another's VMID)
+            need_flush = await self.vmid_handle_vmenter(n)
+            await self.step()
+            hart.write_hgatp(P.make_hgatp(self.gstage_mode, n.vmid, p2m.root))
+            if need_flush:
+                self.local_hfence_gvma_all()
+        else:
+            # As VMID is unique per vCPU and just re-used here there is no need for a G-stage flush.
+            await self.step()
+            hart.write_hgatp(P.make_hgatp(self.gstage_mode, n.vmid, p2m.root))
+        if not self.vmids_used(hart.id) and self.profile.flush_on_switch_without_vmids:
+            self.local_hfence_gvma_all()  # fix: VMID 0 is everybody's, as x86 SVM flushes for ASID 0
+
+    @upstream("p2m.c")
+    async def p2m_handle_vmenter(self) -> None:
+        """At every return to the guest (check_for_pcpu_work): a VMID valid on this hart."""
+        hart = self.this_hart()
+        curr = self.curr_vcpu[hart.id]
+        if curr is None or self.profile.vmid_per_domain:
+            return
+        old_vmid = curr.vmid
+        need_flush = await self.vmid_handle_vmenter(curr)
+        if old_vmid != curr.vmid:
+            await self.step()
+            hart.write_hgatp(P.make_hgatp(self.gstage_mode, curr.vmid, curr.domain.p2m.root))
+        # There is no need to flush unconditionally: the old VMID won't be reused until need_flush.
+        if need_flush:
+            self.local_hfence_gvma_all()
 
     # -- memory hypercalls ---------------------------------------------------------------
 
+    @glue("xen/common/memory.c", differs="one p2m lock hold for the whole range (Xen: per extent)")
     async def decrease_reservation(self, d: Domain, gfn: int, nr: int) -> int:
         """Give ``nr`` pages at ``gfn`` back: unmap them, then drop the allocation references.
 
         Model difference: the whole range is removed in one p2m lock hold, as
         ``p2m_remove_mapping(d, gfn, nr)`` does for a range; Xen's
-        decrease_reservation locks once per extent.
+        decrease_reservation (guest_remove_page) locks once per extent.
         """
         self.emit("hypercall", op="decrease_reservation", dom=d.domain_id, gfn=gfn, nr=nr)
         p2m = d.p2m
@@ -191,50 +270,102 @@ class DomainOps(Vmid):
             await self.put_page_alloc_ref(pg)
         return rc
 
-    async def map_foreign(self, d: Domain, gfn: int, fd: Domain, fgfn: int, order: int, readonly: bool = False) -> int:
-        """XENMAPSPACE_gmfn_foreign: take a reference on each page, then map it."""
+    @upstream("p2m.c", differs="foreign entries are refused")
+    async def p2m_get_page_from_gfn(self, p2m: P2MDomain, gfn: int) -> tuple[int, int]:
+        """(mfn with a reference taken, type), or (INVALID_MFN, type); the lock is dropped before get_page."""
+        await self.p2m_read_lock(p2m)
+        mfn, t, _ = self.p2m_get_entry(p2m, gfn)
+        await self.p2m_read_unlock(p2m)
+        if mfn == INVALID_MFN or not 0 <= mfn < self.memory.nr_frames:
+            return INVALID_MFN, t
+        if not p2m_is_ram(t):
+            return INVALID_MFN, t  # a foreign page of a foreign domain: refused
+        await self.step()
+        return (mfn, t) if self.get_page(mfn, p2m.domain) else (INVALID_MFN, t)
+
+    @glue(
+        "xen/arch/arm/mm.c",
+        "xenmem_add_to_physmap_one",
+        differs="an order above 0 maps a foreign superpage: the model's extension",
+    )
+    async def map_foreign(
+        self, d: Domain, gfn: int, fd: Domain, fgfn: int, order: int = 0, readonly: bool = False
+    ) -> int:
+        """XENMAPSPACE_gmfn_foreign (ARM's xenmem_add_to_physmap_one): a reference on the page, then map it.
+
+        ``order`` above 0 maps a foreign superpage at once: the model's extension
+        (ARM maps 4K at a time); it is what reaches p2m_put_2m_superpage.
+        """
         self.emit("hypercall", op="map_foreign", dom=d.domain_id, gfn=gfn, fdom=fd.domain_id, fgfn=fgfn, order=order)
-        mfn, t, _ = self.p2m_get_entry(fd.p2m, fgfn)
-        if mfn == INVALID_MFN or not p2m_is_ram(t):
-            return -22
         nr = 1 << order
+        taken: list[int] = []
         for i in range(nr):
-            m2, _, _ = self.p2m_get_entry(fd.p2m, fgfn + i)
-            if m2 != mfn + i:
-                return -22  # not contiguous: cannot map as one superpage
-        for i in range(nr):
-            await self.step()
-            if not self.get_page(mfn + i, fd):
-                for j in range(i):
-                    await self.put_page(mfn + j)
-                return -22
-        rc = await self.p2m_insert_mapping(d, gfn, nr, mfn, p2m_map_foreign_ro if readonly else p2m_map_foreign_rw)
+            mfn, _t = await self.p2m_get_page_from_gfn(fd.p2m, fgfn + i)
+            if mfn == INVALID_MFN or (taken and mfn != taken[0] + i):
+                if mfn != INVALID_MFN:
+                    await self.put_page(mfn)
+                for pg in taken:
+                    await self.put_page(pg)
+                return -22  # not there, or not contiguous: cannot map as one superpage
+            taken.append(mfn)
+        t = p2m_map_foreign_ro if readonly else p2m_map_foreign_rw
+        rc = await self.p2m_insert_mapping(d, gfn, nr, taken[0], t)
         if rc:
-            for j in range(nr):
-                await self.put_page(mfn + j)
+            for pg in taken:
+                await self.put_page(pg)
         return rc
 
+    @glue(
+        "xen/common/memory.c", "XENMEM_remove_from_physmap", differs="guest_physmap_remove_page is a stub in the tree"
+    )
     async def unmap_foreign(self, d: Domain, gfn: int, nr: int) -> int:
         """XENMEM_remove_from_physmap over a range: the references drop in p2m_free_subtree."""
         self.emit("hypercall", op="unmap_foreign", dom=d.domain_id, gfn=gfn, nr=nr)
         return await self.p2m_remove_mapping(d, gfn, nr)
 
-    # -- teardown ------------------------------------------------------------------------
+    @glue("xen/arch/arm/p2m.c", differs="a stub in the tree")
+    async def map_mmio_regions(self, d: Domain, gfn: int, nr: int, mfn: int) -> int:
+        """map_mmio_regions: a stub in the tree; map_regions_p2mt with p2m_mmio_direct_io (glue)."""
+        from simulator.xen.p2m import p2m_mmio_direct_io
 
+        self.emit("hypercall", op="map_mmio_regions", dom=d.domain_id, gfn=gfn, nr=nr, mfn=mfn)
+        return await self.map_regions_p2mt(d, gfn, nr, mfn, p2m_mmio_direct_io)
+
+    # -- teardown (domain_relinquish_resources is a stub in the tree: ARM's, in ARM's order) -------
+
+    @glue("xen/common/domain.c")
     async def domain_kill(self, d: Domain) -> None:
         self.emit("hypercall", op="domain_kill", dom=d.domain_id)
         if d.running_on:
             raise ValueError(f"dom{d.domain_id} still runs on harts {d.running_on}: pause it first")
         d.is_dying = True
-        await self.relinquish_p2m_mapping(d)
-        await self.relinquish_memory(d)
-        await self.p2m_clear_root_pages(d.p2m)
-        await self.p2m_teardown(d)
-        await self.paging_freelist_adjust(d, 0)  # p2m_teardown_allocation
+        await self.domain_relinquish_resources(d)
         await self.p2m_final_teardown(d)
         d.destroyed = True
         self.emit("domain_destroyed", dom=d.domain_id, zombie_pages=d.tot_pages)
 
+    @glue("xen/arch/arm/domain.c", differs="no IOMMU, PCI, TEE or xenheap pages")
+    async def domain_relinquish_resources(self, d: Domain) -> None:
+        await self.relinquish_memory(d)
+        await self.relinquish_p2m_mapping(d)
+        # We are about to free the intermediate page-tables, so clear the root
+        # to prevent any walk to use them.
+        await self.p2m_clear_root_pages(d.p2m)
+        await self.p2m_teardown(d)
+        await self.p2m_teardown_allocation(d)
+
+    @glue("xen/arch/arm/domain.c", differs="no preemption")
+    async def relinquish_memory(self, d: Domain) -> None:
+        for pg in list(d.page_list):
+            if not self.get_page(pg, d):
+                continue  # someone is freeing it
+            await self.put_page_alloc_ref(pg)
+            await self.put_page(pg)
+
+    @glue(
+        "xen/arch/arm/mmu/p2m.c",
+        differs="the lock dropped at every 512 entries (ARM: -ERESTART there when preemption is due)",
+    )
     async def relinquish_p2m_mapping(self, d: Domain) -> None:
         p2m = d.p2m
         start = p2m.lowest_mapped_gfn
@@ -248,6 +379,7 @@ class DomainOps(Vmid):
                 if count % 512 == 0:
                     break  # arbitrarily preempt every 512 iterations
                 if mfn != INVALID_MFN:
+                    # for a valid mapping the start is aligned: the entry is removed whilst relinquishing
                     start &= ~((1 << order) - 1)
                     await self.p2m_set_entry(p2m, start, order, INVALID_MFN, p2m_invalid)
                 start = (start | ((1 << order) - 1)) + 1
@@ -255,13 +387,9 @@ class DomainOps(Vmid):
             await self.p2m_write_unlock(p2m)
             await self.step()  # hypercall continuation: others may run, the lock is free
 
-    async def relinquish_memory(self, d: Domain) -> None:
-        for pg in list(d.page_list):
-            await self.put_page_alloc_ref(pg)
-
+    @glue("xen/arch/arm/mmu/p2m.c", differs="per-entry stores, a step per root page (ARM: clear_and_clean_page)")
     async def p2m_clear_root_pages(self, p2m: P2MDomain) -> None:
-        # We are about to free the intermediate page-tables, so clear the root
-        # to prevent any walk to use them.
+        """ARM clears each root page with clear_and_clean_page; the model stores each used entry."""
         await self.p2m_write_lock(p2m)
         for i in range(P.ROOT_PAGES):
             await self.step()
@@ -269,24 +397,40 @@ class DomainOps(Vmid):
             for idx in range(512):
                 if table[idx]:
                     self.memory.write_pte(p2m.root + i, idx, 0)
-        p2m.need_flush = True
         await self.p2m_force_tlb_flush_sync(p2m)
         await self.p2m_write_unlock(p2m)
 
+    @glue(
+        "xen/arch/arm/mmu/p2m.c",
+        differs="metadata pages first, links cleared; the root stays (RISC-V keeps it in p2m->pages)",
+    )
     async def p2m_teardown(self, d: Domain) -> None:
-        """Every table page to the pool - no flush: the root was cleared and flushed."""
+        """Every table page to the pool - no flush: the root was cleared and flushed.
+
+        Metadata pages go first and their links are cleared (glue: ``v.md.pg``
+        shares storage with the owner field, so a table page reaching the heap
+        with it set would look owned); the root stays for p2m_final_teardown.
+        """
         p2m = d.p2m
+        await self.p2m_write_lock(p2m)
         root_pages = range(p2m.root, p2m.root + P.ROOT_PAGES)
         for table in list(p2m.md):
             await self.p2m_free_metadata_page(p2m, table)
         for pg in [pg for pg in p2m.pages if pg not in root_pages]:
             await self.p2m_free_page(p2m, pg)
+        await self.p2m_write_unlock(p2m)
 
+    @glue("xen/arch/arm/mmu/p2m.c")
+    async def p2m_teardown_allocation(self, d: Domain) -> None:
+        await self.spin_lock(d.arch_paging.lock)
+        await self.p2m_set_allocation(d, 0, True)
+        self.spin_unlock(d.arch_paging.lock)
+
+    @glue("xen/arch/arm/mmu/p2m.c", differs="the root and struct domain to the heap")
     async def p2m_final_teardown(self, d: Domain) -> None:
         p2m = d.p2m
-        # model difference: RISC-V keeps the root in p2m->pages; it goes straight to the heap
         for i in range(P.ROOT_PAGES):
             p2m.pages.pop(p2m.root + i, None)
-        await self.free_heap_pages(p2m.root, P.ROOT_ORDER, f"p2m root of dom{d.domain_id}")
+        await self.free_heap_pages(p2m.root, P.ROOT_ORDER, True, f"p2m root of dom{d.domain_id}")
         await self.free_xenheap_pages(d.struct_page, 0, f"struct domain of dom{d.domain_id}")
         d.dirty_cpumask = [False] * len(self.harts)

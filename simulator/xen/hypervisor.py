@@ -16,7 +16,9 @@ from simulator.riscv.observer import Observer
 from simulator.riscv.pte import GStageMode
 from simulator.riscv.sbi import Sbi
 from simulator.xen.domain import Domain, DomainOps, Vcpu
+from simulator.xen.fidelity import model
 from simulator.xen.profiles import Profile
+from simulator.xen.vmid import VmidData
 
 if TYPE_CHECKING:
     from simulator.engine.conductor import Conductor
@@ -35,6 +37,8 @@ class Xen(DomainOps):
         gstage_mode: GStageMode,
         vmid_bits: int,
         xen_frames: int,
+        opt_vmid: bool = True,
+        debug_build: bool = False,
     ) -> None:
         self.memory = memory
         self.harts = harts
@@ -45,5 +49,23 @@ class Xen(DomainOps):
         self.gstage_mode = gstage_mode
         self.domains: dict[int, Domain] = {}
         self.curr_vcpu: list[Vcpu | None] = [None] * len(harts)
+        self.vmid_bits = vmid_bits  # what hgatp.VMID holds on this machine (VMIDLEN)
+        self.opt_vmid = opt_vmid
+        self.debug_build = debug_build
         self.init_heap(xen_frames)
-        self.vmid_init(vmid_bits)
+        self.vmid_data = [VmidData() for _ in harts]
+        for h in harts:
+            self.vmid_init(h.id)  # every hart at bring-up
+            # the machine calls back into Xen at each return to a guest and when idle;
+            # through the instance, so a bug or variant that replaces the method is seen
+            h.vmenter = self._vmenter
+            h.idle_work = self._idle_work
+            h.idle_ready = self.scrub_pending
+
+    @model("the machine's return-to-guest hook: check_for_pcpu_work -> p2m_handle_vmenter (traps.c)")
+    async def _vmenter(self) -> None:
+        await self.p2m_handle_vmenter()
+
+    @model("the machine's idle hook: ARM's idle_loop -> scrub_free_pages")
+    async def _idle_work(self) -> None:
+        await self.scrub_free_pages()  # ARM's idle_loop: scrub_free_pages() when no softirq is pending

@@ -1,70 +1,120 @@
 """Profiles: named presets of the modelled code's policy knobs.
 
 A profile says which version of Xen's bookkeeping runs; a bug (engine/bugs.py)
-is a mutation applied on top.  ``fixed`` is the reference that must stay
-silent; ``riscv-tree`` is what the Xen tree does today and is expected to race.
+is a mutation applied on top.  ``upstream`` is the Xen tree at c447b7308b,
+function by function (what the tree lacks - SMP, context switch, teardown,
+foreign mapping - is glue taken from ARM, the same on every profile);
+``fixed`` is ``upstream`` plus labelled fixes and must stay silent.  Every
+knob defaults to what ``fixed`` does; the comment says what the tree does.
 """
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, fields
+
+UPSTREAM_COMMIT = "c447b7308b1330ec6dcfef37220736c28f41daa0"
 
 
 @dataclass(frozen=True)
 class Profile:
     name: str
     description: str
-    # dirty_cpumask: set before switch-in, cleared only after that hart flushed
+    # what a run on it can and cannot show (printed by `p2msim list`)
+    shows: str = ""
+    # fix: dirty_cpumask set before switch-in, cleared only after a flush reached that hart
+    # (the tree never sets a bit: every p2m flush goes to an empty mask)
     maintain_dirty_mask: bool = True
-    # hgatp written Bare when a vCPU leaves a hart
+    # fix: hgatp written Bare when a vCPU leaves a hart (the tree zeroes only VSATP)
     hgatp_bare_on_switch_out: bool = True
-    # vmid_flush_vcpu() when a vCPU runs on another hart than last time
+    # fix: vmid_flush_vcpu() when a vCPU runs on another hart than last time (the tree has no caller)
     vmid_flush_on_migration: bool = True
-    # alloc_heap_pages() fences every online hart when a page needs it
+    # fix: switch-in assigns the VMID before hgatp is written (the tree writes hgatp with the
+    # vCPU's previous VMID in p2m_ctxt_switch_to and fixes it in p2m_handle_vmenter)
+    vmid_before_hgatp: bool = True
+    # fix: with VMIDs off every switch-in fences the hart, as x86 SVM does (the tree does not)
+    flush_on_switch_without_vmids: bool = True
+    # alloc_heap_pages() fences every online hart when a page needs it (v5 added it; always on)
     flush_on_reuse: bool = True
-    # ... and does so before the pages are handed out and scrubbed (Xen: scrub, then flush)
+    # fix: ... and does so before the pages are scrubbed (the tree: scrub, then flush)
     flush_before_scrub: bool = True
-    # paging_alloc_page() decrements total_pages even when the freelist is empty [I]
+    # fix: populate_physmap never batches the reuse flush (the tree passes MEMF_no_tlbflush
+    # while the domain is being built and flushes once at the end of the hypercall)
+    no_build_flush_batching: bool = True
+    # fix: p2m_set_entry reads a replaced leaf's type before p2m_set_type stores the new one
+    # (the tree reads it in p2m_free_subtree, after the slot was cleared: a foreign page is never put)
+    read_replaced_type_first: bool = True
+    # fix: the idle scrubber leaves pages that still need a TLB flush for the allocation to scrub
+    # after its flush (ARM's scrub_free_pages cleans them while stale translations may remain)
+    scrub_skips_unflushed: bool = True
+    # paging_alloc_page() decrements total_pages even when the freelist is empty (the tree does)
     pool_total_underflow: bool = False
-    # p2m_get_type() panics on external types (the seed's v5)
+    # the seed's v5 as posted: p2m_get_type/p2m_set_type panic on external types ...
     ext_types_panic: bool = False
+    # ... put_page() is BUG_ON("unimplemented") (until 71fc690ee7) ...
+    put_page_unimplemented: bool = False
+    # ... and so is page_set_tlbflush_timestamp() (until 1055177445)
+    tlbflush_timestamp_unimplemented: bool = False
     # ARM style: p2m flushes go to every online hart
     broadcast_flush: bool = False
     # ARM style: one VMID per domain for its whole life (no per-hart generations)
     vmid_per_domain: bool = False
 
+    def differences(self) -> list[str]:
+        """The knobs where this profile departs from ``fixed``, as ``name=value``."""
+        base = PROFILES["fixed"]
+        return [
+            f"{f.name}={getattr(self, f.name)}"
+            for f in fields(self)
+            if f.name not in ("name", "description", "shows") and getattr(self, f.name) != getattr(base, f.name)
+        ]
+
+
+_UPSTREAM = dict(
+    maintain_dirty_mask=False,
+    hgatp_bare_on_switch_out=False,
+    vmid_flush_on_migration=False,
+    vmid_before_hgatp=False,
+    flush_on_switch_without_vmids=False,
+    flush_before_scrub=False,
+    no_build_flush_batching=False,
+    read_replaced_type_first=False,
+    scrub_skips_unflushed=False,
+    pool_total_underflow=True,
+)
 
 PROFILES: dict[str, Profile] = {
     p.name: p
     for p in (
         Profile(
             "fixed",
-            "the tree's code plus the bookkeeping it lacks (dirty mask, Bare hgatp, VMID reset on migration, "
-            "flush before scrub on reuse)",
+            "upstream plus labelled fixes: dirty_cpumask upkeep, Bare hgatp on switch-out, VMID before hgatp, "
+            "vmid_flush_vcpu on migration, a fence per switch-in without VMIDs, reuse flush before the scrub and "
+            "never batched, the replaced leaf's type read before it is overwritten",
+            "the reference: must stay silent on every workload, with speculation on",
         ),
         Profile(
-            "riscv-tree",
-            "the Xen tree today: dirty_cpumask never maintained, hgatp left loaded, no vmid_flush_vcpu",
-            maintain_dirty_mask=False,
-            hgatp_bare_on_switch_out=False,
-            vmid_flush_on_migration=False,
-            flush_before_scrub=False,
-            pool_total_underflow=True,
+            "upstream",
+            f"the Xen tree at {UPSTREAM_COMMIT[:10]}: its p2m, paging, VMID and heap code function by function; "
+            "SMP, context switch, teardown and foreign mapping are glue from ARM (stubs in the tree)",
+            "findings about the tree's own code once SMP and the ARM-style glue exist; races that need "
+            "speculation show with --speculate above 0 (on by default)",
+            **_UPSTREAM,
         ),
         Profile(
             "seed-v5",
-            "the seed patch (v5) as posted: external p2m types panic, flush on reuse unimplemented, no dirty mask",
-            maintain_dirty_mask=False,
-            hgatp_bare_on_switch_out=False,
-            vmid_flush_on_migration=False,
-            flush_on_reuse=False,
-            flush_before_scrub=False,
-            pool_total_underflow=True,
+            "the seed patch as posted (v5, 11/18): as upstream, but put_page() and page_set_tlbflush_timestamp() "
+            'are BUG_ON("unimplemented") and external p2m types panic',
+            "only what happens before the first page with an owner is freed or put: table freeing and flushing "
+            "under the p2m lock; any decrease_reservation, foreign unmap or teardown ends in a panic finding",
+            **_UPSTREAM,
             ext_types_panic=True,
+            put_page_unimplemented=True,
+            tlbflush_timestamp_unimplemented=True,
         ),
         Profile(
             "arm-broadcast",
             "ARM's approach: one VMID per domain for life, every p2m flush broadcast to all harts",
+            "a second clean baseline: must stay silent like fixed",
             maintain_dirty_mask=False,
             vmid_flush_on_migration=False,
             broadcast_flush=True,
@@ -72,3 +122,14 @@ PROFILES: dict[str, Profile] = {
         ),
     )
 }
+
+# old names: still accepted, with a one-line note
+ALIASES = {"riscv-tree": "upstream"}
+
+
+def resolve(name: str) -> tuple[str, str | None]:
+    """(profile name, deprecation note or None); the name is returned unchanged if unknown."""
+    if name in ALIASES:
+        new = ALIASES[name]
+        return new, f"profile {name!r} is now called {new!r} (pinned to {UPSTREAM_COMMIT[:10]}); using {new!r}"
+    return name, None

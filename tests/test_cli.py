@@ -140,7 +140,9 @@ def test_list_names_everything(capsys: pytest.CaptureFixture[str]) -> None:
         "teardown-under-load",
         "foreign-unmap-reuse",
         "fixed",
-        "riscv-tree",
+        "upstream",
+        "riscv-tree",  # the old name, listed as such
+        "foreign-remap",
         "no-flush-before-table-free",
         "async-remote-fence",
         "no-reuse-flush",

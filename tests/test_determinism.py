@@ -73,7 +73,7 @@ def test_random_schedules_on_the_fixed_profile_never_violate(seed: int, strategy
 
 
 def test_speculative_runs_replay_exactly() -> None:
-    cfg = Config("teardown-under-load", seed=0, profile="riscv-tree", speculate=0.11)
+    cfg = Config("teardown-under-load", seed=0, profile="upstream", speculate=0.11)
     first = run(cfg)
     assert first.stats["speculative_walks"] > 0
     again = run(cfg, decisions=first.decisions)

@@ -28,7 +28,7 @@ async def _migrate_into_another_domains_vmid(sim: Scenario) -> None:
 
 
 def test_vmid_kept_on_migration_aliases_another_vcpus_entries() -> None:
-    r = simulate(_migrate_into_another_domains_vmid, pcpus=2, profile="riscv-tree")
+    r = simulate(_migrate_into_another_domains_vmid, pcpus=2, profile="upstream")
     classes = {v.cls for v in r.violations}
     assert "vmid-alias" in classes, r.explain()
     v = next(v for v in r.violations if v.cls == "vmid-alias")

@@ -32,6 +32,7 @@ from typing import TYPE_CHECKING, Any
 
 from simulator.engine.guest import subtract
 from simulator.engine.scenario import Scenario, WorkloadError
+from simulator.riscv.pte import ROOT_PAGES
 
 if TYPE_CHECKING:
     from simulator.xen.domain import Domain
@@ -124,7 +125,7 @@ async def main(sim: Scenario) -> None:
     built: list[Domain] = []  # the domain built from the returned frames (at most one alive)
 
     async def build_domain(domid: int, nr: int) -> None:
-        d = await sim.xen.domain_create(domid, 1, upper + 3)
+        d = await sim.xen.domain_create(domid, 1, upper + 3 + ROOT_PAGES)
         await checked(sim.xen.populate_physmap, f"populate_physmap(dom{domid}, {BUILD:#x}, {nr})", d, BUILD, nr, 0)
 
     async def checked(fn: Callable[..., Awaitable[int]], label: str, *args: Any) -> None:

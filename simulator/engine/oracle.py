@@ -103,6 +103,15 @@ class Violation:
         return "\n".join(lines)
 
 
+def _covers(req: FenceRequest, e: TlbEntry) -> bool:
+    """Would this local HFENCE.GVMA have removed entry ``e``?"""
+    if req.vmid is not None and req.vmid != e.vmid:
+        return False
+    if req.gfn is None:
+        return True
+    return e.leaf and e.gfn_base <= req.gfn < e.gfn_base + (1 << (9 * e.level))
+
+
 def _hex(v: int | None) -> str:
     return "-" if v is None else f"{v:#x}"
 
@@ -132,6 +141,9 @@ class Oracle(Observer):
         self.distinct = 0
         self.warnings: list[str] = []
         self.warning_count = 0
+        # warnings by kind: freed (not reused), hand-out (reused, not yet given away), wiped (a write the
+        # scrub wiped), unwritten (the new owner stored nothing yet), zero-pte (a walk read zeros: it faults)
+        self.warning_kinds: dict[str, int] = {}
         self.stale_benign = 0
         self.frames_freed = 0
         self.frames_reused = 0
@@ -151,6 +163,8 @@ class Oracle(Observer):
         self.survivors: dict[int, tuple[int, int, int, TlbEntry | None, int]] = {}
         self.wiped = 0  # stale writes a later scrub wiped
         self.leaf_puts: dict[int, tuple[int, int | None, dict[str, Any]]] = {}  # mfn -> p2m_free_subtree.leaf
+        # (hart, vmid) -> [(step, dom, vcpu, generation)]; hart None for per-domain VMIDs (arm-broadcast)
+        self.vmid_assigns: dict[tuple[int | None, int], list[tuple[int, int, int, int]]] = {}
 
     # -- who is doing what ---------------------------------------------------------
 
@@ -252,6 +266,11 @@ class Oracle(Observer):
         elif name == "page_alloc.no_tlbflush":
             for pg in range(fields["mfn"], fields["mfn"] + (1 << fields["order"])):
                 self.no_flush_handouts[pg] = self.conductor.seq
+        elif name == "vmid.assign":
+            key = (hart if fields.get("vcpu", -1) >= 0 else None, fields["vmid"])
+            self.vmid_assigns.setdefault(key, []).append(
+                (self.conductor.seq, fields["dom"], fields["vcpu"], fields["generation"])
+            )
         elif name == "p2m_free_subtree.leaf":
             self.leaf_puts[fields["mfn"]] = (self.conductor.seq, hart, dict(fields))
         elif name == "invariant":
@@ -285,19 +304,24 @@ class Oracle(Observer):
             hart,
             mfn,
             gfn,
+            "freed",
         )
 
-    def _warn(self, key: tuple[Any, ...], text: str, strict_cls: str, hart: int, mfn: int, gfn: int) -> None:
-        """A counted warning; a violation of class ``strict_cls`` under --strict."""
+    def _warn(
+        self, key: tuple[Any, ...], text: str, strict_cls: str, hart: int, mfn: int, gfn: int, label: str
+    ) -> None:
+        """A counted warning (by kind); a violation of class ``strict_cls`` under --strict."""
         self.warning_count += 1
+        first_of_kind = label not in self.warning_kinds
+        self.warning_kinds[label] = self.warning_kinds.get(label, 0) + 1
         if key in self._seen:
             return
         self._seen.add(key)
         if self.strict:
             self._record(Violation(strict_cls, hart, self._dom(hart), gfn, mfn, self.conductor.seq, text))
             return
-        if len(self.warnings) < MAX_WARNINGS:
-            self.warnings.append(text)
+        if len(self.warnings) < MAX_WARNINGS or first_of_kind:
+            self.warnings.append(text)  # the first of each kind is always kept
         self.log.info(hart, "oracle.warning", mfn=mfn, gfn=gfn, text=text)
 
     def _last(self, mfn: int, kind: str) -> int:
@@ -325,31 +349,111 @@ class Oracle(Observer):
             self.conductor.seq,
             f"hart {hart} ({self._who(hart)}) translated gfn {gfn:#x} with an entry filled under {whose} root "
             f"mfn {entry.root_mfn:#x} and reached mfn {mfn:#x} ({self.memory.describe(mfn)}): VMID {entry.vmid} "
-            f"changed hands on this hart without a fence",
+            f"is used by two address spaces on this hart",
         )
+        how = "a speculative walk" if entry.spec else "a walk"
         v.chain = [
             (
                 entry.fill_seq,
                 hart,
                 "fill",
-                f"fill: gfn {entry.gfn_base:#x} cached for VMID {entry.vmid} under {whose} "
-                f"root mfn {entry.root_mfn:#x}",
+                f"fill: {how} cached gfn {entry.gfn_base:#x} for VMID {entry.vmid} from {whose} tables "
+                f"(root mfn {entry.root_mfn:#x})",
             ),
             (
                 self.conductor.seq,
                 hart,
                 "use",
-                f"stale use: dom{mine} (root mfn {root_mfn:#x}) runs with the same "
-                f"VMID {entry.vmid} and hits that entry",
+                f"stale use: dom{mine} (root mfn {root_mfn:#x}) runs with the same VMID {entry.vmid} and hits "
+                "that entry",
             ),
         ]
-        v.missing = (
-            "an HFENCE.GVMA for the VMID before it was given to another vCPU "
-            "(vmid_flush_vcpu on migration, or a flush when the VMID is reassigned)"
-        )
+        v.missing = self._alias_missing(v, hart, entry, other, mine)
         if self.bugs:
             v.missing += f" (bugs injected: {', '.join(self.bugs)})"
+        v.chain.sort(key=lambda c: c[0])
         self._record(v, count=False)
+
+    def _vmid_owner(self, hart: int, vmid: int, at: int) -> tuple[int, int, int, int] | None:
+        """(step, dom, vcpu, generation) of the last assignment of ``vmid`` on ``hart`` up to step ``at``."""
+        best = None
+        for key in ((hart, vmid), (None, vmid)):
+            for ev in self.vmid_assigns.get(key, ()):
+                if ev[0] <= at and (best is None or ev[0] >= best[0]):
+                    best = ev
+        return best
+
+    def _alias_missing(self, v: Violation, hart: int, entry: TlbEntry, other: int | None, mine: int | None) -> str:
+        """Why one VMID named two address spaces on this hart, from the VMID assignments and fences logged."""
+        vmid, fill = entry.vmid, entry.fill_seq
+        if vmid == 0 and not any(k[1] == 0 for k in self.vmid_assigns):
+            return (
+                f"a fence on hart {hart} when it switched from dom{other} to dom{mine}: VMIDs are off (every vCPU "
+                "runs with VMID 0), so p2m_ctxt_switch_to must flush the G-stage TLB itself, as x86 SVM does "
+                "for ASID 0"
+            )
+        at_fill = self._vmid_owner(hart, vmid, fill)
+        now = self._vmid_owner(hart, vmid, self.conductor.seq)
+        if at_fill is not None and at_fill[1] != other:
+            seq, dom, vcpu, gen = at_fill
+            v.chain.append(
+                (seq, hart, "vmid", f"VMID {vmid} on hart {hart} given to dom{dom} vcpu{vcpu} (generation {gen})")
+            )
+            elsewhere = [
+                (k[0], ev)
+                for k, evs in self.vmid_assigns.items()
+                if k[1] == vmid and k[0] not in (None, hart)
+                for ev in evs
+                if ev[1] == other and ev[0] <= fill
+            ]
+            if elsewhere:
+                h2, (s2, _d, vc2, g2) = max(elsewhere, key=lambda x: x[1][0])
+                v.chain.append(
+                    (s2, h2, "vmid", f"VMID {vmid} on hart {h2} given to dom{other} vcpu{vc2} (generation {g2})")
+                )
+                return (
+                    f"a new VMID for dom{other} vcpu{vc2} when it moved from hart {h2} to hart {hart}: it kept VMID "
+                    f"{vmid} (generation {g2} of hart {h2}), which on hart {hart} belonged to dom{dom} vcpu{vcpu} "
+                    f"since step {seq:,}; generations are per hart and all start at 1, so a vCPU that moves needs "
+                    "vmid_flush_vcpu"
+                )
+            spec = " speculatively" if entry.spec else ""
+            return (
+                f"a valid VMID for dom{other} before hgatp named its p2m: at step {fill:,} hart {hart} walked{spec} "
+                f"dom{other}'s tables under VMID {vmid}, which on this hart belonged to dom{dom} vcpu{vcpu} since step "
+                f"{seq:,}; p2m_ctxt_switch_to writes hgatp with the vCPU's previous VMID and only p2m_handle_vmenter, "
+                "at the next return to the guest, gives it a current one"
+            )
+        if now is not None and at_fill is not None and now[0] > fill:
+            seq, dom, vcpu, gen = now
+            v.chain.append(
+                (seq, hart, "vmid", f"VMID {vmid} on hart {hart} given to dom{dom} vcpu{vcpu} (generation {gen})")
+            )
+            flushed = [
+                f
+                for f in self.fences
+                if f[1] == hart and f[2] in ("taken", "local") and fill <= f[0] <= seq and _covers(f[3], entry)
+            ]
+            if not flushed:
+                if gen != at_fill[3]:
+                    return (
+                        f"the full HFENCE.GVMA of a new VMID generation: hart {hart} went from generation "
+                        f"{at_fill[3]} to {gen} and gave VMID {vmid} to dom{dom} at step {seq:,} with dom{other}'s "
+                        "entries still cached (vmid_handle_vmenter asks for the flush when it hands out VMID 1)"
+                    )
+                return (
+                    f"an HFENCE.GVMA on hart {hart} before VMID {vmid} passed from dom{other} to dom{dom} at step "
+                    f"{seq:,} (generation {gen})"
+                )
+        ctx = self.hart_ctx[hart]
+        if ctx is not None and (now is None or (now[1], now[2]) != (ctx[0], ctx[1])):
+            owner = f"dom{now[1]} vcpu{now[2]} (step {now[0]:,})" if now is not None else "nobody"
+            return (
+                f"a new VMID for dom{ctx[0]} vcpu{ctx[1]} when it came to hart {hart}: it runs here with VMID "
+                f"{vmid} from another hart, but on this hart VMID {vmid} belongs to {owner}; generations are per "
+                "hart and all start at 1, so a vCPU that moves needs vmid_flush_vcpu"
+            )
+        return f"an HFENCE.GVMA for VMID {vmid} on hart {hart} between dom{other}'s use of it and dom{mine}'s"
 
     def on_reused_use(
         self, hart: int, kind: str, entry: TlbEntry | None, mfn: int, gfn: int, write: bool, pte: int = 0
@@ -368,8 +472,8 @@ class Oracle(Observer):
         cls = self._classify(hart, mfn, reuse) if kind == "leaf" else kind
         self._record(self._explain(cls, kind, hart, entry, mfn, gfn, ghost, reuse, write), count=False)
 
-    def _harm(self, kind: str, mfn: int, write: bool, pte: int) -> str | None:
-        """None if this use of a reused frame does harm; else why it does not (the warning's text)."""
+    def _harm(self, kind: str, mfn: int, write: bool, pte: int) -> tuple[str, str] | None:
+        """None if this use of a reused frame does harm; else (warning kind, why it does not)."""
         mem = self.memory
         state = mem.state[mfn]
         now = self.memory.describe(mfn)
@@ -377,33 +481,45 @@ class Oracle(Observer):
             if mem.assigned[mfn]:
                 if write or mem.written[mfn]:
                     return None
-                return f"a stale read of mfn {mfn:#x}, now {now}, before its new owner stored anything: it reads zeros"
+                return (
+                    "unwritten",
+                    f"a stale read of mfn {mfn:#x}, now {now}, before its new owner stored anything: it reads zeros",
+                )
             if write:
                 if mem.scrubbed[mfn]:
-                    return ""  # survives: reported when the frame is given away (see on_assign)
+                    return "survives", ""  # reported when the frame is given away (see on_assign)
                 return (
+                    "wiped",
                     f"a stale write to mfn {mfn:#x}, handed out again ({now}) before any scrub: a scrub wipes it, "
-                    "and an unscrubbed frame holds its previous owner's contents anyway"
+                    "and an unscrubbed frame holds its previous owner's contents anyway",
                 )
             return (
+                "hand-out",
                 f"a stale read of mfn {mfn:#x}, handed out again ({now}) but not yet given away: it sees the old "
-                "contents or zeros"
+                "contents or zeros",
             )
         # a walk read a PTE from a reused table frame
         if state in (M.TABLE, M.METADATA) and mem.assigned[mfn]:
             if pte:
                 return None
-            return f"the walk read a zeroed PTE from mfn {mfn:#x}, now {now}: it faults (a spurious guest-page fault)"
+            return (
+                "zero-pte",
+                f"the walk read a zeroed PTE from mfn {mfn:#x}, now {now}: it faults (a spurious guest-page fault)",
+            )
         if state == M.DOMAIN and mem.assigned[mfn] and mem.written[mfn]:
             return None
         if state == M.XEN and mem.assigned[mfn]:
             return None
-        return f"the walk read mfn {mfn:#x}, now {now}, before its new owner stored anything: old PTEs or zeros"
+        return (
+            "unwritten",
+            f"the walk read mfn {mfn:#x}, now {now}, before its new owner stored anything: old PTEs or zeros",
+        )
 
     def _harmless(
-        self, hart: int, kind: str, entry: TlbEntry | None, mfn: int, gfn: int, write: bool, why: str
+        self, hart: int, kind: str, entry: TlbEntry | None, mfn: int, gfn: int, write: bool, harm: tuple[str, str]
     ) -> None:
-        if not why:  # a stale write after the scrub, into a frame not yet given away: pending
+        label, why = harm
+        if label == "survives":  # a stale write after the scrub, into a frame not yet given away: pending
             if mfn not in self.survivors:
                 self.survivors[mfn] = (self.conductor.seq, hart, gfn, entry, self._last(mfn, "scrub"))
             return
@@ -414,6 +530,7 @@ class Oracle(Observer):
             hart,
             mfn,
             gfn,
+            label,
         )
 
     def _survived(self, mfn: int, owner: int, ev: tuple[int, int, int, TlbEntry | None, int]) -> None:
@@ -633,7 +750,7 @@ class Oracle(Observer):
         chain.append((now, hart, "use", self._use_text(kind, hart, entry, mfn, gfn, write)))
         chain.sort(key=lambda c: c[0])
 
-        missing = self._missing(hart, mfn, unmap[0] if unmap else None, free_seq, reuse, kind)
+        missing = self._missing(hart, mfn, unmap[0] if unmap else None, free_seq, reuse, kind, entry)
         if self.bugs:
             missing += f" (bugs injected: {', '.join(self.bugs)})"
         headline = self._headline(cls, kind, hart, entry, mfn, gfn)
@@ -663,16 +780,37 @@ class Oracle(Observer):
             f"which was freed and is now {self.memory.describe(mfn)}"
         )
 
-    def _missing(self, hart: int, mfn: int, unmap_seq: int | None, free_seq: int | None, reuse: Any, kind: str) -> str:
+    def _missing(
+        self,
+        hart: int,
+        mfn: int,
+        unmap_seq: int | None,
+        free_seq: int | None,
+        reuse: Any,
+        kind: str,
+        entry: TlbEntry | None = None,
+    ) -> str:
         """Name the step that was missing or late, from what the machine saw."""
+        fill_seq = entry.fill_seq if entry is not None else 0
         reuse_seq = reuse[0] if reuse is not None else self.conductor.seq
         lo = unmap_seq if unmap_seq is not None else 0
         dom = self._dom(hart)
-        taken = [f for f in self.fences if f[1] == hart and f[2] in ("taken", "local") and lo <= f[0] <= reuse_seq]
-        if taken:
+        taken = [
+            f
+            for f in self.fences
+            if f[1] == hart and f[2] in ("taken", "local") and lo <= f[0] <= reuse_seq and f[0] >= fill_seq
+        ]
+        missed = [f for f in taken if entry is not None and not _covers(f[3], entry)]
+        if missed:
+            req = missed[0][3]
+            why = (
+                "an address-specific fence keeps non-leaf entries"
+                if req.gfn is not None and not entry.leaf  # type: ignore[union-attr]
+                else "it named another VMID or address"
+            )
             return (
-                f"a fence reached hart {hart} but did not cover the entry "
-                "(an address-specific fence keeps non-leaf entries)"
+                f"the fence hart {hart} took at step {missed[0][0]:,} ({req.describe()}) did not cover the entry "
+                f"({why})"
             )
         if (
             free_seq is not None

@@ -88,6 +88,19 @@ class Scenario:
         if rc:
             raise WorkloadError(f"populate_physmap(dom{d.domain_id}, gfn {gfn:#x}, {nr}) failed: {rc}")
 
+    async def squeeze(self, d: Domain, gfn: int, leave: int, on: int = 0) -> int:
+        """Populate ``d`` from ``gfn`` on until the heap holds at most ``leave`` free pages (memory
+        pressure: later allocations must take recently freed pages).  Returns the pages taken."""
+        heap = self.xen.heap
+        taken = 0
+        for order in (9, 0):
+            while heap.nr_free - (1 << order) >= leave:
+                if heap.get_free_buddy(order, 0) is None:
+                    break
+                await self.populate(d, gfn + taken, 1 << order, order=order, on=on)
+                taken += 1 << order
+        return taken
+
     def pattern(
         self, ranges: Ranges, hot: Ranges = (), hot_prob: float = 0.0, write_ratio: float = 0.25
     ) -> AccessPattern:

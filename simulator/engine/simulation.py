@@ -37,7 +37,7 @@ from simulator.riscv.observer import Observer
 from simulator.riscv.pte import MODES
 from simulator.riscv.sbi import Sbi
 from simulator.riscv.tlb import Tlb
-from simulator.xen.base import XenPanic
+from simulator.xen.base import HypercallFailed, XenPanic
 from simulator.xen.hypervisor import Xen
 from simulator.xen.profiles import ALIASES as PROFILE_ALIASES
 from simulator.xen.profiles import PROFILES
@@ -229,6 +229,7 @@ class Result:
     digest: str = ""
     schedule_path: str | None = None  # where a failing run with a log saved its schedule
     notes: list[str] = field(default_factory=list)  # one-line notes for the user (a deprecated name, ...)
+    warning_kinds: dict[str, int] = field(default_factory=dict)  # warnings by kind (see engine.oracle)
 
     @property
     def clean(self) -> bool:
@@ -455,7 +456,7 @@ async def _run(
             oracle.stopped("panic", f"Xen panicked: {eg.exceptions[0]}")
         except* KeyboardInterrupt:
             raise Interrupted(conductor.seq, config.log) from None  # the finally writes run.interrupted
-        except* (WorkloadError, ValueError) as eg:
+        except* (WorkloadError, ValueError, HypercallFailed) as eg:
             exc = eg.exceptions[0]
             ended = True
             log.error(None, "run.error", error=f"{type(exc).__name__}: {exc}")
@@ -497,6 +498,7 @@ async def _run(
             list(conductor.decisions),
             list(conductor.preemptive),
         )
+        result.warning_kinds = dict(oracle.warning_kinds)
         body = result.to_json()
         body.pop("digest")
         body["decisions"] = result.decisions

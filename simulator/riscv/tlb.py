@@ -41,6 +41,7 @@ class TlbEntry:
         "ppn",
         "reported",
         "root_mfn",
+        "spec",
         "src_idx",
         "src_mfn",
         "src_pte",
@@ -82,6 +83,7 @@ class TlbEntry:
         self.fill_seq = fill_seq
         self.path = path  # ((level, table mfn, gen), ...) as walked
         self.reported = False
+        self.spec = False  # filled by a speculative walk
         self.hot: tuple[Any, ...] = ()  # what a TLB hit reads, in one load (see Hart.run_guest)
 
     def set_source(self, table: array[int]) -> None:

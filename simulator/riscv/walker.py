@@ -55,12 +55,14 @@ async def _walk_once(hart: Hart, gfn: int, fences: int) -> TlbEntry | object | N
         via: TlbEntry | None = start
         ghost = start.ghost
         kind = "walk-through-reused-table"
+        origin = start.root_mfn  # what it fills comes from the tables that entry was read under
     else:
         if gfn > mode.max_gfn:
             return None
         level = root_level
         idx = mode.gfn_index(gfn, level)
         table = hart.root_mfn + (idx >> 9)
+        origin = hart.root_mfn
         via = None
         ghost = hart.hgatp_clock
         kind = "dangling-root"
@@ -85,10 +87,10 @@ async def _walk_once(hart: Hart, gfn: int, fences: int) -> TlbEntry | object | N
         if pte & PTE_ACCESS_MASK:
             if level > 2:
                 return None  # Xen maps at most 1G leaves
-            return _fill(hart, True, level, gfn, ppn, pte & PTE_ACCESS_MASK, pte_ghost, table, idx, pte, path)
+            return _fill(hart, True, level, gfn, ppn, pte & PTE_ACCESS_MASK, pte_ghost, table, idx, pte, path, origin)
         if level == 0:
             return None  # a table pointer at level 0 is reserved: fault
-        e = _fill(hart, False, level, gfn, ppn, 0, pte_ghost, table, idx, pte, path)
+        e = _fill(hart, False, level, gfn, ppn, 0, pte_ghost, table, idx, pte, path, origin)
         via = e
         kind = "walk-through-reused-table"
         ghost = pte_ghost
@@ -108,8 +110,10 @@ def _fill(
     idx: int,
     pte: int,
     path: list[tuple[int, int, int]],
+    origin: int,
 ) -> TlbEntry:
-    """Cache the PTE just read (leaf or non-leaf), remembering where it came from."""
+    """Cache the PTE just read (leaf or non-leaf), remembering where it came from (``origin``: the root
+    whose tables the walk read)."""
     vmid = hart.vmid
     base = gfn >> (9 * level) << (9 * level)
     e = TlbEntry(
@@ -124,10 +128,11 @@ def _fill(
         table,
         idx,
         pte,
-        hart.root_mfn,
+        origin,
         hart.conductor.seq,
         tuple(path),
     )
+    e.spec = hart.speculating
     e.set_source(hart.memory.table(table))
     hart.tlb.fill(e)
     hart.observer.on_fill(hart.id, e)

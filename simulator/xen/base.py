@@ -27,6 +27,21 @@ class XenPanic(Exception):
     """panic()/BUG_ON()/ASSERT() in the modelled code: a finding, not a p2msim crash."""
 
 
+class HypercallFailed(Exception):
+    """A hypercall the hypervisor refused or could not complete (-ENOMEM, ...): not a panic.
+
+    The workload that issued it may handle it; if it does not, the run ends
+    with a one-line workload error.
+    """
+
+    def __init__(self, rc: int, what: str) -> None:
+        super().__init__(f"{what}: {ERRNO.get(rc, rc)}")
+        self.rc = rc
+
+
+ERRNO = {-12: "-ENOMEM", -13: "-EACCES", -22: "-EINVAL", -16: "-EBUSY", -28: "-ENOSPC"}
+
+
 class XenBase:
     memory: Memory
     harts: list[Hart]

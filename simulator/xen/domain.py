@@ -23,7 +23,7 @@ from typing import TYPE_CHECKING
 
 from simulator.engine.conductor import RwLock, SpinLock
 from simulator.riscv import pte as P
-from simulator.xen.base import XenPanic
+from simulator.xen.base import HypercallFailed
 from simulator.xen.fidelity import glue, upstream
 from simulator.xen.p2m import (
     INVALID_MFN,
@@ -35,7 +35,7 @@ from simulator.xen.p2m import (
     p2m_ram_rw,
 )
 from simulator.xen.page_alloc import MEMF_no_tlbflush
-from simulator.xen.paging import PagingDomain
+from simulator.xen.paging import ENOMEM, PagingDomain
 from simulator.xen.vmid import Vmid
 
 if TYPE_CHECKING:
@@ -99,17 +99,33 @@ class DomainOps(Vmid):
         self.emit("domain_create", dom=domain_id, vcpus=nr_vcpus, pool=pool_pages)
         pg = await self.alloc_xenheap_pages(0, f"struct domain of dom{domain_id}")
         if pg is None:
-            raise XenPanic("out of memory for struct domain")
+            del self.domains[domain_id]
+            raise HypercallFailed(ENOMEM, f"domain_create(dom{domain_id}): no memory for struct domain")
         d.struct_page = pg
         # domain_p2m_set_allocation (dom0less) / XEN_DOMCTL_set_paging_mempool_size
         await self.spin_lock(d.arch_paging.lock)
         rc = await self.p2m_set_allocation(d, pool_pages, False)
         self.spin_unlock(d.arch_paging.lock)
-        if rc:
-            raise XenPanic(f"p2m_set_allocation(dom{domain_id}, {pool_pages}) failed: {rc}")
-        self.p2m_alloc_vmid(d)
+        try:
+            if rc:
+                raise HypercallFailed(rc, f"domain_create(dom{domain_id}): p2m_set_allocation({pool_pages}) failed")
+            self.p2m_alloc_vmid(d)
+        except HypercallFailed:
+            await self.domain_create_fail(d)
+            raise
         d.vcpus = [Vcpu(d, i) for i in range(nr_vcpus)]
         return d
+
+    @glue("xen/common/domain.c", "domain_create", differs="its error path: what was allocated goes back")
+    async def domain_create_fail(self, d: Domain) -> None:
+        d.is_dying = True
+        await self.p2m_teardown_allocation(d)
+        if d.p2m.root != INVALID_MFN:
+            await self.p2m_final_teardown(d)
+        else:
+            await self.free_xenheap_pages(d.struct_page, 0, f"struct domain of dom{d.domain_id}")
+        del self.domains[d.domain_id]
+        self.emit("domain_create_failed", dom=d.domain_id)
 
     @upstream("xen/common/memory.c", differs="one call per range of extents", fixes=("no_build_flush_batching",))
     async def populate_physmap(self, d: Domain, gfn: int, nr: int, order: int) -> int:
@@ -130,7 +146,8 @@ class DomainOps(Vmid):
         while done < nr:
             mfn = await self.alloc_domheap_pages(d, order, memflags)
             if mfn is None:
-                raise XenPanic(f"out of memory populating dom{d.domain_id} (gfn {gfn + done:#x})")
+                rc = ENOMEM  # the hypercall returns what it did; the caller sees -ENOMEM
+                break
             if memflags & MEMF_no_tlbflush:
                 for pg in range(mfn, mfn + (1 << order)):
                     need_tlbflush |= bool(self.heap.need_tlbflush[pg])  # accumulate_tlbflush()

@@ -14,7 +14,7 @@ from __future__ import annotations
 from typing import TYPE_CHECKING
 
 from simulator.riscv.sbi import FenceCall, FenceRequest
-from simulator.xen.base import XenPanic
+from simulator.xen.base import HypercallFailed
 from simulator.xen.fidelity import glue, model, upstream
 from simulator.xen.p2m import P2m
 
@@ -119,4 +119,8 @@ class Vmid(P2m):
                 d.vmid = vmid
                 self.emit("vmid.assign", dom=d.domain_id, vcpu=-1, vmid=vmid, generation=0)
                 return
-        raise XenPanic(f"p2m_alloc_vmid: no free VMID for dom{d.domain_id}")
+        # ARM's p2m_alloc_vmid fails and domain creation fails with it: a limit, not a panic
+        live = sum(1 for x in self.domains.values() if x.vmid and not x.destroyed)
+        raise HypercallFailed(
+            -16, f"domain_create(dom{d.domain_id}): no free VMID ({live} live domains hold all {len(used)} VMIDs)"
+        )

@@ -153,7 +153,7 @@ def test_the_same_write_before_the_background_scrub_is_wiped() -> None:
 
 
 def test_a_walk_through_a_reused_table_is_a_violation_only_once_it_holds_new_ptes() -> None:
-    oracle, mem, c = _machine()
+    oracle, mem, _c = _machine()
     mem.hand_out(0x300, M.TABLE, M.NO_OWNER, "p2m table")
     mem.assign(0x300, M.NO_OWNER)
     ghost = mem.clock

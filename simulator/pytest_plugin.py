@@ -41,6 +41,8 @@ RUN_OPTIONS = {
     "tlb_nonleaf",
     "frames",
     "mode",
+    "xen_opts",
+    "debug_build",
 }
 
 

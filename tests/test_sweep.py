@@ -156,7 +156,7 @@ def test_swarm_draw_is_a_pure_function_of_the_seed_within_its_ranges() -> None:
         "vmid_bits": 8,
         "strategy": "random",
         "pct_depth": 3,
-        "speculate": 0.109,
+        "speculate": 0.075,
     }
     for d in draws:
         assert sweep.SWARM_PCPUS[0] <= d["pcpus"] <= sweep.SWARM_PCPUS[1]
@@ -167,7 +167,7 @@ def test_swarm_draw_is_a_pure_function_of_the_seed_within_its_ranges() -> None:
         assert d["speculate"] == 0.0 or sweep.SWARM_SPECULATE[0] <= d["speculate"] <= sweep.SWARM_SPECULATE[1]
     assert {d["strategy"] for d in draws} == {"random", "pct"}
     off = sum(d["speculate"] == 0.0 for d in draws)
-    assert 100 < off < 200  # about half the seeds speculate
+    assert 40 < off < 110  # about a quarter of the seeds do not speculate
     assert len({d["pcpus"] for d in draws}) == 4 and len({d["tlb_leaf"] for d in draws}) > 50
 
 

@@ -74,7 +74,7 @@ SWARM_TLB_NONLEAF = (0, 32)
 SWARM_VMID_BITS = (2, 8)
 SWARM_PCT_DEPTH = (1, 5)
 SWARM_STRATEGIES = ("random", "pct")
-SWARM_SPECULATE = (0.05, 0.3)  # drawn half the time; otherwise speculation is off
+SWARM_SPECULATE = (0.005, 0.3)  # drawn three times in four; otherwise speculation is off
 # the run options --swarm draws, with their flags: giving one explicitly as well is a contradiction
 SWARM_OPTIONS = {
     "pcpus": "--pcpus",
@@ -108,7 +108,7 @@ def swarm_draw(seed: int) -> dict[str, Any]:
     vmid_bits = rng.randint(*SWARM_VMID_BITS)
     strategy = rng.choice(SWARM_STRATEGIES)
     pct_depth = rng.randint(*SWARM_PCT_DEPTH)
-    speculate = 0.0 if rng.random() < 0.5 else round(rng.uniform(*SWARM_SPECULATE), 3)
+    speculate = 0.0 if rng.random() < 0.25 else round(rng.uniform(*SWARM_SPECULATE), 3)
     if strategy != "pct":
         pct_depth = 3  # unused by `random`: keep the default so the replay command stays short
     return {
@@ -820,7 +820,9 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     p.add_argument("--tlb-leaf", type=_positive, default=None, help="leaf TLB entries per hart (default 64)")
     p.add_argument("--tlb-nonleaf", type=_positive, default=None, help="walk-cache entries per hart (default 16)")
     p.add_argument("--frames", type=_positive, default=16384, help="host memory in 4 KiB frames")
-    p.add_argument("--speculate", type=float, default=None, metavar="P", help="speculative walk probability")
+    p.add_argument("--speculate", type=float, default=None, metavar="P", help="speculative walk probability (0.02)")
+    p.add_argument("--xen-opt", type=_param, action="append", default=[], metavar="KEY=VALUE", help="Xen boot option")
+    p.add_argument("--debug-build", action="store_true", help="CONFIG_DEBUG: a failed ASSERT() is a panic finding")
     p.add_argument("-p", "--param", type=_param, action="append", default=[], help="workload parameter key=value")
     p.add_argument("--strict", action="store_true", help="stale use of a freed (not yet reused) frame is a violation")
     p.add_argument("--log", metavar="DIR", help="write each failing seed's log (and schedule) into DIR")
@@ -847,6 +849,8 @@ def sweep_from_args(args: argparse.Namespace) -> Sweep:
         backend=args.backend,
         strict=args.strict,
         params=tuple(args.param),
+        xen_opts=tuple(args.xen_opt),
+        debug_build=args.debug_build,
         **chosen,
     )
     return Sweep(base, args.seeds, swarm=args.swarm, log_dir=args.log)

@@ -58,7 +58,7 @@ class XenBase:
         assert cur is not None and cur.index < len(self.harts), "Xen code must run on a hart"
         return self.harts[cur.index]
 
-    @upstream("xen/include/xen/smp.h", differs="from the conductor's current actor")
+    @upstream("include/asm/current.h", differs="from the conductor's current actor")
     def smp_processor_id(self) -> int:
         return self.this_hart().id
 
@@ -76,7 +76,7 @@ class XenBase:
 
     debug_build: bool = False  # CONFIG_DEBUG: ASSERT() is checked (release builds compile it out)
 
-    @upstream("xen/include/xen/lib.h", differs="a panic finding, not a crash")
+    @upstream("xen/include/xen/bug.h", differs="a panic finding, not a crash")
     def BUG_ON(self, cond: bool, what: str) -> None:
         if cond:
             raise XenPanic(what)
@@ -87,7 +87,7 @@ class XenBase:
         d.is_crashed = True
         self.emit("domain_crash", dom=d.domain_id)
 
-    @upstream("xen/include/xen/lib.h", differs="--debug-build panics; a release build logs what went unchecked")
+    @upstream("xen/include/xen/bug.h", differs="--debug-build panics; a release build logs what went unchecked")
     def ASSERT(self, cond: bool, what: str, note: bool = True) -> None:
         """A debug build panics; a release build goes on, and (``note``) the log says what went unchecked."""
         if cond:
@@ -97,7 +97,7 @@ class XenBase:
         if note:
             self.emit("ASSERT.unchecked", what=what)
 
-    @upstream("xen/include/xen/lib.h", differs="--debug-build panics; a release build logs it")
+    @upstream("xen/include/xen/bug.h", differs="--debug-build panics; a release build logs it")
     def ASSERT_UNREACHABLE(self, where: str, **fields: Any) -> None:
         if self.debug_build:
             raise XenPanic(f"ASSERT_UNREACHABLE() in {where}")

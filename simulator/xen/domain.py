@@ -303,7 +303,8 @@ class DomainOps(Vmid):
     @glue(
         "xen/arch/arm/mm.c",
         "xenmem_add_to_physmap_one",
-        differs="an order above 0 maps a foreign superpage: the model's extension",
+        differs="XENMAPSPACE_gmfn_foreign (a BUG_ON stub in arch/riscv/mm.c); an order above 0 maps a foreign "
+        "superpage: the model's extension",
     )
     async def map_foreign(
         self, d: Domain, gfn: int, fd: Domain, fgfn: int, order: int = 0, readonly: bool = False

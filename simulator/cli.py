@@ -256,7 +256,8 @@ def render(result) -> str:  # type: ignore[no-untyped-def]
         out.append(f"CLEAN: no violation{warn}, all invariants held{done}")
     if result.warnings:
         out.append("")
-        out.append(f"WARNINGS: {result.warning_count} stale use(s) of freed, not yet reused frames (first shown):")
+        kinds = ", ".join(f"{k} {n:,}" for k, n in sorted(result.warning_kinds.items(), key=lambda kv: -kv[1]))
+        out.append(f"WARNINGS: {result.warning_count:,} stale use(s) that could do no harm ({kinds}); the first:")
         out.append(f"  {result.warnings[0]}")
     out.append("")
     if c.strategy == "uncontrolled":

@@ -10,6 +10,7 @@ import orjson
 import pytest
 
 from simulator.cli import main as cli_main
+from simulator.engine.log import LOG_SCHEMA_VERSION
 from simulator.engine.simulation import Config, run
 
 
@@ -33,7 +34,7 @@ def test_summary_names_the_run_and_its_violations(failing_log: Path, capsys: pyt
 def test_summary_json(failing_log: Path, capsys: pytest.CaptureFixture[str]) -> None:
     assert cli_main(["inspect", str(failing_log), "--json"]) == 0
     s = orjson.loads(capsys.readouterr().out)
-    assert s["schema"] == 1 and s["run"]["seed"] == 0 and s["stop"] == "done"
+    assert s["schema"] == LOG_SCHEMA_VERSION and s["run"]["seed"] == 0 and s["stop"] == "done"
     assert s["distinct_violations"] == len(s["violations"]) >= 1
     assert s["events"]["run.start"] == 1 and s["events"]["oracle.violation"] == s["distinct_violations"]
     assert s["lines"] == sum(s["events"].values())
@@ -103,7 +104,7 @@ def test_a_million_line_log_is_summarised_in_bounded_memory(tmp_path: Path) -> N
                     "seq": 0,
                     "hart": None,
                     "event": "run.start",
-                    "v": 1,
+                    "v": LOG_SCHEMA_VERSION,
                     "version": "0.1.0",
                     "config": {"workload": "synthetic", "seed": 1, "pcpus": 4},
                 }

@@ -11,6 +11,8 @@ from pathlib import Path
 import orjson
 import pytest
 
+from simulator.engine.log import LOG_SCHEMA_VERSION
+
 FOREVER = """
 async def main(sim):
     d = await sim.create_domain(1, vcpus=2, pool_pages=4)
@@ -76,7 +78,7 @@ def test_inspect_reads_an_interrupted_log(tmp_path: Path) -> None:
                 "seq": 0,
                 "hart": None,
                 "event": "run.start",
-                "v": 1,
+                "v": LOG_SCHEMA_VERSION,
                 "version": "0.1.0",
                 "config": {"workload": "w", "seed": 1, "pcpus": 2},
             }

@@ -1,7 +1,8 @@
 """foreign-unmap-reuse: dom0 drops foreign mappings while its vCPUs still read them.
 
-dom0 maps pages of dom1 as foreign (4K pages and one 2M superpage) and reads
-them from vCPUs on several harts.  dom1 is destroyed: its pages outlive it,
+dom0 maps pages of dom1 as foreign, 4K at a time as ARM maps them (``-p
+superpages=N`` adds N foreign 2M mappings: the model's extension, the only way
+to reach ``p2m_put_2m_superpage``), and reads them from vCPUs on several harts.  dom1 is destroyed: its pages outlive it,
 held by dom0's references.  Then dom0 unmaps the whole foreign range in one
 call from hart 0.  ``p2m_free_subtree`` puts every foreign page - the last
 reference, so each is freed at once - BEFORE the flush at unlock.  While that
@@ -28,7 +29,7 @@ NAME = "foreign-unmap-reuse"
 DESCRIPTION = "dom0 unmaps foreign pages of a dead dom1 while reading them; dom2 is built from the freed frames"
 PARAMS = {
     "small": 16,  # foreign 4K mappings
-    "superpages": 1,  # foreign 2M mappings
+    "superpages": 0,  # foreign 2M mappings (the model's extension; ARM maps foreign pages 4K at a time)
     "hot": 0.85,  # probability that a dom0 access reads the foreign range
     "settle": 1500,
     "reserve": 8,  # free pages left once dom9 took the rest of memory (-1: no memory pressure)

@@ -21,7 +21,7 @@ import structlog
 if TYPE_CHECKING:
     from simulator.engine.conductor import Conductor
 
-LOG_SCHEMA_VERSION = 1
+LOG_SCHEMA_VERSION = 2  # 2: frame.assign, frame.scrub, warning kinds, p2m_free_subtree.leaf
 LEVELS = {"debug": logging.DEBUG, "info": logging.INFO, "error": logging.ERROR}
 
 

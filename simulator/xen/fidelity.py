@@ -124,5 +124,24 @@ def markdown() -> str:
     return "\n".join(out)
 
 
+def write_readme(path: str) -> None:
+    """Replace the table between the README's fidelity markers with the generated one."""
+    import re
+    from pathlib import Path
+
+    readme = Path(path)
+    text = readme.read_text()
+    begin, end = "<!-- fidelity:begin -->\n", "\n<!-- fidelity:end -->"
+    new, n = re.subn(re.escape(begin) + r".*?" + re.escape(end), lambda _m: begin + markdown() + end, text, flags=re.S)
+    if n != 1:
+        raise SystemExit(f"{path}: no fidelity markers")
+    readme.write_text(new)
+
+
 if __name__ == "__main__":
-    print(markdown())
+    import sys
+
+    if sys.argv[1:2] == ["--write"]:
+        write_readme(sys.argv[2] if len(sys.argv) > 2 else "README.md")
+    else:
+        print(markdown())

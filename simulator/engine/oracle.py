@@ -163,6 +163,7 @@ class Oracle(Observer):
         self.survivors: dict[int, tuple[int, int, int, TlbEntry | None, int]] = {}
         self.wiped = 0  # stale writes a later scrub wiped
         self.leaf_puts: dict[int, tuple[int, int | None, dict[str, Any]]] = {}  # mfn -> p2m_free_subtree.leaf
+        self.hgatp_writes: dict[int, tuple[int, int, Any]] = {}  # hart -> (step, hgatp, who ran) of its last write
         # (hart, vmid) -> [(step, dom, vcpu, generation)]; hart None for per-domain VMIDs (arm-broadcast)
         self.vmid_assigns: dict[tuple[int | None, int], list[tuple[int, int, int, int]]] = {}
 
@@ -249,6 +250,7 @@ class Oracle(Observer):
             self.log.debug(hart, f"fence.{what}", id=req.id, src=req.src, dst=req.dst, vmid=req.vmid, gfn=req.gfn)
 
     def on_hgatp(self, hart: int, hgatp: int) -> None:
+        self.hgatp_writes[hart] = (self.conductor.seq, hgatp, self.hart_ctx[hart])
         if self.log.enabled:
             self.log.debug(hart, "hgatp.write", hgatp=hgatp)
 
@@ -725,7 +727,7 @@ class Oracle(Observer):
         ]
         for seq, h, what, req in fences_to_hart:
             if what == "sent":
-                state = f"taken at step {req.taken_seq:,}" if req.taken_seq >= 0 else "never taken"
+                state = f"taken at step {req.taken_seq:,}" if req.taken_seq >= 0 else "not taken yet"
                 chain.append((seq, h, "fence.sent", f"fence sent to hart {hart}: {req.describe()} ({state})"))
             elif what == "local" and h == hart:
                 chain.append((seq, h, "fence.local", f"local {req.describe()} on hart {hart}"))
@@ -793,6 +795,17 @@ class Oracle(Observer):
         """Name the step that was missing or late, from what the machine saw."""
         fill_seq = entry.fill_seq if entry is not None else 0
         reuse_seq = reuse[0] if reuse is not None else self.conductor.seq
+        if kind == "dangling-root" and hart in self.hgatp_writes:
+            seq, _hgatp, ctx = self.hgatp_writes[hart]
+            whose = f"dom{ctx[0]}'s root" if ctx is not None else "the root"
+            ran = f" when dom{ctx[0]} vcpu{ctx[1]} ran" if ctx is not None else ""
+            idle = " (the hart is idle)" if self.hart_ctx[hart] is None else ""
+            freed = f" was freed at step {free_seq:,} and" if free_seq is not None else ""
+            return (
+                f"a Bare hgatp on hart {hart} before {whose}{freed} was reused: hgatp still names it{idle}, as "
+                f"written at step {seq:,}{ran}, and a walk may start there at any time (p2m_ctxt_switch_from "
+                "zeroes VSATP only, and the idle vCPU leaves hgatp as it was)"
+            )
         lo = unmap_seq if unmap_seq is not None else 0
         dom = self._dom(hart)
         taken = [
@@ -825,7 +838,7 @@ class Oracle(Observer):
         pending = [f for f in self.fences if f[2] == "sent" and f[3].dst == hart and lo <= f[0] <= reuse_seq]
         if pending:
             seq, h, _, req = pending[0]
-            when = f"taken only at step {req.taken_seq:,}" if req.taken_seq >= 0 else "never taken"
+            when = f"taken only at step {req.taken_seq:,}" if req.taken_seq >= 0 else "not taken yet"
             if free_seq is not None and seq > free_seq:
                 return (
                     f"the frame was freed at step {free_seq:,}, before the flush that would have removed hart "

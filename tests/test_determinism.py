@@ -8,6 +8,7 @@ import orjson
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
+from simulator.engine.log import LOG_SCHEMA_VERSION
 from simulator.engine.simulation import Config, run
 
 
@@ -46,7 +47,7 @@ def test_log_schema_first_line_and_logical_time_only(tmp_path: Path) -> None:
     data, digest = _run_log(tmp_path, "a", seed=3)
     lines = [orjson.loads(x) for x in data.splitlines()]
     first, last = lines[0], lines[-1]
-    assert first["event"] == "run.start" and first["v"] == 1 and first["config"]["seed"] == 3
+    assert first["event"] == "run.start" and first["v"] == LOG_SCHEMA_VERSION and first["config"]["seed"] == 3
     assert last["event"] == "run.end" and last["digest"] == digest
     seqs = [x["seq"] for x in lines]
     assert seqs == sorted(seqs)

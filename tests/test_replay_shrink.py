@@ -16,7 +16,7 @@ from simulator.engine.simulation import Config, run
 FAILING = {
     "no-flush-before-table-free": ("teardown-under-load", 0),
     "async-remote-fence": ("teardown-under-load", 0),
-    "no-reuse-flush": ("foreign-unmap-reuse", 0),
+    "no-reuse-flush": ("foreign-unmap-reuse", 4),  # the memory-pressure retries leave ddmin more to keep on most seeds
 }
 
 

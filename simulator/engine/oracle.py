@@ -835,6 +835,30 @@ class Oracle(Observer):
                 f"no p2m_tlb_flush between the unmap (step {unmap_seq:,}) and the free (step {free_seq:,}): "
                 "the table was freed before the flush"
             )
+        if kind == "leaf" and reuse is not None:
+            # a frame put before the flush is Xen's design: the flush on reuse is the defence that counts
+            flushes = self._reuse_flushes_of(mfn, reuse[0])
+            now = self.conductor.seq
+            given = [ev[0] for ev in self.frame_hist.get(mfn, ()) if ev[2] == "assign" and ev[0] >= reuse[0]]
+            late = [
+                f
+                for f in self.fences
+                if flushes
+                and f[2] == "sent"
+                and f[3].dst == hart
+                and f[0] >= flushes[0][0]
+                and not 0 <= f[3].taken_seq <= now
+            ]
+            if late and given and given[0] < now:
+                seq, h, _, req = late[0]
+                return (
+                    f"the flush on reuse: hart {h}'s fence to hart {hart} (sent at step {seq:,}) was not taken before "
+                    f"mfn {mfn:#x} went to its new owner at step {given[0]:,}: the sender went on without waiting for "
+                    "the acknowledgement"
+                )
+            text = self._reuse_flush_text(hart, mfn, reuse[0])
+            if text:
+                return text
         pending = [f for f in self.fences if f[2] == "sent" and f[3].dst == hart and lo <= f[0] <= reuse_seq]
         if pending:
             seq, h, _, req = pending[0]
@@ -848,10 +872,6 @@ class Oracle(Observer):
                 f"the fence hart {h} sent to hart {hart} at step {seq:,} was {when}, after the frame was "
                 f"reused at step {reuse_seq:,}: the sender went on without waiting for the acknowledgement"
             )
-        if kind == "leaf" and reuse is not None:
-            text = self._reuse_flush_text(hart, mfn, reuse[0])
-            if text:
-                return text
         missed = [f for f in self.flushes if lo <= f[0] <= reuse_seq and hart not in f[3] and f[2] == dom]
         if missed:
             seq, _h, _dom, mask = missed[0]

@@ -98,12 +98,18 @@ def test_a_stale_write_before_the_scrub_is_wiped() -> None:
     assert oracle.violation_count == 0 and oracle.warning_count == 1
 
 
-def test_once_the_new_owner_has_it_reads_of_its_data_and_any_write_are_violations() -> None:
+def _given_to_dom2() -> tuple[Oracle, M.Memory, TlbEntry]:
+    """dom1's stale translation, and its frame scrubbed and given to dom2."""
     oracle, mem, c = _machine()
     e = _translation(mem, c, 0x100)
     _reuse(mem, c, 0x100)
     mem.clear_page(0x100, "scrubbed for dom2 RAM")
     mem.assign(0x100, 2)
+    return oracle, mem, e
+
+
+def test_once_the_new_owner_has_it_reads_of_its_data_and_any_write_are_violations() -> None:
+    oracle, mem, e = _given_to_dom2()
     oracle.on_reused_use(0, "leaf", e, 0x100, GFN, False)  # dom2 stored nothing yet: zeros
     assert oracle.violation_count == 0 and "before its new owner stored anything" in oracle.warnings[-1]
     mem.written[0x100] = 1  # dom2 writes its data
@@ -112,11 +118,7 @@ def test_once_the_new_owner_has_it_reads_of_its_data_and_any_write_are_violation
 
 
 def test_a_write_to_a_new_owners_frame_is_a_violation_at_once() -> None:
-    oracle, mem, c = _machine()
-    e = _translation(mem, c, 0x100)
-    _reuse(mem, c, 0x100)
-    mem.clear_page(0x100, "scrubbed for dom2 RAM")
-    mem.assign(0x100, 2)
+    oracle, _mem, e = _given_to_dom2()
     oracle.on_reused_use(0, "leaf", e, 0x100, GFN, True)
     assert oracle.violation_count == 1
 

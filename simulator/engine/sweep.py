@@ -829,6 +829,16 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     p.add_argument("--backend", default="trio", help="trio or asyncio")
 
 
+def _resolved_profile(name: str) -> str:
+    """An old profile name runs under its new one, with the one-line note `p2msim run` prints."""
+    from simulator.xen.profiles import resolve
+
+    new, note = resolve(name)
+    if note:
+        print(f"p2msim: note: {note}", file=sys.stderr)
+    return new
+
+
 def sweep_from_args(args: argparse.Namespace) -> Sweep:
     """The Sweep the options describe.  Raises ConfigError when --swarm meets an option it draws."""
     from simulator.engine.simulation import DEFAULTS, Config, ConfigError
@@ -841,7 +851,7 @@ def sweep_from_args(args: argparse.Namespace) -> Sweep:
     chosen = {name: getattr(DEFAULTS, name) if value is None else value for name, value in drawn.items()}
     base = Config(
         workload=args.workload,
-        profile=args.profile,
+        profile=_resolved_profile(args.profile),
         bugs=tuple(args.bug),
         steps=args.steps,
         mode=args.mode,

@@ -2,16 +2,17 @@
 
 dom0 maps pages of dom1 as foreign, 4K at a time as ARM maps them (``-p
 superpages=N`` adds N foreign 2M mappings: the model's extension, the only way
-to reach ``p2m_put_2m_superpage``), and reads them from vCPUs on several harts.  dom1 is destroyed: its pages outlive it,
-held by dom0's references.  Then dom0 unmaps the whole foreign range in one
-call from hart 0.  ``p2m_free_subtree`` puts every foreign page - the last
-reference, so each is freed at once - BEFORE the flush at unlock.  While that
-runs, another of dom0's vCPUs creates dom2 (the toolstack at work).  The host
-is short of memory (dom9 holds all but ``reserve`` free pages), so dom2's
-allocations must take the pages just freed - dirty ones, since their owner
-died, which the heap hands out only when no clean page is left.  Only the
-flush on reuse stands between dom0's stale translations and dom2's memory;
-this is the claim in the comment of ``p2m_put_foreign_page``.
+to reach ``p2m_put_2m_superpage``), and reads them from vCPUs on several
+harts. dom1 is destroyed: its pages outlive it, held by dom0's references.
+Then dom0 unmaps the whole foreign range in one call from hart 0.
+``p2m_free_subtree`` puts every foreign page - the last reference, so each is
+freed at once - BEFORE the flush at unlock. While that runs, another of dom0's
+vCPUs creates dom2 (the toolstack at work). The host is short of memory (dom9
+holds all but ``reserve`` free pages), so dom2's allocations must take the
+pages just freed - dirty ones, since their owner died, which the heap hands
+out only when no clean page is left. Only the flush on reuse stands between
+dom0's stale translations and dom2's memory; this is the claim in the comment
+of ``p2m_put_foreign_page``.
 """
 
 from __future__ import annotations

@@ -48,8 +48,8 @@ async def main(sim: Scenario) -> None:
     if chunks < 2 or not 1 <= dense <= CHUNK:
         raise WorkloadError("teardown-under-load needs chunks >= 2 and 1 <= dense <= 512")
 
-    # dom1: root + one level-1 table + one level-0 table per 4K chunk
-    tables = 1 + (chunks + 1) // 2
+    # dom1: one table per level between the root and level 0 (one in Sv39x4) + a level-0 table per 4K chunk
+    tables = sim.xen.gstage_mode.root_level - 1 + (chunks + 1) // 2
     d1 = await sim.create_domain(1, vcpus=n - 1, pool_pages=tables + p["pool_slack"])
     mapped: list[tuple[int, int]] = []
     for c in range(chunks):

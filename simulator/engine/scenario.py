@@ -14,6 +14,7 @@ from typing import TYPE_CHECKING, Any
 
 from simulator.engine.guest import AccessPattern, Ranges
 from simulator.riscv.hart import Job
+from simulator.xen.base import ERRNO
 
 if TYPE_CHECKING:
     from simulator.engine.conductor import Actor, Conductor
@@ -86,7 +87,8 @@ class Scenario:
             on, f"populate_physmap(dom{d.domain_id}, {gfn:#x}, {nr})", self.xen.populate_physmap, d, gfn, nr, order
         )
         if rc:
-            raise WorkloadError(f"populate_physmap(dom{d.domain_id}, gfn {gfn:#x}, {nr}) failed: {rc}")
+            why = f"{rc} page(s) left unmapped (p2m pool exhausted?)" if rc > 0 else ERRNO.get(rc, str(rc))
+            raise WorkloadError(f"populate_physmap(dom{d.domain_id}, gfn {gfn:#x}, {nr}) failed: {why}")
 
     async def squeeze(self, d: Domain, gfn: int, leave: int, on: int = 0) -> int:
         """Populate ``d`` from ``gfn`` on until the heap holds at most ``leave`` free pages (memory

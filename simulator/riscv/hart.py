@@ -287,16 +287,18 @@ class Hart:
                 if e is None:
                     miss = gfn
                     break
-                delta, ghost, src, idx, pte, eroot, writable = e.hot
+                delta, ghost, src, idx, pte, eroot, wstate = e.hot
                 mfn = gfn + delta
                 if stamp[mfn] > ghost or src[idx] != pte or eroot != root:
                     c.seq = seq + done - prepaid
                     self._use_slow(e, gfn, mfn, code & 1)
-                elif code & 1:
-                    if not writable:
+                elif code & 1 and wstate != 2:
+                    if not wstate:
                         self.faults += 1
-                    elif not written[mfn]:
+                    else:
                         written[mfn] = 1  # the frame now holds its owner's data
+                        if not e.level:
+                            e.written_through()
             if not prepaid:
                 c.seq = seq + done
                 c.run_left -= done

@@ -89,7 +89,12 @@ class TlbEntry:
     def set_source(self, table: array[int]) -> None:
         """Remember the source table's contents, and pack the hot-path fields."""
         self.src_table = table
-        self.hot = (self.delta, self.ghost, table, self.src_idx, self.src_pte, self.root_mfn, self.perms & PTE_W)
+        # the last field: 0 read-only, 1 writable, 2 a 4K entry whose frame a write already marked
+        self.hot = (self.delta, self.ghost, table, self.src_idx, self.src_pte, self.root_mfn, self.perms & PTE_W and 1)
+
+    def written_through(self) -> None:
+        """A write went through this 4K entry: later writes need not mark its frame again."""
+        self.hot = (*self.hot[:6], 2)
 
 
 def tlb_key(vmid: int, level: int, gfn: int) -> int:

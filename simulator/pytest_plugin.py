@@ -107,6 +107,8 @@ def pytest_runtest_call(item: pytest.Item) -> Iterator[None]:
     expect = mark.kwargs.get("expect", "clean")
     if expect == "clean" and result.violations:
         pytest.fail(f"p2msim found a violation\n\n{result.explain()}", pytrace=False)
+    if expect == "clean" and result.verdict == "incomplete":
+        pytest.fail(f"p2msim could not finish the run: {result.explain()}", pytrace=False)
     if expect == "violation" and not result.violations:
         pytest.fail(f"p2msim expected a violation and found none: {result.replay_command}", pytrace=False)
 

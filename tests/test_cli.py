@@ -20,6 +20,7 @@ JSON_KEYS = {
     "steps",
     "stats",
     "warnings",
+    "verdict",
     "violations",
     "violation_count",
     "stop",

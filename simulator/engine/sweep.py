@@ -63,7 +63,7 @@ import orjson
 if TYPE_CHECKING:
     from simulator.engine.simulation import Config
 
-EXIT_CLEAN, EXIT_VIOLATION, EXIT_BAD_INPUT, EXIT_INTERRUPTED = 0, 1, 2, 130
+EXIT_CLEAN, EXIT_VIOLATION, EXIT_BAD_INPUT, EXIT_INCOMPLETE, EXIT_INTERRUPTED = 0, 1, 2, 3, 130
 REPLAYS_SHOWN = 10  # failing seeds whose replay command the human summary prints
 
 # --swarm: inclusive ranges drawn per seed.  Every built-in workload needs at most 3 harts, so drawing
@@ -163,7 +163,8 @@ def log_name(workload: str, seed: int) -> str:
 
 @dataclass
 class SeedResult:
-    """One seed's outcome, as written to --out.  ``verdict``: clean, violation, crashed or error."""
+    """One seed's outcome, as written to --out.  ``verdict``: clean, violation, incomplete (the step
+    budget ended the run: not clean), crashed or error."""
 
     seed: int
     verdict: str
@@ -273,7 +274,7 @@ def run_seed(task: Task) -> SeedResult:
     except Exception as exc:  # p2msim itself failed on this seed: report it, keep sweeping
         return outcome("crashed", error=f"{type(exc).__name__}: {exc}")
     return outcome(
-        "violation" if result.violations else "clean",
+        result.verdict,
         classes=sorted({v.cls for v in result.violations}),
         violations=result.violation_count,
         first_violation_seq=min((v.seq for v in result.violations), default=None),
@@ -465,7 +466,9 @@ class Summary:
     def exit_code(self) -> int:
         if self.interrupted:
             return EXIT_INTERRUPTED
-        return EXIT_VIOLATION if self.failing or self.crashed else EXIT_CLEAN
+        if self.failing or self.crashed:
+            return EXIT_VIOLATION
+        return EXIT_INCOMPLETE if self.budget_hits else EXIT_CLEAN
 
     def to_json(self) -> dict[str, Any]:
         c = self.sweep.base
@@ -512,7 +515,8 @@ class Summary:
         classes = ", ".join(f"{k} {v}" for k, v in self.classes.items())
         first = f"   first: {self.first_failing}   classes: {classes}" if self.failing else ""
         out.append(f"failing seeds: {len(self.failing):,} ({100 * len(self.failing) / runs:.1f}%){first}")
-        out.append(f"hit step budget: {self.budget_hits:,} ({100 * self.budget_hits / runs:.1f}%)")
+        incomplete = " (INCOMPLETE: not clean; give --steps more)" if self.budget_hits else ""
+        out.append(f"hit step budget: {self.budget_hits:,} ({100 * self.budget_hits / runs:.1f}%){incomplete}")
         if self.crashed:
             out.append(f"CRASHED seeds: {len(self.crashed):,}: {', '.join(str(s) for s in sorted(self.crashed))}")
             for s, err in sorted(self.crashed.items())[:REPLAYS_SHOWN]:
@@ -814,7 +818,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     p.add_argument("--pcpus", type=_positive, default=None, help="harts (default 4)")
     p.add_argument("--profile", default="fixed", help="which version of Xen's bookkeeping runs")
     p.add_argument("--bug", action="append", default=[], help="inject a catalogued bug (repeatable)")
-    p.add_argument("--steps", type=_positive, default=400_000, help="step budget per run")
+    p.add_argument("--steps", type=_positive, default=0, help="step budget per run (default: 12,500 x harts squared)")
     p.add_argument("--mode", default="sv39x4", help="G-stage mode: sv39x4, sv48x4 or sv57x4")
     p.add_argument("--vmid-bits", type=_positive, default=None, help="(default 7)")
     p.add_argument("--tlb-leaf", type=_positive, default=None, help="leaf TLB entries per hart (default 64)")

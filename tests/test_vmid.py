@@ -71,4 +71,4 @@ def test_rollover_starts_a_new_generation_with_a_local_flush(tmp_path: Path) -> 
         i = events.index(e)
         later = [x for x in events[i + 1 :] if x["hart"] == e["hart"] and x["event"] in ("fence.local", "tlb.fill")]
         assert later and later[0]["event"] == "fence.local", later[:1]
-        assert later[0]["vmid"] is None and later[0]["gfn"] is None
+        assert later[0]["vmid"] is None and later[0]["gfns"] is None

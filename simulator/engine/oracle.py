@@ -107,9 +107,9 @@ def _covers(req: FenceRequest, e: TlbEntry) -> bool:
     """Would this local HFENCE.GVMA have removed entry ``e``?"""
     if req.vmid is not None and req.vmid != e.vmid:
         return False
-    if req.gfn is None:
+    if req.gfns is None:
         return True
-    return e.leaf and e.gfn_base <= req.gfn < e.gfn_base + (1 << (9 * e.level))
+    return e.leaf and any(e.gfn_base <= g < e.gfn_base + (1 << (9 * e.level)) for g in req.gfns)
 
 
 def _hex(v: int | None) -> str:
@@ -163,6 +163,9 @@ class Oracle(Observer):
         self.survivors: dict[int, tuple[int, int, int, TlbEntry | None, int]] = {}
         self.wiped = 0  # stale writes a later scrub wiped
         self.leaf_puts: dict[int, tuple[int, int | None, dict[str, Any]]] = {}  # mfn -> p2m_free_subtree.leaf
+        self.last_switch_out: dict[tuple[int, int], int] = {}  # (hart, dom) -> step its vCPU last left
+        self.flush_dirty: dict[int, list[int]] = {}  # p2m_tlb_flush step -> d->dirty_cpumask then
+        self.sbi_errors: list[tuple[int, int, int, str]] = []  # (step, hart, SBI error, printk) of failed ecalls
         self.hgatp_writes: dict[int, tuple[int, int, Any]] = {}  # hart -> (step, hgatp, who ran) of its last write
         # (hart, vmid) -> [(step, dom, vcpu, generation)]; hart None for per-domain VMIDs (arm-broadcast)
         self.vmid_assigns: dict[tuple[int | None, int], list[tuple[int, int, int, int]]] = {}
@@ -247,7 +250,8 @@ class Oracle(Observer):
     def on_fence(self, hart: int, what: str, req: FenceRequest) -> None:
         self.fences.append((self.conductor.seq, hart, what, req))
         if self.log.enabled:
-            self.log.debug(hart, f"fence.{what}", id=req.id, src=req.src, dst=req.dst, vmid=req.vmid, gfn=req.gfn)
+            gfns = None if req.gfns is None else list(req.gfns)
+            self.log.debug(hart, f"fence.{what}", id=req.id, src=req.src, dst=req.dst, vmid=req.vmid, gfns=gfns)
 
     def on_hgatp(self, hart: int, hgatp: int) -> None:
         self.hgatp_writes[hart] = (self.conductor.seq, hgatp, self.hart_ctx[hart])
@@ -259,8 +263,13 @@ class Oracle(Observer):
             self.hart_ctx[hart] = (fields["dom"], fields["vcpu"], fields["vmid"])
         elif name == "switch_out":
             self.hart_ctx[hart] = None
+            self.last_switch_out[(hart, fields["dom"])] = self.conductor.seq
         elif name == "p2m_tlb_flush":
             self.flushes.append((self.conductor.seq, hart, fields["dom"], list(fields["mask"])))
+            if "dirty" in fields:
+                self.flush_dirty[self.conductor.seq] = list(fields["dirty"])
+        elif name == "printk" and "rc" in fields:
+            self.sbi_errors.append((self.conductor.seq, hart, fields["rc"], fields["text"]))
         elif name == "p2m_alloc_root_table":
             self.roots[fields["mfn"]] = fields["dom"]
         elif name == "page_alloc.reuse_flush":
@@ -745,6 +754,12 @@ class Oracle(Observer):
                         f"p2m_tlb_flush(dom{dom}) fences harts {mask or 'none (empty mask)'}: not hart {hart}",
                     )
                 )
+            elif start <= seq <= reuse_seq:
+                err = next((e for e in self.sbi_errors if e[1] == h and seq <= e[0] <= seq + 2 * len(mask) + 2), None)
+                if err is not None:
+                    chain.append(
+                        (err[0], h, "flush", f"p2m_tlb_flush(dom{dom}) names hart {hart}, but {err[3]}; Xen goes on")
+                    )
         if reuse is not None:
             chain.append(
                 (reuse[0], reuse[1], "reuse", f"reuse: mfn {mfn:#x} handed out again: {reuse[4]} (gen {reuse[5]})")
@@ -818,7 +833,7 @@ class Oracle(Observer):
             req = missed[0][3]
             why = (
                 "an address-specific fence keeps non-leaf entries"
-                if req.gfn is not None and not entry.leaf  # type: ignore[union-attr]
+                if req.gfns is not None and not entry.leaf  # type: ignore[union-attr]
                 else "it named another VMID or address"
             )
             return (
@@ -872,14 +887,46 @@ class Oracle(Observer):
                 f"the fence hart {h} sent to hart {hart} at step {seq:,} was {when}, after the frame was "
                 f"reused at step {reuse_seq:,}: the sender went on without waiting for the acknowledgement"
             )
+        failed = self._failed_flush(hart, lo, reuse_seq, dom)
+        if failed:
+            return failed
         missed = [f for f in self.flushes if lo <= f[0] <= reuse_seq and hart not in f[3] and f[2] == dom]
         if missed:
             seq, _h, _dom, mask = missed[0]
+            dirty = self.flush_dirty.get(seq)
+            if dirty is not None and hart in dirty:
+                return (
+                    f"p2m_tlb_flush at step {seq:,} fenced harts {mask} only, not d->dirty_cpumask {dirty}: hart "
+                    f"{hart}, which held the entry, was in the dirty mask and left out of the flush"
+                )
+            why = "empty" if not dirty else f"{dirty}"
+            left = self.last_switch_out.get((hart, dom), -1)
+            since = (
+                f" (its vCPU of dom{dom} left the hart at step {left:,}; the hart still cached the domain's entries)"
+                if 0 <= left <= seq
+                else ""
+            )
             return (
-                f"p2m_tlb_flush at step {seq:,} fenced harts {mask or '(none: empty dirty_cpumask)'} but not "
-                f"hart {hart}, which still held the entry (dirty_cpumask missed it)"
+                f"hart {hart} in d->dirty_cpumask: p2m_tlb_flush at step {seq:,} fences the dirty mask ({why}), and "
+                f"hart {hart}, which still held the entry, had no bit in it{since}"
             )
         return f"no fence reached hart {hart} between the unmap and the reuse"
+
+    def _failed_flush(self, hart: int, lo: int, hi: int, dom: int | None) -> str:
+        """A flush that named the hart but never reached it, because an SBI call failed and Xen went on."""
+        for seq, h, d, mask in self.flushes:
+            if not lo <= seq <= hi or hart not in mask or d != dom:
+                continue
+            errors = [e for e in self.sbi_errors if e[1] == h and seq <= e[0] <= hi]
+            reached = [f for f in self.fences if f[3].dst == hart and f[0] >= seq and f[2] in ("sent", "local")]
+            if errors and not (reached and reached[0][0] <= errors[0][0] + 1):
+                eseq, _eh, rc, text = errors[0]
+                return (
+                    f"the fence p2m_tlb_flush at step {seq:,} owed hart {hart}: "
+                    f"{text or f'the SBI call failed ({rc})'}; sbi_rfence_v02 stops at a failed window, and "
+                    f"p2m_tlb_flush ignores the error (step {eseq:,})"
+                )
+        return ""
 
     def _reuse_flushes_of(self, mfn: int, since: int) -> list[tuple[int, int | None, int, int]]:
         return [f for f in self.reuse_flushes if f[0] >= since and f[2] <= mfn < f[2] + (1 << f[3])]

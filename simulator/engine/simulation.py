@@ -116,6 +116,7 @@ class Config:
         return hashlib.blake2b(orjson.dumps(self.identity(), option=orjson.OPT_SORT_KEYS), digest_size=8).hexdigest()
 
 
+MAX_HARTS = 1024  # hart IDs beyond 64 take several SBI hart-mask windows
 STEPS_PER_HART2 = 12_500
 MIN_STEPS = 400_000
 DEFAULTS = Config(workload="")
@@ -195,8 +196,8 @@ def validate(config: Config, bugs: bool = True) -> None:
             raise ConfigError(f"unknown bug {b!r} (see `p2msim list`; a workload file may register its own)")
     if config.mode not in MODES:
         raise ConfigError(f"unknown G-stage mode {config.mode!r} (choose from {', '.join(MODES)})")
-    if not 1 <= config.pcpus <= 64:
-        raise ConfigError(f"--pcpus must be between 1 and 64, not {config.pcpus}")
+    if not 1 <= config.pcpus <= MAX_HARTS:
+        raise ConfigError(f"--pcpus must be between 1 and {MAX_HARTS}, not {config.pcpus}")
     if not 0 <= config.vmid_bits <= 14:
         raise ConfigError(
             f"VMID bits must be between 0 and 14 (hgatp.VMID is 14 bits; 0 or 1 turns VMIDs off), "

@@ -74,6 +74,7 @@ class Hart:
         self.observer = observer
         self.sbi: Sbi | None = None
         self.online = True
+        self.hsm_state = "started"  # SBI HSM: started, stopped, suspended (see Sbi.interruptible)
         self.stopping = False
         self.jobs: deque[Job] = deque()
         self.current_job: Job | None = None
@@ -168,7 +169,7 @@ class Hart:
         self._due.popleft()
         self.pending -= 1
         req.taken_seq = self.conductor.seq
-        self.tlb.hfence_gvma(req.vmid, req.gfn)
+        self._hfence(req)
         self.fences_taken += 1
         self.observer.on_fence(self.id, "taken", req)
         assert self.sbi is not None
@@ -180,8 +181,16 @@ class Hart:
     def local_hfence(self, req: FenceRequest) -> None:
         """HFENCE.GVMA on this hart, inline (the caller's own hart, or a VMID rollover)."""
         req.taken_seq = req.acked_seq = self.conductor.seq
-        self.tlb.hfence_gvma(req.vmid, req.gfn)
+        self._hfence(req)
         self.observer.on_fence(self.id, "local", req)
+
+    def _hfence(self, req: FenceRequest) -> None:
+        """OpenSBI's local handler: one HFENCE.GVMA for everything, or one per page of the range."""
+        if req.gfns is None:
+            self.tlb.hfence_gvma(req.vmid, None)
+        else:
+            for gfn in req.gfns:
+                self.tlb.hfence_gvma(req.vmid, gfn)
 
     def write_hgatp(self, value: int) -> None:
         """csr_write(CSR_HGATP): no fence, no ordering; the TLB keeps its entries."""

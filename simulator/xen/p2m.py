@@ -161,11 +161,12 @@ class P2m(Paging):
         # model addition (fixed profile): harts not running d now and not since
         # may leave the mask once this synchronous flush has reached them
         idle = {cpu: d.switch_ins[cpu] for cpu in mask if cpu not in d.running_on}
-        self.emit("p2m_tlb_flush", dom=d.domain_id, mask=mask)
-        rc = await self.sbi.sbi_remote_hfence_gvma(self.this_hart(), mask, 0, 0)
+        dirty = [i for i, bit in enumerate(d.dirty_cpumask) if bit]
+        self.emit("p2m_tlb_flush", dom=d.domain_id, mask=mask, dirty=dirty)
+        rc = await self.sbi_remote_hfence_gvma(mask, 0, 0)
         if rc:
-            self.emit("sbi.error_ignored", where="p2m_tlb_flush", dom=d.domain_id, rc=rc)  # ignored in the C too
-        if self.profile.maintain_dirty_mask:
+            self.emit("sbi.error_ignored", where="p2m_tlb_flush", dom=d.domain_id, rc=rc, mask=mask)  # as in the C
+        if self.profile.maintain_dirty_mask and not rc:  # a failed call may not have reached them
             for cpu, ins in idle.items():
                 if d.switch_ins[cpu] == ins and cpu not in d.running_on:
                     d.dirty_cpumask[cpu] = False

@@ -25,8 +25,8 @@ from __future__ import annotations
 from array import array
 
 from simulator.riscv import memory as M
-from simulator.xen.base import XenBase
 from simulator.xen.fidelity import glue, model, upstream
+from simulator.xen.sbi import SbiCalls
 
 MAX_ORDER = 18  # a 1G extent
 MEMF_no_tlbflush = 1 << 0
@@ -154,7 +154,7 @@ class Heap:
         return self.nr_dirty > len(self.deferred)
 
 
-class PageAlloc(XenBase):
+class PageAlloc(SbiCalls):
     heap: Heap
 
     @upstream("xen/common/page_alloc.c", "init_heap_pages", differs="boot memory starts scrubbed (bootscrub=on)")
@@ -235,9 +235,9 @@ class PageAlloc(XenBase):
 
     @upstream("include/asm/flushtlb.h")
     async def arch_flush_tlb_mask(self, mask: list[int]) -> None:
-        rc = await self.sbi.sbi_remote_hfence_gvma(self.this_hart(), mask, 0, 0)
+        rc = await self.sbi_remote_hfence_gvma(mask, 0, 0)
         if rc:
-            self.emit("sbi.error_ignored", where="arch_flush_tlb_mask", rc=rc)
+            self.emit("sbi.error_ignored", where="arch_flush_tlb_mask", rc=rc, mask=mask)  # void in the C
 
     @upstream("include/asm/flushtlb.h")
     def page_set_tlbflush_timestamp(self, pg: int) -> None:

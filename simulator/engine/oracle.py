@@ -163,6 +163,7 @@ class Oracle(Observer):
         self.survivors: dict[int, tuple[int, int, int, TlbEntry | None, int]] = {}
         self.wiped = 0  # stale writes a later scrub wiped
         self.leaf_puts: dict[int, tuple[int, int | None, dict[str, Any]]] = {}  # mfn -> p2m_free_subtree.leaf
+        self.cpu_events: dict[int, list[tuple[int, str]]] = {}  # hart -> [(step, "down" | "up")]
         self.last_switch_out: dict[tuple[int, int], int] = {}  # (hart, dom) -> step its vCPU last left
         self.flush_dirty: dict[int, list[int]] = {}  # p2m_tlb_flush step -> d->dirty_cpumask then
         self.sbi_errors: list[tuple[int, int, int, str]] = []  # (step, hart, SBI error, printk) of failed ecalls
@@ -277,6 +278,8 @@ class Oracle(Observer):
         elif name == "page_alloc.no_tlbflush":
             for pg in range(fields["mfn"], fields["mfn"] + (1 << fields["order"])):
                 self.no_flush_handouts[pg] = self.conductor.seq
+        elif name in ("hsm.stop", "hsm.started"):  # the machine's own word, whatever Xen's code did
+            self.cpu_events.setdefault(hart, []).append((self.conductor.seq, "down" if name == "hsm.stop" else "up"))
         elif name == "vmid.assign":
             key = (hart if fields.get("vcpu", -1) >= 0 else None, fields["vmid"])
             self.vmid_assigns.setdefault(key, []).append(
@@ -810,6 +813,15 @@ class Oracle(Observer):
         """Name the step that was missing or late, from what the machine saw."""
         fill_seq = entry.fill_seq if entry is not None else 0
         reuse_seq = reuse[0] if reuse is not None else self.conductor.seq
+        downs = [ev for ev in self.cpu_events.get(hart, ()) if ev[0] >= fill_seq]
+        if any(k == "down" for _, k in downs) and any(k == "up" for _, k in downs):
+            down = next(sq for sq, k in downs if k == "down")
+            up = next(sq for sq, k in downs if k == "up" and sq > down)
+            return (
+                f"a full HFENCE.GVMA on hart {hart} when it came back up at step {up:,} (start_secondary): it was "
+                f"stopped at step {down:,}, fences skip a stopped hart, and nothing promises what a stopped hart's "
+                "TLB still holds"
+            )
         if kind == "dangling-root" and hart in self.hgatp_writes:
             seq, _hgatp, ctx = self.hgatp_writes[hart]
             whose = f"dom{ctx[0]}'s root" if ctx is not None else "the root"

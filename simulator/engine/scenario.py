@@ -51,6 +51,8 @@ class Scenario:
     def start(self, hart: int, label: str, fn: Callable[..., Awaitable[Any]], *args: Any) -> Job:
         if not 0 <= hart < self.nr_harts:
             raise WorkloadError(f"no hart {hart}: this run has {self.nr_harts} (use --pcpus)")
+        if self.xen.harts[hart].hsm_state == "stopped":
+            raise WorkloadError(f"hart {hart} is stopped: sim.hart_start({hart}) first")
 
         async def body() -> Any:
             return await fn(*args)
@@ -124,6 +126,25 @@ class Scenario:
         for v in d.vcpus:
             if v.processor is not None:
                 await self.deschedule(v.processor)
+
+    # -- harts (SBI HSM) ----------------------------------------------------------------
+
+    async def hart_stop(self, hart: int) -> None:
+        """The hart leaves Xen's cpu_online_map and stops (its vCPU, if any, is descheduled first)."""
+        if self.xen.curr_vcpu[hart] is not None:
+            await self.deschedule(hart)
+        await self.on(hart, f"cpu_down({hart})", self.xen.cpu_down, hart)
+
+    async def hart_start(self, hart: int, on: int = 0) -> None:
+        """Hart ``on`` starts the stopped ``hart`` (sbi_hart_start); it enters Xen at start_secondary."""
+        await self.on(on, f"cpu_up({hart})", self.xen.cpu_up, hart)
+        await self.conductor.block(self.actor, lambda: self.xen.harts[hart].online, f"hart {hart} to come up")
+
+    async def hart_suspend(self, hart: int) -> None:
+        """A retentive suspend: the idle hart sleeps until an interrupt (a remote fence's IPI wakes it)."""
+        if self.xen.curr_vcpu[hart] is not None:
+            await self.deschedule(hart)
+        await self.on(hart, f"hart_suspend({hart})", self.xen.sbi.hart_suspend, self.xen.harts[hart])
 
     async def destroy(self, d: Domain, on: int = 0) -> None:
         await self.pause(d)

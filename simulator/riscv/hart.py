@@ -84,6 +84,7 @@ class Hart:
         self.vmenter: Callable[[], Awaitable[None]] | None = None
         self.idle_work: Callable[[], Awaitable[None]] | None = None
         self.idle_ready: Callable[[], bool] = lambda: False
+        self.hsm_started: Callable[[], Awaitable[None]] | None = None  # what the hypervisor runs on an HSM start
         # hgatp and what the walker needs from it
         self.hgatp = 0
         self.mode: P.GStageMode | None = None
@@ -152,6 +153,8 @@ class Hart:
             await self.conductor.block(self.actor, lambda: self.pending > 0 or cond(), what)
             while self.pending:
                 await self.take_fence()
+            if self.hsm_state == "suspended":
+                self.hsm_state = "started"  # an interrupt ends a retentive suspend
 
     def post(self, req: FenceRequest) -> None:
         """Queue a request and its IPI.  The IPI's latency, in this hart's instruction
@@ -211,6 +214,17 @@ class Hart:
     async def main(self) -> None:
         try:
             while True:
+                if self.hsm_state == "stopped":
+                    await self.conductor.block(
+                        self.actor, lambda: self.hsm_state != "stopped" or self.stopping, "an HSM start (stopped)"
+                    )
+                    if self.hsm_state == "stopped":
+                        return  # the run ended with this hart stopped
+                    self.hsm_state = "started"
+                    self.observer.event(self.id, "hsm.started")
+                    if self.hsm_started is not None:
+                        await self.hsm_started()  # the hypervisor's entry point for a started hart
+                    continue
                 if self.jobs:
                     job = self.jobs.popleft()
                     self.current_job = job
@@ -228,12 +242,17 @@ class Hart:
                 if self.guest is not None:
                     await self.run_guest()
                     continue
-                if self.idle_work is not None and self.idle_ready():
+                if self.idle_work is not None and self.hsm_state == "started" and self.idle_ready():
                     await self.idle_work()
                     continue
                 await self.wait_until(
-                    lambda: bool(self.jobs) or self.guest is not None or self.stopping or self.idle_ready(),
-                    "work (idle)",
+                    lambda: (
+                        bool(self.jobs)
+                        or self.guest is not None
+                        or self.stopping
+                        or (self.hsm_state == "started" and self.idle_ready())
+                    ),
+                    "work (idle)" if self.hsm_state == "started" else "an interrupt (suspended)",
                 )
         finally:
             self.online = False

@@ -35,6 +35,7 @@ SBI_ERR_NOT_SUPPORTED = -2
 SBI_ERR_INVALID_PARAM = -3
 SBI_ERR_DENIED = -4
 SBI_ERR_INVALID_ADDRESS = -5
+SBI_ERR_ALREADY_AVAILABLE = -6
 SBI_TLB_FLUSH_ALL = (1 << 64) - 1
 XLEN = 64
 PAGE_SIZE = 4096
@@ -145,6 +146,41 @@ class Sbi:
             caller.observer.on_fence(caller.id, "sent", req)
         if self.wait_for_acks and call.outstanding:
             await caller.wait_until(lambda: call.outstanding == 0, f"fence acks ({call.outstanding} outstanding)")
+        return SBI_SUCCESS
+
+    # -- HSM (hart state management) --------------------------------------------------
+
+    async def hart_stop(self, caller: Hart) -> int:
+        """sbi_hart_stop(): the calling hart leaves S-mode; requests already queued to it are taken first.
+
+        Neither the SBI spec nor the privileged spec says what a stopped hart's TLB
+        holds when it starts again: the model keeps every entry (the worst case).
+        """
+        while caller.pending:
+            await caller.take_fence()
+        await caller.tick()
+        caller.hsm_state = "stopped"
+        caller.observer.event(caller.id, "hsm.stop")
+        return SBI_SUCCESS
+
+    async def hart_start(self, caller: Hart, hartid: int) -> int:
+        """sbi_hart_start(): a stopped hart starts at the hypervisor's entry point."""
+        if not 0 <= hartid < len(self.harts) or hartid not in self.assigned:
+            return SBI_ERR_INVALID_PARAM
+        target = self.harts[hartid]
+        if target.hsm_state != "stopped":
+            return SBI_ERR_ALREADY_AVAILABLE
+        await caller.tick()
+        target.hsm_state = "start_pending"
+        caller.observer.event(caller.id, "hsm.start", target=hartid)
+        caller.conductor.notify()
+        return SBI_SUCCESS
+
+    async def hart_suspend(self, caller: Hart) -> int:
+        """sbi_hart_suspend() (retentive): the hart sleeps until an interrupt; an IPI still reaches it."""
+        await caller.tick()
+        caller.hsm_state = "suspended"
+        caller.observer.event(caller.id, "hsm.suspend")
         return SBI_SUCCESS
 
     def acknowledge(self, req: FenceRequest) -> None:

@@ -15,16 +15,17 @@ from simulator.riscv.memory import Memory
 from simulator.riscv.observer import Observer
 from simulator.riscv.pte import GStageMode
 from simulator.riscv.sbi import Sbi
-from simulator.xen.domain import Domain, DomainOps, Vcpu
+from simulator.xen.domain import Domain, Vcpu
 from simulator.xen.fidelity import model
 from simulator.xen.profiles import Profile
+from simulator.xen.smp import Smp
 from simulator.xen.vmid import VmidData
 
 if TYPE_CHECKING:
     from simulator.engine.conductor import Conductor
 
 
-class Xen(DomainOps):
+class Xen(Smp):
     def __init__(
         self,
         *,
@@ -61,10 +62,15 @@ class Xen(DomainOps):
             h.vmenter = self._vmenter
             h.idle_work = self._idle_work
             h.idle_ready = self.scrub_pending
+            h.hsm_started = self._hsm_started
 
     @model("the machine's return-to-guest hook: check_for_pcpu_work -> p2m_handle_vmenter (traps.c)")
     async def _vmenter(self) -> None:
         await self.p2m_handle_vmenter()
+
+    @model("the machine's HSM-start hook: the started hart enters Xen at start_secondary")
+    async def _hsm_started(self) -> None:
+        await self.start_secondary()
 
     @model("the machine's idle hook: ARM's idle_loop -> scrub_free_pages")
     async def _idle_work(self) -> None:

@@ -17,7 +17,7 @@ CATALOGUE = {
     "no-flush-before-table-free": (
         "teardown-under-load",
         {"walk-through-reused-table"},
-        "the table was freed before the flush",
+        "p2m_free_subtree freed table mfn",
     ),
     "async-remote-fence": (
         "teardown-under-load",
@@ -27,7 +27,7 @@ CATALOGUE = {
     "no-reuse-flush": (
         "foreign-unmap-reuse",
         {"reused-other-domain", "reused-as-table", "reused-by-xen"},
-        "fenced no hart",
+        "filtered_flush_tlb_mask was called",
     ),
 }
 SEEDS_TO_FIND = 20

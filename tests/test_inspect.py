@@ -47,7 +47,7 @@ def test_violation_timeline_shows_the_chain_and_the_missing_step(
     out = capsys.readouterr().out
     for word in ("fill:", "unmap:", "free:", "reuse:", "stale use:"):
         assert word in out
-    assert "MISSING OR LATE: no p2m_tlb_flush between the unmap" in out
+    assert "MISSING OR LATE: no p2m_tlb_flush between the unlink" in out
     assert "h0 h1 h2 h3" in out  # one lane per hart
     assert cli_main(["inspect", str(failing_log), "--violation", "1", "--json"]) == 0
     t = orjson.loads(capsys.readouterr().out)

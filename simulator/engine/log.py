@@ -21,7 +21,7 @@ import structlog
 if TYPE_CHECKING:
     from simulator.engine.conductor import Conductor
 
-LOG_SCHEMA_VERSION = 2  # 2: frame.assign, frame.scrub, warning kinds, p2m_free_subtree.leaf
+LOG_SCHEMA_VERSION = 3  # 2: frame.assign, frame.scrub, warning kinds, p2m_free_subtree.leaf; 3: a violation's cause
 LEVELS = {"debug": logging.DEBUG, "info": logging.INFO, "error": logging.ERROR}
 
 

@@ -36,10 +36,13 @@ Classes:
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
+from simulator.engine.cause import FLUSH_ON_VMID, Cause, Diagnosis, Stale, covers
 from simulator.engine.conductor import SimulationStop
+from simulator.engine.flushes import FlushLog
 from simulator.riscv import memory as M
 from simulator.riscv.observer import Observer
 from simulator.riscv.pte import GStageMode
@@ -67,6 +70,7 @@ class Violation:
     headline: str
     chain: list[tuple[int, int | None, str, str]] = field(default_factory=list)  # seq, hart, kind, text
     missing: str = ""
+    cause: Cause | None = None
 
     def to_log(self) -> dict[str, Any]:
         """The structured form written to the log, from which `p2msim inspect` draws timelines."""
@@ -78,6 +82,7 @@ class Violation:
             "headline": self.headline,
             "chain": [{"seq": s, "hart": h, "kind": k, "text": t} for s, h, k, t in self.chain],
             "missing": self.missing,
+            "cause": self.cause.to_json() if self.cause is not None else None,
         }
 
     def to_json(self) -> dict[str, Any]:
@@ -89,6 +94,7 @@ class Violation:
             "mfn": self.mfn,
             "seq": self.seq,
             "explanation": self.explain(),
+            "cause": self.cause.to_json() if self.cause is not None else None,
         }
 
     def explain(self) -> str:
@@ -101,15 +107,6 @@ class Violation:
         if self.missing:
             lines.append(f"  missing: {self.missing}")
         return "\n".join(lines)
-
-
-def _covers(req: FenceRequest, e: TlbEntry) -> bool:
-    """Would this local HFENCE.GVMA have removed entry ``e``?"""
-    if req.vmid is not None and req.vmid != e.vmid:
-        return False
-    if req.gfns is None:
-        return True
-    return e.leaf and any(e.gfn_base <= g < e.gfn_base + (1 << (9 * e.level)) for g in req.gfns)
 
 
 def _hex(v: int | None) -> str:
@@ -155,21 +152,20 @@ class Oracle(Observer):
         self.frame_hist: dict[int, list[tuple[Any, ...]]] = {}
         self.pte_hist: dict[tuple[int, int], list[tuple[int, int | None, int, int, str]]] = {}
         self.fences: list[tuple[int, int, str, FenceRequest]] = []
-        self.flushes: list[tuple[int, int | None, int, list[int]]] = []  # seq, hart, dom, mask
-        self.roots: dict[int, int] = {}  # root mfn -> domain
-        self.reuse_flushes: list[tuple[int, int | None, int, int]] = []  # seq, hart, mfn, order
+        self.flushlog = FlushLog(len(harts))  # Xen's flush calls and the fences each sent
+        self.roots: dict[int, list[tuple[int, int]]] = {}  # root mfn -> [(step, domain)] of its allocations
+        self.table_frees: dict[int, int] = {}  # table mfn -> step p2m_free_subtree last freed it
         self.no_flush_handouts: dict[int, int] = {}  # mfn -> step it was handed out with MEMF_no_tlbflush
         # stale writes that landed after the frame's scrub: mfn -> (seq, hart, gfn, entry, scrub seq)
         self.survivors: dict[int, tuple[int, int, int, TlbEntry | None, int]] = {}
         self.wiped = 0  # stale writes a later scrub wiped
         self.leaf_puts: dict[int, tuple[int, int | None, dict[str, Any]]] = {}  # mfn -> p2m_free_subtree.leaf
         self.cpu_events: dict[int, list[tuple[int, str]]] = {}  # hart -> [(step, "down" | "up")]
-        self.last_switch_out: dict[tuple[int, int], int] = {}  # (hart, dom) -> step its vCPU last left
-        self.flush_dirty: dict[int, list[int]] = {}  # p2m_tlb_flush step -> d->dirty_cpumask then
-        self.sbi_errors: list[tuple[int, int, int, str]] = []  # (step, hart, SBI error, printk) of failed ecalls
-        self.hgatp_writes: dict[int, tuple[int, int, Any]] = {}  # hart -> (step, hgatp, who ran) of its last write
+        self.ctx_hist: dict[int, list[tuple[int, tuple[int, int] | None]]] = {}  # hart -> [(step, (dom, vcpu))]
+        self.hgatp_hist: dict[int, list[tuple[int, int, Any]]] = {}  # hart -> [(step, hgatp, who ran)]
         # (hart, vmid) -> [(step, dom, vcpu, generation)]; hart None for per-domain VMIDs (arm-broadcast)
         self.vmid_assigns: dict[tuple[int | None, int], list[tuple[int, int, int, int]]] = {}
+        self.diagnosis = Diagnosis(self)
 
     # -- who is doing what ---------------------------------------------------------
 
@@ -224,7 +220,10 @@ class Oracle(Observer):
             self.invariant(f"double free of mfn {mfn:#x} ({why})", mfn=mfn)
             return
         self.frames_freed += 1
-        self.frame_hist.setdefault(mfn, []).append((self.conductor.seq, hart, "free", 0, why, gen, new_state, -1))
+        # a free's stamp field holds its place among all frees (to order it against a flush of the same step)
+        self.frame_hist.setdefault(mfn, []).append(
+            (self.conductor.seq, hart, "free", self.frames_freed, why, gen, new_state, -1)
+        )
         if self.log.enabled:
             self.log.debug(hart, "frame.free", mfn=mfn, gen=gen, to=M.STATE_NAMES[new_state], why=why)
 
@@ -250,31 +249,46 @@ class Oracle(Observer):
 
     def on_fence(self, hart: int, what: str, req: FenceRequest) -> None:
         self.fences.append((self.conductor.seq, hart, what, req))
+        flush = self.flushlog.current(hart) if what in ("sent", "local") else None
+        if flush is not None:
+            flush.fences.append((self.conductor.seq, what, req))
         if self.log.enabled:
             gfns = None if req.gfns is None else list(req.gfns)
             self.log.debug(hart, f"fence.{what}", id=req.id, src=req.src, dst=req.dst, vmid=req.vmid, gfns=gfns)
 
     def on_hgatp(self, hart: int, hgatp: int) -> None:
-        self.hgatp_writes[hart] = (self.conductor.seq, hgatp, self.hart_ctx[hart])
+        self.hgatp_hist.setdefault(hart, []).append((self.conductor.seq, hgatp, self.hart_ctx[hart]))
         if self.log.enabled:
             self.log.debug(hart, "hgatp.write", hgatp=hgatp)
+
+    def flush_begin(self, fn: str, dom: int | None, mfn: int = -1, order: int = 0) -> None:
+        """A flush function of Xen was entered (see ``engine.flushes``)."""
+        self.flushlog.begin(self.conductor.seq, self._hart(), fn, dom, mfn, order, self.frames_freed)
+
+    def flush_end(self) -> None:
+        self.flushlog.end(self.conductor.seq, self._hart())
 
     def event(self, hart: int, name: str, **fields: Any) -> None:
         if name == "switch_in":
             self.hart_ctx[hart] = (fields["dom"], fields["vcpu"], fields["vmid"])
+            self.ctx_hist.setdefault(hart, []).append((self.conductor.seq, (fields["dom"], fields["vcpu"])))
         elif name == "switch_out":
             self.hart_ctx[hart] = None
-            self.last_switch_out[(hart, fields["dom"])] = self.conductor.seq
-        elif name == "p2m_tlb_flush":
-            self.flushes.append((self.conductor.seq, hart, fields["dom"], list(fields["mask"])))
-            if "dirty" in fields:
-                self.flush_dirty[self.conductor.seq] = list(fields["dirty"])
+            self.ctx_hist.setdefault(hart, []).append((self.conductor.seq, None))
+        elif name in ("p2m_tlb_flush", "page_alloc.reuse_flush"):
+            flush = self.flushlog.current(hart)
+            if flush is not None:
+                flush.mask = list(fields["mask"])
+                flush.dirty = list(fields["dirty"]) if "dirty" in fields else None
+                flush.locked = fields.get("locked")
         elif name == "printk" and "rc" in fields:
-            self.sbi_errors.append((self.conductor.seq, hart, fields["rc"], fields["text"]))
+            flush = self.flushlog.current(hart)
+            if flush is not None:
+                flush.errors.append((self.conductor.seq, fields["rc"], fields["text"]))
         elif name == "p2m_alloc_root_table":
-            self.roots[fields["mfn"]] = fields["dom"]
-        elif name == "page_alloc.reuse_flush":
-            self.reuse_flushes.append((self.conductor.seq, hart, fields["mfn"], fields["order"]))
+            self.roots.setdefault(fields["mfn"], []).append((self.conductor.seq, fields["dom"]))
+        elif name == "p2m_free_subtree.table_freed":
+            self.table_frees[fields["mfn"]] = self.conductor.seq
         elif name == "page_alloc.no_tlbflush":
             for pg in range(fields["mfn"], fields["mfn"] + (1 << fields["order"])):
                 self.no_flush_handouts[pg] = self.conductor.seq
@@ -319,12 +333,32 @@ class Oracle(Observer):
             mfn,
             gfn,
             "freed",
+            lambda: self._explain(
+                "stale-free",
+                "leaf" if entry is not None and entry.leaf else "table",
+                hart,
+                entry,
+                mfn,
+                gfn,
+                entry.ghost if entry is not None else 0,
+                None,
+                write,
+            ),
         )
 
     def _warn(
-        self, key: tuple[Any, ...], text: str, strict_cls: str, hart: int, mfn: int, gfn: int, label: str
+        self,
+        key: tuple[Any, ...],
+        text: str,
+        strict_cls: str,
+        hart: int,
+        mfn: int,
+        gfn: int,
+        label: str,
+        explain: Callable[[], Violation] | None = None,
     ) -> None:
-        """A counted warning (by kind); a violation of class ``strict_cls`` under --strict."""
+        """A counted warning (by kind); a violation of class ``strict_cls`` under --strict, explained as
+        any violation is when ``explain`` can build its chain."""
         self.warning_count += 1
         first_of_kind = label not in self.warning_kinds
         self.warning_kinds[label] = self.warning_kinds.get(label, 0) + 1
@@ -332,7 +366,12 @@ class Oracle(Observer):
             return
         self._seen.add(key)
         if self.strict:
-            self._record(Violation(strict_cls, hart, self._dom(hart), gfn, mfn, self.conductor.seq, text))
+            v = explain() if explain is not None else None
+            if v is None:
+                v = Violation(strict_cls, hart, self._dom(hart), gfn, mfn, self.conductor.seq, text)
+            else:
+                v.cls, v.headline = strict_cls, text
+            self._record(v)
             return
         if len(self.warnings) < MAX_WARNINGS or first_of_kind:
             self.warnings.append(text)  # the first of each kind is always kept
@@ -350,8 +389,8 @@ class Oracle(Observer):
         if key in self._seen:
             return
         self._seen.add(key)
-        other = self.roots.get(entry.root_mfn)
-        mine = self.roots.get(root_mfn)
+        other = self.root_owner(entry.root_mfn, entry.fill_seq)
+        mine = self.root_owner(root_mfn, self.conductor.seq)
         whose = f"dom{other}'s" if other is not None else "another"
         mfn = gfn + entry.delta
         v = Violation(
@@ -382,7 +421,8 @@ class Oracle(Observer):
                 "that entry",
             ),
         ]
-        v.missing = self._alias_missing(v, hart, entry, other, mine)
+        v.cause = self._alias_missing(v, hart, entry, other, mine)
+        v.missing = v.cause.text
         if self.bugs:
             v.missing += f" (bugs injected: {', '.join(self.bugs)})"
         v.chain.sort(key=lambda c: c[0])
@@ -397,14 +437,20 @@ class Oracle(Observer):
                     best = ev
         return best
 
-    def _alias_missing(self, v: Violation, hart: int, entry: TlbEntry, other: int | None, mine: int | None) -> str:
+    def _alias_missing(self, v: Violation, hart: int, entry: TlbEntry, other: int | None, mine: int | None) -> Cause:
         """Why one VMID named two address spaces on this hart, from the VMID assignments and fences logged."""
         vmid, fill = entry.vmid, entry.fill_seq
+
+        def cause(case: str, function: str, text: str) -> Cause:
+            return Cause(FLUSH_ON_VMID, case, function, text)
+
         if vmid == 0 and not any(k[1] == 0 for k in self.vmid_assigns):
-            return (
+            return cause(
+                "vmid/off",
+                "p2m_ctxt_switch_to",
                 f"a fence on hart {hart} when it switched from dom{other} to dom{mine}: VMIDs are off (every vCPU "
                 "runs with VMID 0), so p2m_ctxt_switch_to must flush the G-stage TLB itself, as x86 SVM does "
-                "for ASID 0"
+                "for ASID 0",
             )
         at_fill = self._vmid_owner(hart, vmid, fill)
         now = self._vmid_owner(hart, vmid, self.conductor.seq)
@@ -425,18 +471,22 @@ class Oracle(Observer):
                 v.chain.append(
                     (s2, h2, "vmid", f"VMID {vmid} on hart {h2} given to dom{other} vcpu{vc2} (generation {g2})")
                 )
-                return (
+                return cause(
+                    "vmid/kept-on-migration",
+                    "vmid_flush_vcpu",
                     f"a new VMID for dom{other} vcpu{vc2} when it moved from hart {h2} to hart {hart}: it kept VMID "
                     f"{vmid} (generation {g2} of hart {h2}), which on hart {hart} belonged to dom{dom} vcpu{vcpu} "
                     f"since step {seq:,}; generations are per hart and all start at 1, so a vCPU that moves needs "
-                    "vmid_flush_vcpu"
+                    "vmid_flush_vcpu",
                 )
             spec = " speculatively" if entry.spec else ""
-            return (
+            return cause(
+                "vmid/before-hgatp",
+                "p2m_ctxt_switch_to",
                 f"a valid VMID for dom{other} before hgatp named its p2m: at step {fill:,} hart {hart} walked{spec} "
                 f"dom{other}'s tables under VMID {vmid}, which on this hart belonged to dom{dom} vcpu{vcpu} since step "
                 f"{seq:,}; p2m_ctxt_switch_to writes hgatp with the vCPU's previous VMID and only p2m_handle_vmenter, "
-                "at the next return to the guest, gives it a current one"
+                "at the next return to the guest, gives it a current one",
             )
         if now is not None and at_fill is not None and now[0] > fill:
             seq, dom, vcpu, gen = now
@@ -446,28 +496,38 @@ class Oracle(Observer):
             flushed = [
                 f
                 for f in self.fences
-                if f[1] == hart and f[2] in ("taken", "local") and fill <= f[0] <= seq and _covers(f[3], entry)
+                if f[1] == hart and f[2] in ("taken", "local") and fill <= f[0] <= seq and covers(f[3], entry)
             ]
             if not flushed:
                 if gen != at_fill[3]:
-                    return (
+                    return cause(
+                        "vmid/rollover-no-flush",
+                        "vmid_handle_vmenter",
                         f"the full HFENCE.GVMA of a new VMID generation: hart {hart} went from generation "
                         f"{at_fill[3]} to {gen} and gave VMID {vmid} to dom{dom} at step {seq:,} with dom{other}'s "
-                        "entries still cached (vmid_handle_vmenter asks for the flush when it hands out VMID 1)"
+                        "entries still cached (vmid_handle_vmenter asks for the flush when it hands out VMID 1)",
                     )
-                return (
+                return cause(
+                    "vmid/no-fence",
+                    "vmid_handle_vmenter",
                     f"an HFENCE.GVMA on hart {hart} before VMID {vmid} passed from dom{other} to dom{dom} at step "
-                    f"{seq:,} (generation {gen})"
+                    f"{seq:,} (generation {gen})",
                 )
         ctx = self.hart_ctx[hart]
         if ctx is not None and (now is None or (now[1], now[2]) != (ctx[0], ctx[1])):
             owner = f"dom{now[1]} vcpu{now[2]} (step {now[0]:,})" if now is not None else "nobody"
-            return (
+            return cause(
+                "vmid/moved",
+                "vmid_flush_vcpu",
                 f"a new VMID for dom{ctx[0]} vcpu{ctx[1]} when it came to hart {hart}: it runs here with VMID "
                 f"{vmid} from another hart, but on this hart VMID {vmid} belongs to {owner}; generations are per "
-                "hart and all start at 1, so a vCPU that moves needs vmid_flush_vcpu"
+                "hart and all start at 1, so a vCPU that moves needs vmid_flush_vcpu",
             )
-        return f"an HFENCE.GVMA for VMID {vmid} on hart {hart} between dom{other}'s use of it and dom{mine}'s"
+        return cause(
+            "vmid/no-fence",
+            "vmid_handle_vmenter",
+            f"an HFENCE.GVMA for VMID {vmid} on hart {hart} between dom{other}'s use of it and dom{mine}'s",
+        )
 
     def on_reused_use(
         self, hart: int, kind: str, entry: TlbEntry | None, mfn: int, gfn: int, write: bool, pte: int = 0
@@ -545,6 +605,17 @@ class Oracle(Observer):
             mfn,
             gfn,
             label,
+            lambda: self._explain(
+                "stale-handout",
+                kind,
+                hart,
+                entry,
+                mfn,
+                gfn,
+                entry.ghost if entry is not None else 0,
+                self._first_reuse(mfn, entry.ghost if entry is not None else 0),
+                write,
+            ),
         )
 
     def _survived(self, mfn: int, owner: int, ev: tuple[int, int, int, TlbEntry | None, int]) -> None:
@@ -563,7 +634,10 @@ class Oracle(Observer):
             cls = "reused-as-table"
         else:
             cls = "reused-by-xen"
-        v = self._explain(cls, "leaf", hart, entry, mfn, gfn, entry.ghost if entry else 0, reuse, True, at=seq)
+        scrub_at = scrub_seq if scrub_seq >= 0 else None
+        v = self._explain(
+            cls, "leaf", hart, entry, mfn, gfn, entry.ghost if entry else 0, reuse, True, at=seq, scrub=scrub_at
+        )
         whom = f"dom{owner}" if owner != M.NO_OWNER else "Xen"
         scrub = f" at step {scrub_seq:,}" if scrub_seq >= 0 else ""
         v.headline = (
@@ -577,10 +651,6 @@ class Oracle(Observer):
             v.chain.append((scrub_seq, None, "scrub", f"scrub: mfn {mfn:#x} zeroed"))
         v.chain.sort(key=lambda c: c[0])
         v.seq = self.conductor.seq
-        reuse_seq = reuse[0] if reuse is not None else self.conductor.seq
-        v.missing = self._survival_text(hart, mfn, seq, scrub_seq, reuse_seq)
-        if self.bugs:
-            v.missing += f" (bugs injected: {', '.join(self.bugs)})"
         self._record(v, count=False)
 
     def _record(self, v: Violation, count: bool = True) -> None:
@@ -678,12 +748,26 @@ class Oracle(Observer):
             return "reused-as-table"
         return "reused-by-xen"
 
-    def _walked_locations(self, entry: TlbEntry | None, gfn: int) -> list[tuple[int, int]]:
-        if entry is None:
-            return []
-        locs = [(table, self.mode.gfn_index(gfn, level) & 511) for level, table, _ in entry.path]
-        locs.append((entry.src_mfn, entry.src_idx))
+    def _walked_locations(self, entry: TlbEntry | None, gfn: int) -> list[tuple[int, int, int]]:
+        """(fill step, table, index) of every PTE the translation was built from, through the cached
+        non-leaf entries its walks started below."""
+        locs = []
+        while entry is not None:
+            locs += [(entry.fill_seq, table, self.mode.gfn_index(gfn, level) & 511) for level, table, _ in entry.path]
+            locs.append((entry.fill_seq, entry.src_mfn, entry.src_idx))
+            entry = entry.via
         return locs
+
+    def _unlink(self, entry: TlbEntry | None, gfn: int) -> tuple[Any, ...] | None:
+        """The first change, after it was read, to any PTE this translation was built from."""
+        unmap = None
+        for since, table, idx in self._walked_locations(entry, gfn):
+            for ev in self.pte_hist.get((table, idx), ()):
+                if ev[0] >= since:
+                    if unmap is None or ev[0] < unmap[0]:
+                        unmap = (ev[0], ev[1], (table, idx), ev[2], ev[3], ev[4])
+                    break
+        return unmap
 
     def _explain(
         self,
@@ -697,7 +781,9 @@ class Oracle(Observer):
         reuse: tuple[Any, ...] | None,
         write: bool = False,
         at: int | None = None,
+        scrub: int | None = None,
     ) -> Violation:
+        """The chain of one stale use and its cause (``engine.cause``), from the run's records."""
         now = self.conductor.seq if at is None else at
         fill_seq = entry.fill_seq if entry is not None else 0
         chain: list[tuple[int, int | None, str, str]] = []
@@ -705,76 +791,76 @@ class Oracle(Observer):
             walked = " -> ".join(f"L{lvl} mfn {t:#x} (gen {g})" for lvl, t, g in entry.path)
             what = "leaf" if entry.leaf else "non-leaf"
             target = f"mfn {entry.ppn:#x}" if entry.leaf else f"table mfn {entry.ppn:#x}"
+            how = "speculative walk" if entry.spec else "walk"
             chain.append(
                 (
                     fill_seq,
                     hart,
                     "fill",
-                    f"fill: walk of gfn {gfn:#x}: {walked}; cached {what} entry "
+                    f"fill: {how} of gfn {gfn:#x}: {walked}; cached {what} entry "
                     f"(VMID {entry.vmid}, L{entry.level}, gfn {entry.gfn_base:#x}) -> {target}",
                 )
             )
-        # the unmap: the first change after the fill to any PTE this translation was built from
-        unmap = None
-        for loc in self._walked_locations(entry, gfn):
-            for ev in self.pte_hist.get(loc, ()):
-                if ev[0] >= fill_seq and (unmap is None or ev[0] < unmap[0]):
-                    unmap = (ev[0], ev[1], loc, ev[2], ev[3], ev[4])
-                    break
+        unmap = self._unlink(entry, gfn)
         if unmap is not None:
             seq, h, (t, i), old, new, op = unmap
             verb = "cleared" if not new & 1 else f"changed to {new:#x}"
             chain.append((seq, h, "unmap", f"unmap: {op}: PTE {t:#x}[{i}] {verb} (was {old:#x})"))
-        frees = [ev for ev in self.frame_hist.get(mfn, ()) if ev[2] == "free" and ev[0] >= fill_seq]
         reuse_seq = reuse[0] if reuse is not None else now
-        free_seq = None
-        for ev in frees:
-            if ev[0] <= reuse_seq:
+        since = fill_seq if entry is not None else self._hgatp_since(hart, now)
+        frees, free_ord = [], 0
+        for ev in self.frame_hist.get(mfn, ()):
+            if ev[2] == "free" and since <= ev[0] <= reuse_seq:
                 chain.append((ev[0], ev[1], "free", f"free: mfn {mfn:#x}: {ev[4]}"))
-                free_seq = ev[0]
-        # fences that concern the hart holding the stale entry
-        start = unmap[0] if unmap is not None else fill_seq
-        fences_to_hart = [
-            f for f in self.fences if f[3].dst == hart and f[0] >= start and f[2] in ("sent", "local", "taken")
-        ]
-        for seq, h, what, req in fences_to_hart:
-            if what == "sent":
-                state = f"taken at step {req.taken_seq:,}" if req.taken_seq >= 0 else "not taken yet"
-                chain.append((seq, h, "fence.sent", f"fence sent to hart {hart}: {req.describe()} ({state})"))
-            elif what == "local" and h == hart:
-                chain.append((seq, h, "fence.local", f"local {req.describe()} on hart {hart}"))
-            elif what == "taken":
-                chain.append(
-                    (seq, h, "fence.taken", f"hart {hart} takes the fence from hart {req.src} and acknowledges")
-                )
-        for seq, h, dom, mask in self.flushes:
-            if start <= seq <= reuse_seq and hart not in mask:
-                chain.append(
-                    (
-                        seq,
-                        h,
-                        "flush",
-                        f"p2m_tlb_flush(dom{dom}) fences harts {mask or 'none (empty mask)'}: not hart {hart}",
-                    )
-                )
-            elif start <= seq <= reuse_seq:
-                err = next((e for e in self.sbi_errors if e[1] == h and seq <= e[0] <= seq + 2 * len(mask) + 2), None)
-                if err is not None:
-                    chain.append(
-                        (err[0], h, "flush", f"p2m_tlb_flush(dom{dom}) names hart {hart}, but {err[3]}; Xen goes on")
-                    )
+                free_ord = free_ord or ev[3]
+                frees.append(ev[0])
+        assigns = [ev[0] for ev in self.frame_hist.get(mfn, ()) if ev[2] == "assign"]
+        given = next((a for a in assigns if a >= reuse[0]), None) if reuse is not None else None
+        root = entry.root_mfn if entry is not None else mfn
+        st = Stale(
+            hart=hart,
+            entry=entry,
+            mfn=mfn,
+            gfn=gfn,
+            kind="leaf" if kind == "leaf" else kind if kind == "dangling-root" else "table",
+            use=now,
+            dom=self.root_owner(root, fill_seq if entry is not None else since),
+            unlink=unmap[0] if unmap is not None else None,
+            frees=frees,
+            free_ord=free_ord,
+            reuse=reuse[0] if reuse is not None else None,
+            given=given,
+            scrub=scrub,
+        )
+        cause = self.diagnosis.dangling_root(st) if kind == "dangling-root" else self.diagnosis.cause(st)
+        chain.extend(cause.evidence)
         if reuse is not None:
             chain.append(
                 (reuse[0], reuse[1], "reuse", f"reuse: mfn {mfn:#x} handed out again: {reuse[4]} (gen {reuse[5]})")
             )
         chain.append((now, hart, "use", self._use_text(kind, hart, entry, mfn, gfn, write)))
-        chain.sort(key=lambda c: c[0])
-
-        missing = self._missing(hart, mfn, unmap[0] if unmap else None, free_seq, reuse, kind, entry)
+        chain = sorted(dict.fromkeys(chain), key=lambda c: c[0])
+        missing = cause.text
         if self.bugs:
             missing += f" (bugs injected: {', '.join(self.bugs)})"
         headline = self._headline(cls, kind, hart, entry, mfn, gfn)
-        return Violation(cls, hart, self._dom(hart), gfn, mfn, now, headline, chain, missing)
+        return Violation(cls, hart, self._dom(hart), gfn, mfn, now, headline, chain, missing, cause)
+
+    def root_owner(self, mfn: int, at: int) -> int | None:
+        """The domain whose root ``mfn`` was at step ``at``."""
+        owner = None
+        for seq, dom in self.roots.get(mfn, ()):
+            if seq <= at:
+                owner = dom
+        return owner
+
+    def _hgatp_since(self, hart: int, now: int) -> int:
+        """The step of the hgatp write the walk started from (its root's frees before it are another life)."""
+        last = 0
+        for seq, hgatp, _ctx in self.hgatp_hist.get(hart, ()):
+            if seq <= now and hgatp:
+                last = seq
+        return last
 
     def _use_text(self, kind: str, hart: int, entry: TlbEntry | None, mfn: int, gfn: int, write: bool = False) -> str:
         now_is = self.memory.describe(mfn)
@@ -798,191 +884,6 @@ class Oracle(Observer):
         return (
             f"hart {hart} ({who}) walked gfn {gfn:#x} through a stale non-leaf entry -> table mfn {mfn:#x}, "
             f"which was freed and is now {self.memory.describe(mfn)}"
-        )
-
-    def _missing(
-        self,
-        hart: int,
-        mfn: int,
-        unmap_seq: int | None,
-        free_seq: int | None,
-        reuse: Any,
-        kind: str,
-        entry: TlbEntry | None = None,
-    ) -> str:
-        """Name the step that was missing or late, from what the machine saw."""
-        fill_seq = entry.fill_seq if entry is not None else 0
-        reuse_seq = reuse[0] if reuse is not None else self.conductor.seq
-        downs = [ev for ev in self.cpu_events.get(hart, ()) if ev[0] >= fill_seq]
-        if any(k == "down" for _, k in downs) and any(k == "up" for _, k in downs):
-            down = next(sq for sq, k in downs if k == "down")
-            up = next(sq for sq, k in downs if k == "up" and sq > down)
-            return (
-                f"a full HFENCE.GVMA on hart {hart} when it came back up at step {up:,} (start_secondary): it was "
-                f"stopped at step {down:,}, fences skip a stopped hart, and nothing promises what a stopped hart's "
-                "TLB still holds"
-            )
-        if kind == "dangling-root" and hart in self.hgatp_writes:
-            seq, _hgatp, ctx = self.hgatp_writes[hart]
-            whose = f"dom{ctx[0]}'s root" if ctx is not None else "the root"
-            ran = f" when dom{ctx[0]} vcpu{ctx[1]} ran" if ctx is not None else ""
-            idle = " (the hart is idle)" if self.hart_ctx[hart] is None else ""
-            freed = f" was freed at step {free_seq:,} and" if free_seq is not None else ""
-            return (
-                f"a Bare hgatp on hart {hart} before {whose}{freed} was reused: hgatp still names it{idle}, as "
-                f"written at step {seq:,}{ran}, and a walk may start there at any time (p2m_ctxt_switch_from "
-                "zeroes VSATP only, and the idle vCPU leaves hgatp as it was)"
-            )
-        lo = unmap_seq if unmap_seq is not None else 0
-        dom = self._dom(hart)
-        taken = [
-            f
-            for f in self.fences
-            if f[1] == hart and f[2] in ("taken", "local") and lo <= f[0] <= reuse_seq and f[0] >= fill_seq
-        ]
-        missed = [f for f in taken if entry is not None and not _covers(f[3], entry)]
-        if missed:
-            req = missed[0][3]
-            why = (
-                "an address-specific fence keeps non-leaf entries"
-                if req.gfns is not None and not entry.leaf  # type: ignore[union-attr]
-                else "it named another VMID or address"
-            )
-            return (
-                f"the fence hart {hart} took at step {missed[0][0]:,} ({req.describe()}) did not cover the entry "
-                f"({why})"
-            )
-        if (
-            free_seq is not None
-            and unmap_seq is not None
-            and kind != "leaf"
-            and not [f for f in self.flushes if unmap_seq <= f[0] <= free_seq and f[2] == dom]
-        ):
-            return (
-                f"no p2m_tlb_flush between the unmap (step {unmap_seq:,}) and the free (step {free_seq:,}): "
-                "the table was freed before the flush"
-            )
-        if kind == "leaf" and reuse is not None:
-            # a frame put before the flush is Xen's design: the flush on reuse is the defence that counts
-            flushes = self._reuse_flushes_of(mfn, reuse[0])
-            now = self.conductor.seq
-            given = [ev[0] for ev in self.frame_hist.get(mfn, ()) if ev[2] == "assign" and ev[0] >= reuse[0]]
-            late = [
-                f
-                for f in self.fences
-                if flushes
-                and f[2] == "sent"
-                and f[3].dst == hart
-                and f[0] >= flushes[0][0]
-                and not 0 <= f[3].taken_seq <= now
-            ]
-            if late and given and given[0] < now:
-                seq, h, _, req = late[0]
-                return (
-                    f"the flush on reuse: hart {h}'s fence to hart {hart} (sent at step {seq:,}) was not taken before "
-                    f"mfn {mfn:#x} went to its new owner at step {given[0]:,}: the sender went on without waiting for "
-                    "the acknowledgement"
-                )
-            text = self._reuse_flush_text(hart, mfn, reuse[0])
-            if text:
-                return text
-        pending = [f for f in self.fences if f[2] == "sent" and f[3].dst == hart and lo <= f[0] <= reuse_seq]
-        if pending:
-            seq, h, _, req = pending[0]
-            when = f"taken only at step {req.taken_seq:,}" if req.taken_seq >= 0 else "not taken yet"
-            if free_seq is not None and seq > free_seq:
-                return (
-                    f"the frame was freed at step {free_seq:,}, before the flush that would have removed hart "
-                    f"{hart}'s entry (its fence, sent at step {seq:,}, was {when}): free, then flush"
-                )
-            return (
-                f"the fence hart {h} sent to hart {hart} at step {seq:,} was {when}, after the frame was "
-                f"reused at step {reuse_seq:,}: the sender went on without waiting for the acknowledgement"
-            )
-        failed = self._failed_flush(hart, lo, reuse_seq, dom)
-        if failed:
-            return failed
-        missed = [f for f in self.flushes if lo <= f[0] <= reuse_seq and hart not in f[3] and f[2] == dom]
-        if missed:
-            seq, _h, _dom, mask = missed[0]
-            dirty = self.flush_dirty.get(seq)
-            if dirty is not None and hart in dirty:
-                return (
-                    f"p2m_tlb_flush at step {seq:,} fenced harts {mask} only, not d->dirty_cpumask {dirty}: hart "
-                    f"{hart}, which held the entry, was in the dirty mask and left out of the flush"
-                )
-            why = "empty" if not dirty else f"{dirty}"
-            left = self.last_switch_out.get((hart, dom), -1)
-            since = (
-                f" (its vCPU of dom{dom} left the hart at step {left:,}; the hart still cached the domain's entries)"
-                if 0 <= left <= seq
-                else ""
-            )
-            return (
-                f"hart {hart} in d->dirty_cpumask: p2m_tlb_flush at step {seq:,} fences the dirty mask ({why}), and "
-                f"hart {hart}, which still held the entry, had no bit in it{since}"
-            )
-        return f"no fence reached hart {hart} between the unmap and the reuse"
-
-    def _failed_flush(self, hart: int, lo: int, hi: int, dom: int | None) -> str:
-        """A flush that named the hart but never reached it, because an SBI call failed and Xen went on."""
-        for seq, h, d, mask in self.flushes:
-            if not lo <= seq <= hi or hart not in mask or d != dom:
-                continue
-            errors = [e for e in self.sbi_errors if e[1] == h and seq <= e[0] <= hi]
-            reached = [f for f in self.fences if f[3].dst == hart and f[0] >= seq and f[2] in ("sent", "local")]
-            if errors and not (reached and reached[0][0] <= errors[0][0] + 1):
-                eseq, _eh, rc, text = errors[0]
-                return (
-                    f"the fence p2m_tlb_flush at step {seq:,} owed hart {hart}: "
-                    f"{text or f'the SBI call failed ({rc})'}; sbi_rfence_v02 stops at a failed window, and "
-                    f"p2m_tlb_flush ignores the error (step {eseq:,})"
-                )
-        return ""
-
-    def _reuse_flushes_of(self, mfn: int, since: int) -> list[tuple[int, int | None, int, int]]:
-        return [f for f in self.reuse_flushes if f[0] >= since and f[2] <= mfn < f[2] + (1 << f[3])]
-
-    def _reuse_flush_text(self, hart: int, mfn: int, reuse_seq: int, write_seq: int | None = None) -> str:
-        """Why the flush on reuse did not protect mfn from hart's entry, from the heap's events ('' if it did)."""
-        nofl = self.no_flush_handouts.get(mfn)
-        flushes = self._reuse_flushes_of(mfn, reuse_seq)
-        if nofl is not None and nofl >= reuse_seq and not flushes:
-            return (
-                f"mfn {mfn:#x} was handed out at step {nofl:,} with MEMF_no_tlbflush (populate_physmap while the "
-                "domain is being built) and no flush followed: alloc_heap_pages had already cleared its "
-                f"need_tlbflush (init_free_page_fields), so the batched flush at the end of the hypercall never "
-                f"fenced hart {hart}"
-            )
-        if not flushes:
-            relied = " that p2m_put_foreign_page relies on" if mfn in self.leaf_puts else ""
-            return f"the reallocation at step {reuse_seq:,} fenced no hart: the flush on reuse{relied} did not happen"
-        first = flushes[0][0]
-        scrub = [ev for ev in self.frame_hist.get(mfn, ()) if ev[2] == "scrub" and reuse_seq <= ev[0] <= first]
-        when = f" (the stale write at step {write_seq:,} landed in between)" if write_seq is not None else ""
-        if scrub:
-            return (
-                f"mfn {mfn:#x} was scrubbed at step {scrub[0][0]:,} for its new owner before the flush on reuse "
-                f"(begun at step {first:,}) reached hart {hart}{when}: scrub, then flush leaves a window"
-            )
-        return (
-            f"mfn {mfn:#x} was handed out at step {reuse_seq:,} before the flush on reuse (begun at step {first:,}) "
-            f"reached hart {hart}{when}"
-        )
-
-    def _survival_text(self, hart: int, mfn: int, write_seq: int, scrub_seq: int, reuse_seq: int) -> str:
-        scrub = [ev for ev in self.frame_hist.get(mfn, ()) if ev[2] == "scrub" and ev[0] == scrub_seq]
-        flushes = self._reuse_flushes_of(mfn, write_seq)
-        if scrub and str(scrub[0][4]).startswith("background") and scrub_seq < reuse_seq:
-            late = f"; the flush on reuse at step {flushes[0][0]:,} came after it" if flushes else ""
-            return (
-                f"the idle scrubber (scrub_free_pages) cleaned free mfn {mfn:#x} at step {scrub_seq:,} while hart "
-                f"{hart} still held a translation to it; the stale write at step {write_seq:,} landed after the "
-                f"scrub, and the frame, clean now, was handed out at step {reuse_seq:,} without another scrub{late}: "
-                "no flush reached the hart between the free and the scrub"
-            )
-        return self._reuse_flush_text(hart, mfn, reuse_seq, write_seq) or (
-            f"no fence reached hart {hart} between the scrub (step {scrub_seq:,}) and the stale write"
         )
 
     # -- invariants --------------------------------------------------------------------------

@@ -46,6 +46,7 @@ class TlbEntry:
         "src_mfn",
         "src_pte",
         "src_table",
+        "via",
         "vmid",
     )
 
@@ -84,6 +85,7 @@ class TlbEntry:
         self.path = path  # ((level, table mfn, gen), ...) as walked
         self.reported = False
         self.spec = False  # filled by a speculative walk
+        self.via: TlbEntry | None = None  # the cached non-leaf entry the walk started from
         self.hot: tuple[Any, ...] = ()  # what a TLB hit reads, in one load (see Hart.run_guest)
 
     def set_source(self, table: array[int]) -> None:

@@ -87,10 +87,12 @@ async def _walk_once(hart: Hart, gfn: int, fences: int) -> TlbEntry | object | N
         if pte & PTE_ACCESS_MASK:
             if level > 2:
                 return None  # Xen maps at most 1G leaves
-            return _fill(hart, True, level, gfn, ppn, pte & PTE_ACCESS_MASK, pte_ghost, table, idx, pte, path, origin)
+            return _fill(
+                hart, True, level, gfn, ppn, pte & PTE_ACCESS_MASK, pte_ghost, table, idx, pte, path, origin, start
+            )
         if level == 0:
             return None  # a table pointer at level 0 is reserved: fault
-        e = _fill(hart, False, level, gfn, ppn, 0, pte_ghost, table, idx, pte, path, origin)
+        e = _fill(hart, False, level, gfn, ppn, 0, pte_ghost, table, idx, pte, path, origin, start)
         via = e
         kind = "walk-through-reused-table"
         ghost = pte_ghost
@@ -111,9 +113,10 @@ def _fill(
     pte: int,
     path: list[tuple[int, int, int]],
     origin: int,
+    start: TlbEntry | None,
 ) -> TlbEntry:
     """Cache the PTE just read (leaf or non-leaf), remembering where it came from (``origin``: the root
-    whose tables the walk read)."""
+    whose tables the walk read; ``start``: the cached non-leaf entry the walk began below, if any)."""
     vmid = hart.vmid
     base = gfn >> (9 * level) << (9 * level)
     e = TlbEntry(
@@ -133,6 +136,7 @@ def _fill(
         tuple(path),
     )
     e.spec = hart.speculating
+    e.via = start
     e.set_source(hart.memory.table(table))
     hart.tlb.fill(e)
     hart.observer.on_fill(hart.id, e)

@@ -162,7 +162,8 @@ class P2m(Paging):
         # may leave the mask once this synchronous flush has reached them
         idle = {cpu: d.switch_ins[cpu] for cpu in mask if cpu not in d.running_on}
         dirty = [i for i, bit in enumerate(d.dirty_cpumask) if bit]
-        self.emit("p2m_tlb_flush", dom=d.domain_id, mask=mask, dirty=dirty)
+        locked = p2m.lock.writer == f"hart{self.smp_processor_id()}"  # for the log: held by this hart
+        self.emit("p2m_tlb_flush", dom=d.domain_id, mask=mask, dirty=dirty, locked=locked)
         rc = await self.sbi_remote_hfence_gvma(mask, 0, 0)
         if rc:
             self.emit("sbi.error_ignored", where="p2m_tlb_flush", dom=d.domain_id, rc=rc, mask=mask)  # as in the C

@@ -230,8 +230,9 @@ class PageAlloc(SbiCalls):
     @upstream("xen/include/xen/mm.h", differs="(mfn, order) are the model's, for the log")
     async def filtered_flush_tlb_mask(self, mfn: int, order: int) -> None:
         """No TLB clock on RISC-V (``tlbflush_filter`` is empty): every online hart is fenced."""
-        self.emit("page_alloc.reuse_flush", mfn=mfn, order=order)
-        await self.arch_flush_tlb_mask(self.cpu_online_map())
+        mask = self.cpu_online_map()
+        self.emit("page_alloc.reuse_flush", mfn=mfn, order=order, mask=mask)
+        await self.arch_flush_tlb_mask(mask)
 
     @upstream("include/asm/flushtlb.h")
     async def arch_flush_tlb_mask(self, mask: list[int]) -> None:

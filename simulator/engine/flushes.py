@@ -1,0 +1,120 @@
+"""Xen's flush calls as the oracle sees them: who asked, for what, which fences went out, when it returned.
+
+An explanation needs to know which fences belong to which flush (the flush
+Xen asked for when it unlinked a table, the flush on reuse of a frame), not
+just the fences.  The engine wraps the model's two flush entry points,
+``p2m_tlb_flush`` and ``filtered_flush_tlb_mask``, after any bug or variant
+has replaced them, so a mutated flush is still seen as a flush: its fences,
+its SBI errors and its return are attributed to it whatever its body does.
+"""
+
+from __future__ import annotations
+
+from typing import TYPE_CHECKING, Any
+
+if TYPE_CHECKING:
+    from simulator.riscv.sbi import FenceRequest
+    from simulator.xen.hypervisor import Xen
+
+
+class Flush:
+    """One call of a flush function, from its start (``seq``) to its return (``end``, -1 while running).
+
+    ``mask`` and ``dirty`` are what the call said it fences and what
+    d->dirty_cpumask held (None when the flush's own event never came, as in a
+    variant that replaces the body); ``fences`` are the requests it sent and
+    the local fence it ran, in order.
+    """
+
+    __slots__ = (
+        "dirty",
+        "dom",
+        "end",
+        "errors",
+        "fences",
+        "fn",
+        "frees_before",
+        "hart",
+        "locked",
+        "mask",
+        "mfn",
+        "order",
+        "seq",
+    )
+
+    def __init__(self, seq: int, hart: int | None, fn: str, dom: int | None, mfn: int = -1, order: int = 0) -> None:
+        self.seq = seq
+        self.hart = hart
+        self.fn = fn
+        self.dom = dom
+        self.mfn = mfn
+        self.order = order
+        self.mask: list[int] | None = None
+        self.dirty: list[int] | None = None
+        self.locked: bool | None = None
+        self.fences: list[tuple[int, str, FenceRequest]] = []
+        self.errors: list[tuple[int, int, str]] = []  # (step, SBI error, printk)
+        self.end = -1
+        self.frees_before = 0  # frames freed before it began (orders it against a free of the same step)
+
+    def covers_frame(self, mfn: int) -> bool:
+        return self.mfn <= mfn < self.mfn + (1 << self.order)
+
+    def to_hart(self, hart: int) -> FenceRequest | None:
+        """The request this flush sent to ``hart`` (or the local fence it ran there)."""
+        for _seq, what, req in self.fences:
+            if req.dst == hart and (what == "sent" or what == "local"):
+                return req
+        return None
+
+    def targets(self) -> list[int]:
+        return sorted({req.dst for _s, _w, req in self.fences})
+
+
+class FlushLog:
+    """The flushes of one run; at most one open per hart (flushes do not nest)."""
+
+    def __init__(self, nr_harts: int) -> None:
+        self.all: list[Flush] = []
+        self.open: list[Flush | None] = [None] * nr_harts
+
+    def begin(
+        self, seq: int, hart: int | None, fn: str, dom: int | None, mfn: int = -1, order: int = 0, frees: int = 0
+    ) -> None:
+        f = Flush(seq, hart, fn, dom, mfn, order)
+        f.frees_before = frees
+        self.all.append(f)
+        if hart is not None:
+            self.open[hart] = f
+
+    def current(self, hart: int | None) -> Flush | None:
+        return self.open[hart] if hart is not None else None
+
+    def end(self, seq: int, hart: int | None) -> None:
+        f = self.current(hart)
+        if f is not None and hart is not None:
+            f.end = seq
+            self.open[hart] = None
+
+
+def observe(xen: Xen, observer: Any) -> None:
+    """Wrap the flush entry points of this instance (after bugs and variants are applied)."""
+    p2m_tlb_flush = xen.p2m_tlb_flush
+    filtered = xen.filtered_flush_tlb_mask
+
+    async def observed_p2m_tlb_flush(p2m: Any) -> None:
+        observer.flush_begin("p2m_tlb_flush", p2m.domain.domain_id)
+        try:
+            await p2m_tlb_flush(p2m)
+        finally:
+            observer.flush_end()
+
+    async def observed_filtered_flush_tlb_mask(mfn: int, order: int) -> None:
+        observer.flush_begin("filtered_flush_tlb_mask", None, mfn, order)
+        try:
+            await filtered(mfn, order)
+        finally:
+            observer.flush_end()
+
+    xen.p2m_tlb_flush = observed_p2m_tlb_flush  # type: ignore[method-assign]
+    xen.filtered_flush_tlb_mask = observed_filtered_flush_tlb_mask  # type: ignore[method-assign]

@@ -129,6 +129,10 @@ class Diagnosis:
                     return s
         return None
 
+    def _free_op(self, st: Stale, x: int) -> str:
+        """The C name of what the hart that freed the frame was doing (its hypercall, say)."""
+        return self.o.free_ops.get((st.mfn, x), "the code that freed it")
+
     def _freer(self, st: Stale) -> str:
         """The C function that freed the frame, from the free's own event."""
         x = st.frees[0] if st.frees else None
@@ -202,8 +206,8 @@ class Diagnosis:
                 "late/free-before-flush",
                 freer,
                 f"no p2m_tlb_flush between the unlink (step {lo:,}) and the free (step {x:,}): {freer} freed {where} "
-                f"first, and the next flush of dom{st.dom} began after it, at step {f.seq:,}; a table may be freed only "
-                f"once a flush has reached every hart that may cache it, and hart {st.hart} did",
+                f"first, and the next flush of dom{st.dom} began after it, at step {f.seq:,}; a table may be freed "
+                f"only once a flush has reached every hart that may cache it, and hart {st.hart} did",
                 (self._flush_row(f, st.hart),),
             )
         return self._no_flush(st, lo, x, freer, where)
@@ -219,6 +223,7 @@ class Diagnosis:
         )
 
     def _freed_while_linked(self, st: Stale, x: int, freer: str, defence: str) -> Cause:
+        freer = self._free_op(st, x) if freer != "p2m_free_subtree" else freer
         after = f"; the PTE was cleared only at step {st.unlink:,}" if st.unlink is not None else ""
         return Cause(
             defence,
@@ -463,26 +468,22 @@ class Diagnosis:
                     "was (a Bare hgatp stops such walks)",
                     (row, hrow),
                 )
-        earlier = [
-            g
-            for g in o.flushlog.all
-            if g.fn == "p2m_tlb_flush" and g.dom == st.dom and fill <= g.seq < f.seq and g.dirty and hart in g.dirty
-        ]
         why = "empty" if not f.dirty else f"{f.dirty}"
-        if earlier:
-            g = earlier[-1]
-            left = self._switch_out(hart, st.dom, g.seq, f.seq)
-            reached = g.to_hart(hart)
-            when = f" (its vCPU of dom{st.dom} left at step {left:,}, in between)" if left is not None else ""
+        sets = [w for w in o.dirty_hist.get((st.dom, hart), ()) if w[0] <= f.seq]
+        if sets and not sets[-1][1]:
+            cseq, _bit, fn = sets[-1]
+            ever = [w for w in sets if w[1]]
+            since = f" (set at step {ever[-1][0]:,} by {ever[-1][2]})" if ever else ""
+            when = "before" if cseq <= fill else "after"
+            rows: tuple[Row, ...] = ((cseq, None, "dirty", f"d->dirty_cpumask: hart {hart}'s bit cleared by {fn}"), row)
             return Cause(
                 defence,
                 "not-in-mask/dirty-cleared",
-                "ctxt_switch_from" if left is not None else "p2m_tlb_flush",
-                f"hart {hart} was in d->dirty_cpumask when p2m_tlb_flush read it at step {g.seq:,}, and not at step "
-                f"{f.seq:,} ({why}); no flush reached it in between{when}: its bit went while it still held the "
-                f"entry, filled at step {fill:,}"
-                + ("" if reached is None else f" (that earlier flush reached it at step {reached.taken_seq:,})"),
-                (self._flush_row(g, hart), row),
+                fn,
+                f"{fn} cleared hart {hart}'s bit in d->dirty_cpumask{since} at step {cseq:,}, {when} the hart cached "
+                f"the entry (step {fill:,}) and with no flush reaching it after that: p2m_tlb_flush at step "
+                f"{f.seq:,} fenced the dirty mask ({why}) and left the hart out",
+                rows,
             )
         ran = f", which ran dom{st.dom} vcpu{ctx[1]} from step {s_in:,}" if ctx is not None and ctx[0] == st.dom else ""
         return Cause(
@@ -490,8 +491,8 @@ class Diagnosis:
             "not-in-mask/dirty-unset",
             "ctxt_switch_to",
             f"p2m_tlb_flush at step {f.seq:,} fences d->dirty_cpumask ({why}), and hart {hart}{ran} and cached the "
-            f"entry at step {fill:,}, had no bit in it: nothing set it when the vCPU came (ctxt_switch_to), so the "
-            "flush never reached the hart",
+            f"entry at step {fill:,}, had no bit in it: nothing ever set it (ctxt_switch_to, when the vCPU came), so "
+            "the flush never reached the hart",
             (row,),
         )
 
@@ -549,15 +550,23 @@ class Diagnosis:
         x = [s for s in st.frees if s <= fill]
         src = f"PTE {e.src_mfn:#x}[{e.src_idx}]"
         if x:
-            freer = self._freer(st)
+            freer, rows, how = self._free_op(st, x[0]), [row], ""
+            # whose reference went while the mapping stayed: the mapping domain's own put, if there was one
+            mine = [p for p in self.o.puts.get(st.mfn, ()) if p[0] <= x[0] and p[3] == st.dom]
+            if mine and mine[0][2] != freer:
+                pseq, phart, op, _dom = mine[0]
+                rows.append((pseq, phart, "put", f"put_page of mfn {st.mfn:#x} in {op}(dom{st.dom}); {src} stays"))
+                how = f"; {op}(dom{st.dom}) dropped a reference at step {pseq:,} and left the mapping in place"
+                freer = op
             later = f" and cleared only at step {st.unlink:,}" if st.unlink is not None else ""
             return Cause(
                 defence,
                 "refilled/linked-after-free",
                 freer,
                 f"{first}the entry, but at step {fill:,} a walk filled it again: {src} still pointed at mfn "
-                f"{st.mfn:#x}, freed at step {x[0]:,}{later}; {freer} freed it while it was still linked",
-                (row,),
+                f"{st.mfn:#x}, freed at step {x[0]:,} by {self._free_op(st, x[0])}{later}{how}: a frame must be "
+                "unmapped before its last reference goes",
+                tuple(rows),
             )
         return Cause(
             defence,

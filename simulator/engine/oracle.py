@@ -40,9 +40,9 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
+from simulator.engine.calls import FlushLog
 from simulator.engine.cause import FLUSH_ON_VMID, Cause, Diagnosis, Stale, covers
 from simulator.engine.conductor import SimulationStop
-from simulator.engine.flushes import FlushLog
 from simulator.riscv import memory as M
 from simulator.riscv.observer import Observer
 from simulator.riscv.pte import GStageMode
@@ -161,6 +161,10 @@ class Oracle(Observer):
         self.wiped = 0  # stale writes a later scrub wiped
         self.leaf_puts: dict[int, tuple[int, int | None, dict[str, Any]]] = {}  # mfn -> p2m_free_subtree.leaf
         self.cpu_events: dict[int, list[tuple[int, str]]] = {}  # hart -> [(step, "down" | "up")]
+        self.dirty_hist: dict[tuple[int, int], list[tuple[int, bool, str]]] = {}  # (dom, cpu) -> [(step, bit, fn)]
+        self.free_ops: dict[tuple[int, int], str] = {}  # (mfn, step) -> what the freeing hart was doing
+        self.puts: dict[int, list[tuple[int, int | None, str, int]]] = {}  # mfn -> [(step, hart, op, dom)]
+        self.calls: dict[int, list[tuple[str, int]]] = {}  # hart -> the hypercalls it is in: [(name, dom)]
         self.ctx_hist: dict[int, list[tuple[int, tuple[int, int] | None]]] = {}  # hart -> [(step, (dom, vcpu))]
         self.hgatp_hist: dict[int, list[tuple[int, int, Any]]] = {}  # hart -> [(step, hgatp, who ran)]
         # (hart, vmid) -> [(step, dom, vcpu, generation)]; hart None for per-domain VMIDs (arm-broadcast)
@@ -174,6 +178,16 @@ class Oracle(Observer):
         if cur is None or cur.index >= len(self.harts):
             return None
         return cur.index
+
+    def _call(self, hart: int | None) -> tuple[str, int]:
+        """(C name, domain) of the hypercall the hart's current job is in, else (the job's label, -1)."""
+        if hart is None:
+            return "the workload driver", -1
+        stack = self.calls.get(hart)
+        if stack:
+            return stack[-1]
+        job = self.harts[hart].current_job
+        return (job.label if job is not None else "guest"), -1
 
     def _op(self, hart: int | None) -> str:
         if hart is None:
@@ -220,6 +234,7 @@ class Oracle(Observer):
             self.invariant(f"double free of mfn {mfn:#x} ({why})", mfn=mfn)
             return
         self.frames_freed += 1
+        self.free_ops[(mfn, self.conductor.seq)] = self._call(hart)[0]
         # a free's stamp field holds its place among all frees (to order it against a flush of the same step)
         self.frame_hist.setdefault(mfn, []).append(
             (self.conductor.seq, hart, "free", self.frames_freed, why, gen, new_state, -1)
@@ -268,6 +283,17 @@ class Oracle(Observer):
     def flush_end(self) -> None:
         self.flushlog.end(self.conductor.seq, self._hart())
 
+    def call_begin(self, name: str, dom: int) -> None:
+        """A hypercall of Xen was entered (see ``engine.calls``)."""
+        hart = self._hart()
+        if hart is not None:
+            self.calls.setdefault(hart, []).append((name, dom))
+
+    def call_end(self) -> None:
+        hart = self._hart()
+        if hart is not None and self.calls.get(hart):
+            self.calls[hart].pop()
+
     def event(self, hart: int, name: str, **fields: Any) -> None:
         if name == "switch_in":
             self.hart_ctx[hart] = (fields["dom"], fields["vcpu"], fields["vmid"])
@@ -287,6 +313,12 @@ class Oracle(Observer):
                 flush.errors.append((self.conductor.seq, fields["rc"], fields["text"]))
         elif name == "p2m_alloc_root_table":
             self.roots.setdefault(fields["mfn"], []).append((self.conductor.seq, fields["dom"]))
+        elif name == "put_page":
+            self.puts.setdefault(fields["mfn"], []).append((self.conductor.seq, hart, *self._call(hart)))
+        elif name == "dirty_cpumask":
+            self.dirty_hist.setdefault((fields["dom"], fields["cpu"]), []).append(
+                (self.conductor.seq, fields["set"], fields["fn"])
+            )
         elif name == "p2m_free_subtree.table_freed":
             self.table_frees[fields["mfn"]] = self.conductor.seq
         elif name == "page_alloc.no_tlbflush":
@@ -807,7 +839,11 @@ class Oracle(Observer):
             verb = "cleared" if not new & 1 else f"changed to {new:#x}"
             chain.append((seq, h, "unmap", f"unmap: {op}: PTE {t:#x}[{i}] {verb} (was {old:#x})"))
         reuse_seq = reuse[0] if reuse is not None else now
-        since = fill_seq if entry is not None else self._hgatp_since(hart, now)
+        # the frees that ended the life the translation points into (the entry may be filled after them)
+        if reuse is not None:
+            since = self._life_start(mfn, reuse[0] - 1)
+        else:
+            since = self._life_start(mfn, now) if entry is not None else self._hgatp_since(hart, now)
         frees, free_ord = [], 0
         for ev in self.frame_hist.get(mfn, ()):
             if ev[2] == "free" and since <= ev[0] <= reuse_seq:
@@ -853,6 +889,16 @@ class Oracle(Observer):
             if seq <= at:
                 owner = dom
         return owner
+
+    def _life_start(self, mfn: int, at: int) -> int:
+        """The step the frame was last handed out at or before ``at``: the life the entry points into."""
+        start = 0
+        for ev in self.frame_hist.get(mfn, ()):
+            if ev[0] > at:
+                break
+            if ev[2] in ("alloc", "reuse"):
+                start = ev[0]
+        return start
 
     def _hgatp_since(self, hart: int, now: int) -> int:
         """The step of the hgatp write the walk started from (its root's frees before it are another life)."""

@@ -24,7 +24,7 @@ import anyio
 import orjson
 
 from simulator import __version__
-from simulator.engine import flushes, invariants
+from simulator.engine import calls, invariants
 from simulator.engine.bugs import BUGS
 from simulator.engine.conductor import Conductor, Deadlock, SimulationStop, UncontrolledConductor
 from simulator.engine.log import LOG_SCHEMA_VERSION, EventLog
@@ -456,7 +456,7 @@ async def _run(
         )
         for b in config.bugs:
             BUGS[b].apply(xen)
-        flushes.observe(xen, oracle)  # after the bugs: a mutated flush is still seen as one
+        calls.observe(xen, oracle)  # after the bugs: a mutated hypercall or flush is still seen as one
         driver = conductor.add_actor("driver")
         scenario = Scenario(xen, conductor, driver, strategy.stream("workload"), params)
 

@@ -58,6 +58,11 @@ class XenBase:
         assert cur is not None and cur.index < len(self.harts), "Xen code must run on a hart"
         return self.harts[cur.index]
 
+    @model("the hart the running code is on, or None for the workload driver (a test poking Xen's state)")
+    def running_hart(self) -> int | None:
+        cur = self.conductor.current
+        return cur.index if cur is not None and cur.index < len(self.harts) else None
+
     @upstream("include/asm/current.h", differs="from the conductor's current actor")
     def smp_processor_id(self) -> int:
         return self.this_hart().id

@@ -19,7 +19,9 @@ ARM's order, and the same on every profile:
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING
+import sys
+from collections.abc import Callable
+from typing import TYPE_CHECKING, Any
 
 from simulator.engine.conductor import RwLock, SpinLock
 from simulator.riscv import pte as P
@@ -57,13 +59,29 @@ class Vcpu:
         return f"d{self.domain.domain_id}v{self.vcpu_id}"
 
 
+class Cpumask(list[bool]):
+    """cpumask_t, a bit per hart.  Every change is reported with the name of the function that made it,
+    so an explanation can say who cleared a hart's bit in d->dirty_cpumask, and when."""
+
+    __slots__ = ("report",)
+
+    def __init__(self, nr_harts: int) -> None:
+        super().__init__([False] * nr_harts)
+        self.report: Callable[[int, bool, str], None] | None = None
+
+    def __setitem__(self, cpu: Any, value: Any) -> None:
+        if self.report is not None and bool(self[cpu]) != bool(value):
+            self.report(cpu, bool(value), sys._getframe(1).f_code.co_name)
+        super().__setitem__(cpu, value)
+
+
 class Domain:
     def __init__(self, domain_id: int, nr_harts: int, p2m_lock: RwLock, paging_lock: SpinLock) -> None:
         self.domain_id = domain_id
         self.vcpus: list[Vcpu] = []
         self.p2m = P2MDomain(self, p2m_lock)
         self.arch_paging = PagingDomain(paging_lock)
-        self.dirty_cpumask = [False] * nr_harts
+        self.dirty_cpumask = Cpumask(nr_harts)
         self.running_on: list[int] = []
         self.switch_ins = [0] * nr_harts  # vCPU switch-ins per hart, for lazy dirty-mask clearing
         self.page_list: dict[int, None] = {}  # owned pages, insertion ordered
@@ -96,6 +114,9 @@ class DomainOps(Vmid):
             SpinLock(self.conductor, f"paging lock of dom{domain_id}"),
         )
         self.domains[domain_id] = d
+        d.dirty_cpumask.report = lambda cpu, bit, fn: self.observer.event(
+            self.running_hart(), "dirty_cpumask", dom=domain_id, cpu=cpu, set=bit, fn=fn
+        )  # the model's: the log says who set or cleared each bit (a test may set one from its driver)
         self.emit("domain_create", dom=domain_id, vcpus=nr_vcpus, pool=pool_pages)
         pg = await self.alloc_xenheap_pages(0, f"struct domain of dom{domain_id}")
         if pg is None:
@@ -451,4 +472,5 @@ class DomainOps(Vmid):
             p2m.pages.pop(p2m.root + i, None)
         await self.free_heap_pages(p2m.root, P.ROOT_ORDER, True, f"p2m root of dom{d.domain_id}")
         await self.free_xenheap_pages(d.struct_page, 0, f"struct domain of dom{d.domain_id}")
-        d.dirty_cpumask = [False] * len(self.harts)
+        for cpu in range(len(self.harts)):
+            d.dirty_cpumask[cpu] = False

@@ -62,6 +62,7 @@ class Mm(PageAlloc):
             return
         count -= 1
         self.memory.count[pg] = count
+        self.emit("put_page", mfn=pg, count=count & PGC_count_mask)
         if (count & PGC_count_mask) == 0:
             await self.free_domheap_page(pg)
 

@@ -1,11 +1,12 @@
-"""Xen's flush calls as the oracle sees them: who asked, for what, which fences went out, when it returned.
+"""Xen's calls as the oracle sees them: hypercalls and flushes, who asked, for what, and when they returned.
 
 An explanation needs to know which fences belong to which flush (the flush
 Xen asked for when it unlinked a table, the flush on reuse of a frame), not
-just the fences.  The engine wraps the model's two flush entry points,
-``p2m_tlb_flush`` and ``filtered_flush_tlb_mask``, after any bug or variant
-has replaced them, so a mutated flush is still seen as a flush: its fences,
-its SBI errors and its return are attributed to it whatever its body does.
+just the fences, and which hypercall dropped a reference or freed a frame.
+The engine wraps the model's flush entry points (``p2m_tlb_flush``,
+``filtered_flush_tlb_mask``) and its hypercalls after any bug or variant has
+replaced them, so a mutated function is still seen for what it is: its
+fences, SBI errors, puts and frees are attributed to it whatever its body does.
 """
 
 from __future__ import annotations
@@ -97,8 +98,32 @@ class FlushLog:
             self.open[hart] = None
 
 
+HYPERCALLS = (
+    "populate_physmap",
+    "decrease_reservation",
+    "map_foreign",
+    "unmap_foreign",
+    "map_mmio_regions",
+    "domain_kill",
+    "arch_set_paging_mempool_size",
+)
+
+
+def _observed_call(observer: Any, name: str, fn: Any) -> Any:
+    async def call(d: Any, *args: Any, **kwargs: Any) -> Any:
+        observer.call_begin(name, d.domain_id)
+        try:
+            return await fn(d, *args, **kwargs)
+        finally:
+            observer.call_end()
+
+    return call
+
+
 def observe(xen: Xen, observer: Any) -> None:
-    """Wrap the flush entry points of this instance (after bugs and variants are applied)."""
+    """Wrap the hypercalls and flush entry points of this instance (after bugs and variants are applied)."""
+    for name in HYPERCALLS:
+        setattr(xen, name, _observed_call(observer, name, getattr(xen, name)))
     p2m_tlb_flush = xen.p2m_tlb_flush
     filtered = xen.filtered_flush_tlb_mask
 

@@ -29,6 +29,9 @@ Classes:
                               the same VMID (another address space's entry);
   stale-write-survived        a stale write landed in a scrubbed frame that was then
                               given to a new owner (reported at the hand-over);
+  freed-while-mapped          a frame was freed while a live PTE of a domain that is not
+                              dying still mapped it (reported at the free);
+  xen-use-after-free          Xen loaded from or stored to a frame in the heap or a pool;
   invariant                   refcount underflow, double free, pool accounting,
                               a frame in no or two places, leftovers after destroy;
   deadlock / panic            the model stopped: nobody could run / Xen panicked.
@@ -43,9 +46,10 @@ from typing import TYPE_CHECKING, Any
 from simulator.engine.calls import FlushLog
 from simulator.engine.cause import FLUSH_ON_VMID, Cause, Diagnosis, Stale, covers
 from simulator.engine.conductor import SimulationStop
+from simulator.engine.rmap import ReverseMap
 from simulator.riscv import memory as M
 from simulator.riscv.observer import Observer
-from simulator.riscv.pte import GStageMode
+from simulator.riscv.pte import ROOT_PAGES, GStageMode
 from simulator.xen.p2m import type_name
 
 if TYPE_CHECKING:
@@ -71,6 +75,13 @@ class Violation:
     chain: list[tuple[int, int | None, str, str]] = field(default_factory=list)  # seq, hart, kind, text
     missing: str = ""
     cause: Cause | None = None
+    access: str = ""  # read or write (a guest access), walk (a walk read a table), free, load or store (Xen's)
+
+    def __post_init__(self) -> None:
+        if not self.access:
+            self.access = {"freed-while-mapped": "free", "invariant": "", "panic": "", "deadlock": ""}.get(
+                self.cls, "walk" if self.cls in ("walk-through-reused-table", "dangling-root") else ""
+            )
 
     def to_log(self) -> dict[str, Any]:
         """The structured form written to the log, from which `p2msim inspect` draws timelines."""
@@ -83,6 +94,7 @@ class Violation:
             "chain": [{"seq": s, "hart": h, "kind": k, "text": t} for s, h, k, t in self.chain],
             "missing": self.missing,
             "cause": self.cause.to_json() if self.cause is not None else None,
+            "access": self.access,
         }
 
     def to_json(self) -> dict[str, Any]:
@@ -95,6 +107,7 @@ class Violation:
             "seq": self.seq,
             "explanation": self.explain(),
             "cause": self.cause.to_json() if self.cause is not None else None,
+            "access": self.access,
         }
 
     def explain(self) -> str:
@@ -170,6 +183,9 @@ class Oracle(Observer):
         # (hart, vmid) -> [(step, dom, vcpu, generation)]; hart None for per-domain VMIDs (arm-broadcast)
         self.vmid_assigns: dict[tuple[int | None, int], list[tuple[int, int, int, int]]] = {}
         self.diagnosis = Diagnosis(self)
+        self.rmap = ReverseMap(memory, mode.root_level)
+        self.dying: set[int] = set()  # domains domain_kill has begun to tear down
+        self.freed_mapped_dying = 0  # frames freed while only a dying domain's p2m still mapped them
 
     # -- who is doing what ---------------------------------------------------------
 
@@ -239,11 +255,16 @@ class Oracle(Observer):
         self.frame_hist.setdefault(mfn, []).append(
             (self.conductor.seq, hart, "free", self.frames_freed, why, gen, new_state, -1)
         )
+        self._freed_while_mapped(hart, mfn, why)
         if self.log.enabled:
             self.log.debug(hart, "frame.free", mfn=mfn, gen=gen, to=M.STATE_NAMES[new_state], why=why)
 
+    def on_table_stored(self, mfn: int) -> None:
+        self.rmap.stored_table(mfn)
+
     def on_pte_write(self, mfn: int, idx: int, old: int, new: int) -> None:
         hart = self._hart()
+        self.rmap.store(mfn, idx, old, new)
         if old & 1:
             self.pte_hist.setdefault((mfn, idx), []).append((self.conductor.seq, hart, old, new, self._op(hart)))
         if self.log.enabled:
@@ -286,6 +307,8 @@ class Oracle(Observer):
     def call_begin(self, name: str, dom: int) -> None:
         """A hypercall of Xen was entered (see ``engine.calls``)."""
         hart = self._hart()
+        if name == "domain_kill":
+            self.dying.add(dom)
         if hart is not None:
             self.calls.setdefault(hart, []).append((name, dom))
 
@@ -313,6 +336,7 @@ class Oracle(Observer):
                 flush.errors.append((self.conductor.seq, fields["rc"], fields["text"]))
         elif name == "p2m_alloc_root_table":
             self.roots.setdefault(fields["mfn"], []).append((self.conductor.seq, fields["dom"]))
+            self.rmap.add_root(fields["mfn"], ROOT_PAGES)
         elif name == "put_page":
             self.puts.setdefault(fields["mfn"], []).append((self.conductor.seq, hart, *self._call(hart)))
         elif name == "dirty_cpumask":
@@ -340,6 +364,94 @@ class Oracle(Observer):
             self.log.debug(hart, name, **fields)
 
     # -- findings ------------------------------------------------------------------------
+
+    def _freed_while_mapped(self, hart: int | None, mfn: int, why: str) -> None:
+        """A frame freed while a live PTE still maps it: a violation, unless only a dying domain maps it."""
+        for table, idx, level in self.rmap.mapped_by(mfn):
+            root = self.rmap.root_of(table)
+            dom = self.root_owner(root, self.conductor.seq) if root is not None else None
+            gfn = self.rmap.gfn_of(table, idx)
+            what = "a table link" if not self.memory.read_pte(table, idx)[0] & 0xE else f"an L{level} leaf"
+            op = self._call(hart)[0]
+            where = f"PTE {table:#x}[{idx}] of dom{dom} (gfn {gfn:#x}, {what})"
+            if dom in self.dying:
+                self.freed_mapped_dying += 1
+                continue  # teardown frees what a dying domain's p2m still names: no vCPU of it runs again
+            self.violation_count += 1
+            key = ("mapped", mfn, self.memory.gen[mfn], table, idx)
+            if key in self._seen:
+                continue
+            self._seen.add(key)
+            culprit, how = op, ""
+            mine = [p for p in self.puts.get(mfn, ()) if p[3] == dom and p[2] != op]
+            if mine:  # the mapping domain's own reference went earlier, in another call, and the mapping stayed
+                pseq, _ph, culprit, _d = mine[-1]
+                how = f"; {culprit}(dom{dom}) dropped a reference at step {pseq:,} and left the mapping in place"
+            text = (
+                f"{op} freed mfn {mfn:#x} ({why}) while {where} still maps it{how}: the mapping must be removed, "
+                "and flushed, before the last reference goes"
+            )
+            v = Violation(
+                "freed-while-mapped",
+                hart,
+                dom,
+                gfn,
+                mfn,
+                self.conductor.seq,
+                f"mfn {mfn:#x} was freed while {where} still maps it: any hart can reach it through that mapping",
+                [(self.conductor.seq, hart, "free", f"free: mfn {mfn:#x}: {why}, in {op}; {where} still maps it")],
+                text,
+                Cause("unmap-before-free", "freed-while-mapped", culprit, text),
+            )
+            if self.bugs:
+                v.missing += f" (bugs injected: {', '.join(self.bugs)})"
+            self._record(v, count=False)
+
+    def on_hyp_access(self, mfn: int, idx: int, write: bool) -> None:
+        """Xen's own load or store to a frame that is free: a use after free, reported as it happens."""
+        hart = self._hart()
+        self.violation_count += 1
+        key = ("hyp", mfn, self.memory.gen[mfn], write)
+        if key in self._seen:
+            return
+        self._seen.add(key)
+        op = self._call(hart)[0]
+        now = self.conductor.seq
+        verb = "stores to" if write else "loads from"
+        slot = f"{mfn:#x}[{idx}]" if idx >= 0 else f"{mfn:#x}"
+        state = M.STATE_NAMES[self.memory.state[mfn]]
+        chain: list[tuple[int, int | None, str, str]] = []
+        frees = [ev for ev in self.frame_hist.get(mfn, ()) if ev[2] == "free"]
+        for ev in self.frame_hist.get(mfn, ()):
+            if ev[2] in ("alloc", "reuse") and (not frees or ev[0] <= frees[-1][0]):
+                chain = [(ev[0], ev[1], "alloc", f"alloc: mfn {mfn:#x}: {ev[4]} (gen {ev[5]})")]
+        if frees:
+            x = frees[-1]
+            chain.append((x[0], x[1], "free", f"free: mfn {mfn:#x}: {x[4]}"))
+            freer = str(x[4]).split(" ")[0]
+            text = (
+                f"{op} {verb} mfn {slot} at step {now:,}, after {self.free_ops.get((mfn, x[0]), freer)} freed it at "
+                f"step {x[0]:,} ({x[4]}): the free must come after the last use"
+            )
+        else:
+            freer, text = "", f"{op} {verb} mfn {slot}, which was never handed out"
+        chain.append((now, hart, "use", f"Xen {verb} mfn {slot} (it is {state}), in {op}"))
+        v = Violation(
+            "xen-use-after-free",
+            hart,
+            self._dom(hart),
+            None,
+            mfn,
+            now,
+            f"Xen on hart {hart} ({op}) {verb} mfn {slot}, which is free ({state}): a use after free",
+            chain,
+            text,
+            Cause("no-use-after-free", "xen-use-after-free", freer, text),
+            "store" if write else "load",
+        )
+        if self.bugs:
+            v.missing += f" (bugs injected: {', '.join(self.bugs)})"
+        self._record(v, count=False)
 
     def on_stale_use(
         self, hart: int, entry: TlbEntry | None, mfn: int, gfn: int, frame_free: bool, write: bool
@@ -880,7 +992,8 @@ class Oracle(Observer):
         if self.bugs:
             missing += f" (bugs injected: {', '.join(self.bugs)})"
         headline = self._headline(cls, kind, hart, entry, mfn, gfn)
-        return Violation(cls, hart, self._dom(hart), gfn, mfn, now, headline, chain, missing, cause)
+        access = ("write" if write else "read") if kind == "leaf" else "walk"
+        return Violation(cls, hart, self._dom(hart), gfn, mfn, now, headline, chain, missing, cause, access)
 
     def root_owner(self, mfn: int, at: int) -> int | None:
         """The domain whose root ``mfn`` was at step ``at``."""
@@ -939,4 +1052,5 @@ class Oracle(Observer):
             "frames_freed": self.frames_freed,
             "frames_reused": self.frames_reused,
             "stale_benign": self.stale_benign,
+            "freed_mapped_dying": self.freed_mapped_dying,
         }

@@ -107,15 +107,33 @@ class Memory:
             self.ghosts[mfn] = array("Q", bytes(8 * ENTRIES))
         return t
 
+    def load(self, mfn: int, idx: int = -1) -> array[int]:
+        """The hypervisor's own load from a table or metadata frame (through its direct map).
+
+        A frame in the heap or a pool freelist is nobody's table: the access is
+        reported (``idx`` -1: the whole table is about to be read).
+        """
+        if self.state[mfn] in (FREE, POOL):
+            self.observer.on_hyp_access(mfn, idx, False)
+        return self.table(mfn)
+
+    def load_pte(self, mfn: int, idx: int) -> tuple[int, int]:
+        """A load of one PTE by the hypervisor (see ``load``)."""
+        if self.state[mfn] in (FREE, POOL):
+            self.observer.on_hyp_access(mfn, idx, False)
+        return self.read_pte(mfn, idx)
+
     def read_pte(self, mfn: int, idx: int) -> tuple[int, int]:
-        """(PTE value, ghost clock) - what a walker or Xen reads."""
+        """(PTE value, ghost clock): an implicit read by a walker."""
         t = self.tables.get(mfn)
         if t is None:
             return 0, 0
         return t[idx], self.ghosts[mfn][idx]
 
     def write_pte(self, mfn: int, idx: int, value: int) -> int:
-        """One atomic 64-bit store; returns the old value."""
+        """One atomic 64-bit store by the hypervisor; returns the old value."""
+        if self.state[mfn] in (FREE, POOL):
+            self.observer.on_hyp_access(mfn, idx, True)
         t = self.table(mfn)
         old = t[idx]
         t[idx] = value
@@ -125,8 +143,16 @@ class Memory:
         self.observer.on_pte_write(mfn, idx, old, value)
         return old
 
+    def stored(self, mfn: int) -> None:
+        """A table frame was filled by plain stores before anyone could walk it (a private table)."""
+        self.written[mfn] = 1
+        self.scrubbed[mfn] = 0
+        self.observer.on_table_stored(mfn)
+
     def store_data(self, mfn: int, idx: int, value: int) -> None:
         """A plain 64-bit store that is not a PTE (a metadata slot, say): data, never walked as such by Xen."""
+        if self.state[mfn] in (FREE, POOL):
+            self.observer.on_hyp_access(mfn, idx, True)
         self.table(mfn)[idx] = value
         self.written[mfn] = 1
         self.scrubbed[mfn] = 0

@@ -22,6 +22,12 @@ class Observer:
 
     def on_fill(self, hart: int, entry: Any) -> None: ...
 
+    def on_table_stored(self, mfn: int) -> None:
+        """A private table was filled by plain stores (its PTEs were not stored one by one)."""
+
+    def on_hyp_access(self, mfn: int, idx: int, write: bool) -> None:
+        """The hypervisor loaded from or stored to a frame that is free (in the heap or a pool freelist)."""
+
     def on_reused_use(self, hart: int, kind: str, entry: Any, mfn: int, gfn: int, write: bool, pte: int = 0) -> None:
         """A translation was used to reach ``mfn``, handed out again since it was made.
 

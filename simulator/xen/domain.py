@@ -432,7 +432,7 @@ class DomainOps(Vmid):
         await self.p2m_write_lock(p2m)
         for i in range(P.ROOT_PAGES):
             await self.step()
-            table = self.memory.table(p2m.root + i)
+            table = self.memory.load(p2m.root + i)
             for idx in range(512):
                 if table[idx]:
                     self.memory.write_pte(p2m.root + i, idx, 0)

@@ -277,7 +277,7 @@ class P2m(Paging):
                     f"ext_storage PTE {ctx.pt_page:#x}[{ctx.index}] = {pte:#x}{at}: __map_domain_page(NULL) maps "
                     f"page_to_mfn(NULL), a wild address"
                 )
-            t = self.memory.table(md)[ctx.index]
+            t = self.memory.load(md, ctx.index)[ctx.index]
             # Since p2m_set_type() guarantees that the type will be greater than
             # p2m_first_external, just check that we received a valid type here.
             at = f" (gfn {ctx.gfn:#x} of dom{ctx.p2m.domain.domain_id})" if ctx.gfn >= 0 else ""
@@ -310,13 +310,13 @@ class P2m(Paging):
             p2m.md[tbl] = md
         if t >= p2m_first_external:
             assert md is not None
-            slots = self.memory.table(md)
+            slots = self.memory.load(md, ctx.index)
             if slots[ctx.index] == p2m_invalid:
                 self.u_md_used_entries[tbl] += 1
             self.memory.store_data(md, ctx.index, t)
             t = p2m_ext_storage
         elif md is not None:
-            if self.memory.table(md)[ctx.index] != p2m_invalid:
+            if self.memory.load(md, ctx.index)[ctx.index] != p2m_invalid:
                 self.u_md_used_entries[tbl] -= 1
             self.memory.store_data(md, ctx.index, p2m_invalid)
         pte |= t << P.PTE_RSW_SHIFT
@@ -380,13 +380,13 @@ class P2m(Paging):
     ) -> tuple[int, int]:
         """(result, the table to go on with): the C's ``*table`` is returned."""
         assert level != 0
-        entry, _ = self.memory.read_pte(table, offset)
+        entry, _ = self.memory.load_pte(table, offset)
         if not P.pte_valid(entry):
             if not alloc_tbl:
                 return P2M_TABLE_MAP_NONE, table
             if await self.p2m_create_table(p2m, table, offset):
                 return P2M_TABLE_MAP_NOMEM, table
-            entry, _ = self.memory.read_pte(table, offset)
+            entry, _ = self.memory.load_pte(table, offset)
         if P.pte_is_mapping(entry):
             return P2M_TABLE_SUPER_PAGE, table
         return P2M_TABLE_NORMAL, P.pte_ppn(entry)
@@ -450,7 +450,7 @@ class P2m(Paging):
             await self.p2m_put_page(entry, level, p2mt)
             return
         pg = P.pte_ppn(entry)
-        contents = self.memory.table(pg)
+        contents = self.memory.load(pg)
         for i in range(512):
             gfn = ctx.gfn + (i << (9 * (level - 1))) if ctx.gfn >= 0 else -1
             await self.p2m_free_subtree(p2m, contents[i], PteCtx(p2m, pg, i, level - 1, gfn=gfn))
@@ -492,13 +492,13 @@ class P2m(Paging):
                 pte = await self.p2m_set_type(pte, old_type, PteCtx(p2m, page, i, next_level))
             table[i] = pte  # write_pte(new_entry, pte) into the private table
         ghosts[:] = array("Q", [self.memory.clock]) * 512
-        self.memory.written[page] = 1
         rv = True
         if next_level != target:
             i = offsets[next_level]
             rv, sub = await self.p2m_split_superpage(p2m, table[i], next_level, target, offsets, page)
             table[i] = sub
             ghosts[i] = self.memory.clock
+        self.memory.stored(page)
         # Even if we failed, install the newly allocated table: the caller frees the sub-tree.
         return rv, self.page_to_p2m_table(page)
 
@@ -528,7 +528,7 @@ class P2m(Paging):
 
         if level > target:
             # We need to split the original page.
-            split_pte, _ = self.memory.read_pte(table, offsets[level])
+            split_pte, _ = self.memory.load_pte(table, offsets[level])
             tbl_pg = table
             ok, split_pte = await self.p2m_split_superpage(p2m, split_pte, level, target, offsets, tbl_pg)
             if not ok:
@@ -546,7 +546,7 @@ class P2m(Paging):
         idx = offsets[level]
         ctx = PteCtx(p2m, table, idx, level, gfn=gfn & ~((1 << (9 * level)) - 1))
         assert level == target
-        orig_pte, _ = self.memory.read_pte(table, idx)
+        orig_pte, _ = self.memory.load_pte(table, idx)
         if self.profile.read_replaced_type_first and P.pte_is_mapping(orig_pte):
             # fix: the replaced leaf's type, before p2m_set_type can overwrite its metadata slot
             ctx = ctx._replace(known_type=self.p2m_get_type(orig_pte, ctx))
@@ -561,7 +561,7 @@ class P2m(Paging):
         p2m.need_flush = True
 
         # VALID -> INVALID: free the original; VALID -> VALID: only if the MFN changed.
-        entry, _ = self.memory.read_pte(table, idx)
+        entry, _ = self.memory.load_pte(table, idx)
         if P.pte_valid(orig_pte) and (not P.pte_valid(entry) or P.pte_ppn(entry) != P.pte_ppn(orig_pte)):
             await self.p2m_free_subtree(p2m, orig_pte, ctx)
         return 0
@@ -647,14 +647,14 @@ class P2m(Paging):
             return INVALID_MFN, p2m_invalid, 9 * level
         offsets = self.offsets(gfn)
         while level:
-            entry, _ = self.memory.read_pte(table, offsets[level])
+            entry, _ = self.memory.load_pte(table, offsets[level])
             if not P.pte_valid(entry):
                 return INVALID_MFN, p2m_invalid, 9 * level  # P2M_TABLE_MAP_NONE
             if P.pte_is_mapping(entry):
                 break
             table = P.pte_ppn(entry)
             level -= 1
-        entry, _ = self.memory.read_pte(table, offsets[level])
+        entry, _ = self.memory.load_pte(table, offsets[level])
         if not P.pte_valid(entry):
             return INVALID_MFN, p2m_invalid, 9 * level
         t = self.p2m_get_type(entry, PteCtx(p2m, table, offsets[level], level))

@@ -1,0 +1,122 @@
+"""Which live PTEs map a frame: a reverse map kept from the machine's own PTE stores.
+
+A frame freed while a PTE that a walk can still reach maps it is reachable by
+any hart at will, with or without a stale TLB entry.  To say so at the free,
+the oracle keeps, for every frame, the PTE slots whose last store named it,
+each table's level (from its root down) and the slot linking each table.  A
+slot counts only if its table is still reachable from a root through slots
+that still link it: the leaves of a subtree being torn down are unlinked with
+their table, whatever they still hold.
+"""
+
+from __future__ import annotations
+
+from typing import TYPE_CHECKING
+
+from simulator.riscv import memory as M
+from simulator.riscv.pte import PTE_PPN_SHIFT, PTE_V
+
+if TYPE_CHECKING:
+    from simulator.riscv.memory import Memory
+
+PPN_MASK = (1 << 44) - 1
+RWX = 0xE  # a valid PTE with any of R, W, X is a leaf
+
+
+def _ppn(pte: int) -> int:
+    return (pte >> PTE_PPN_SHIFT) & PPN_MASK
+
+
+class ReverseMap:
+    def __init__(self, memory: Memory, root_level: int) -> None:
+        self.memory = memory
+        self.root_level = root_level
+        self.links: dict[int, set[tuple[int, int]]] = {}  # frame -> {(table, idx)} whose store named it
+        self.level: dict[int, int] = {}  # table -> its level
+        self.parent: dict[int, tuple[int, int]] = {}  # table -> the slot that linked it last
+        self.roots: dict[int, int] = {}  # root page -> the first page of its root (roots span pages)
+
+    def add_root(self, mfn: int, pages: int) -> None:
+        for i in range(pages):
+            self.roots[mfn + i] = mfn
+            self.level[mfn + i] = self.root_level
+
+    def store(self, table: int, idx: int, old: int, new: int) -> None:
+        if old & PTE_V:
+            s = self.links.get(_ppn(old))
+            if s is not None:
+                s.discard((table, idx))
+        if new & PTE_V:
+            ppn = _ppn(new)
+            self.links.setdefault(ppn, set()).add((table, idx))
+            if not new & RWX:
+                self.parent[ppn] = (table, idx)
+                lvl = self.level.get(table)
+                if lvl is not None:
+                    self.level[ppn] = lvl - 1
+
+    def stored_table(self, table: int) -> None:
+        """A private table was filled by plain stores (a superpage split): take its slots in."""
+        t = self.memory.tables.get(table)
+        if t is not None:
+            for i, pte in enumerate(t):
+                self.store(table, i, 0, pte)
+
+    def live(self, table: int) -> bool:
+        """Is ``table`` reachable from a root that is still a table, through slots that still link it?"""
+        mem = self.memory
+        for _ in range(8):
+            if mem.state[table] != M.TABLE:
+                return False
+            if table in self.roots:
+                return True
+            up = self.parent.get(table)
+            if up is None:
+                return False
+            pte = mem.read_pte(*up)[0]
+            if not pte & PTE_V or pte & RWX or _ppn(pte) != table:
+                return False
+            table = up[0]
+        return False
+
+    def mapped_by(self, mfn: int) -> list[tuple[int, int, int]]:
+        """(table, idx, level) of every live slot that maps ``mfn`` (a leaf of any size, or a table link)."""
+        mem = self.memory
+        out = []
+        for lvl in range(3):
+            base = mfn >> (9 * lvl) << (9 * lvl)
+            for table, idx in sorted(self.links.get(base, ())):
+                pte = mem.read_pte(table, idx)[0]
+                if not pte & PTE_V or _ppn(pte) != base:
+                    continue
+                leaf = bool(pte & RWX)
+                if (leaf and self.level.get(table) != lvl) or (not leaf and lvl):
+                    continue
+                if self.live(table):
+                    out.append((table, idx, lvl))
+        return out
+
+    def gfn_of(self, table: int, idx: int) -> int:
+        """The guest frame a slot translates (its first gfn, for a superpage or a table link)."""
+        lvl = self.level.get(table, 0)
+        gfn = idx << (9 * lvl)
+        for _ in range(8):
+            if table in self.roots:
+                return gfn + ((table - self.roots[table]) << (9 * (lvl + 1)))
+            up = self.parent.get(table)
+            if up is None:
+                return gfn
+            table, idx = up
+            lvl += 1
+            gfn += idx << (9 * lvl)
+        return gfn
+
+    def root_of(self, table: int) -> int | None:
+        for _ in range(8):
+            if table in self.roots:
+                return self.roots[table]
+            up = self.parent.get(table)
+            if up is None:
+                return None
+            table = up[0]
+        return None

@@ -11,7 +11,7 @@ from __future__ import annotations
 import argparse
 import os
 import sys
-from typing import NoReturn
+from typing import Any, NoReturn
 
 import orjson
 
@@ -130,6 +130,11 @@ def build_parser() -> argparse.ArgumentParser:
     m.add_argument("--bug", action="append", default=[], help="only these bugs (repeatable)")
     m.add_argument("--workload", action="append", default=[], help="only these workloads (repeatable)")
     m.add_argument("--strategy", action="append", default=[], help="random, pct, uncontrolled (repeatable)")
+    m.add_argument(
+        "--record",
+        action="store_true",
+        help="write where each bug was found into the record `p2msim list` shows (simulator/engine/exposed.json)",
+    )
     m.add_argument("--json", action="store_true")
 
     from simulator.engine.sweep import add_arguments as add_sweep_arguments
@@ -407,10 +412,16 @@ def cmd_shrink(args: argparse.Namespace) -> int:
     return EXIT_CLEAN
 
 
+def _harts(mod: Any) -> str:
+    least, why = getattr(mod, "PCPUS", (1, ""))
+    return f"{least}+ harts: {why}" if least > 1 else "any number of harts"
+
+
 def cmd_list(args: argparse.Namespace) -> int:
     from rich.console import Console
     from rich.table import Table
 
+    from simulator.engine import exposure
     from simulator.engine.bugs import BUGS
     from simulator.engine.simulation import builtin_workloads
     from simulator.engine.strategies import STRATEGIES
@@ -438,13 +449,13 @@ def cmd_list(args: argparse.Namespace) -> int:
     profiles += [(old, f"old name of {new} (deprecated)") for old, new in ALIASES.items()]
     glue = sorted({r.origin.c_name for r in fidelity.rows() if r.origin.kind == fidelity.GLUE})
     for title, rows in (
-        ("workloads", [(n, m.DESCRIPTION) for n, m in builtin_workloads().items()]),
+        ("workloads", [(n, f"{m.DESCRIPTION} ({_harts(m)})") for n, m in builtin_workloads().items()]),
         ("profiles", profiles),
         (
             "glue (stubs or absent in the tree; from ARM or common code, the same on every profile)",
             [("", ", ".join(glue))],
         ),
-        ("bugs", [(n, b.description) for n, b in BUGS.items()]),
+        ("bugs", [(n, f"{b.description}; {exposure.describe(n)}") for n, b in BUGS.items()]),
         ("strategies", list(STRATEGIES.items())),
     ):
         t = Table(title=title, title_justify="left", show_header=False, box=None, pad_edge=False)
@@ -497,6 +508,11 @@ def cmd_matrix(args: argparse.Namespace) -> int:
         tuple(args.strategy) or STRATEGIES,
         progress,
     )
+    if args.record:
+        from simulator.engine import exposure
+
+        path = exposure.record(out["cells"], args.seeds)
+        console.print(f"recorded where each bug was found in {path}")
     if args.json:
         print(orjson.dumps(out).decode())
     else:

@@ -80,7 +80,7 @@ def test_json_output_is_deterministic(capsys: pytest.CaptureFixture[str]) -> Non
         (["run", "teardown-under-load", "--profile", "nope"], "unknown profile 'nope'"),
         (["run", "teardown-under-load", "--bug", "nope"], "unknown bug 'nope'"),
         (["run", "teardown-under-load", "--strategy", "nope"], "unknown strategy 'nope'"),
-        (["run", "teardown-under-load", "--pcpus", "1"], "needs at least 2 harts"),
+        (["run", "teardown-under-load", "--pcpus", "1"], "needs --pcpus 2 or more: dom1 gives memory back"),
         (["run", "teardown-under-load", "--seed", "x"], "is not a whole number"),
         (["run", "teardown-under-load", "--vmid-bits", "20"], "VMID bits"),
         (["run", "teardown-under-load", "-p", "nope=1"], "no parameter 'nope'"),

@@ -10,7 +10,7 @@ import pytest
 
 from simulator.engine.bugs import BUGS
 from simulator.engine.scenario import Scenario, WorkloadError
-from simulator.engine.simulation import Config, Result, load_workload, run
+from simulator.engine.simulation import Config, ConfigError, Result, load_workload, run
 
 WORKLOADS = ("superpage-shatter", "vcpu-migration", "vmid-rollover", "balloon", "pool-churn")
 CLEAN_SEEDS = range(5)
@@ -102,9 +102,24 @@ def test_upstream_profile_races(workload: str) -> None:
 
 
 @pytest.mark.parametrize("workload", WORKLOADS)
+def test_one_hart_runs_or_is_refused_with_the_reason(workload: str) -> None:
+    least, why = load_workload(workload).PCPUS
+    if least == 1:
+        r = run(Config(workload, pcpus=1))
+        assert r.stop_reason == "done" and r.clean, r.explain()
+        return
+    assert why, f"{workload} must say why it needs {least} harts"
+    with pytest.raises(ConfigError, match=f"needs --pcpus {least} or more: {why}"):
+        run(Config(workload, pcpus=least - 1))
+    assert run(Config(workload, pcpus=least)).stop_reason == "done"
+
+
+def test_the_latent_bug_shows_on_one_hart() -> None:
+    assert [v.cls for v in run(Config("foreign-remap", pcpus=1, profile="upstream")).violations][:1] == ["invariant"]
+
+
+@pytest.mark.parametrize("workload", WORKLOADS)
 def test_impossible_configurations_are_refused(workload: str) -> None:
-    with pytest.raises(WorkloadError, match="harts"):
-        run(Config(workload, pcpus=1))
     with pytest.raises(WorkloadError, match=r"rounds|domains"):
         key = "domains" if workload == "vmid-rollover" else "rounds"
         run(Config(workload, params=((key, "0"),)))

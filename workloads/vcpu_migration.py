@@ -46,6 +46,8 @@ PARAMS = {
     "hot": 0.8,  # probability that a dom1 access aims at the chunks being changed
     "settle": 1000,
 }
+# the fewest harts it runs on, and why (`p2msim run` refuses fewer, naming the reason)
+PCPUS = (3, "one changes the p2m, two swap vCPUs")
 
 BASE = 0x40000  # every domain's RAM starts here (1G region 1)
 CHUNK = 512
@@ -55,8 +57,6 @@ async def main(sim: Scenario) -> None:
     p = sim.params
     n = sim.nr_harts
     rng = sim.rng
-    if n < 3:
-        raise WorkloadError("vcpu-migration needs at least 3 harts (--pcpus 3): one changes the p2m, two swap vCPUs")
     chunks, dense = p["chunks"], p["dense"]
     nv = p["vcpus"] or n
     if not 3 <= chunks <= 16 or not 1 <= dense <= CHUNK:

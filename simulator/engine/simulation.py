@@ -372,6 +372,9 @@ def run(
     mod = SimpleNamespace(main=main, PARAMS={}) if main is not None else load_workload(config.workload)
     validate(config)  # now with the bugs a workload file may have registered
     params = _params(mod, config)
+    least, why = getattr(mod, "PCPUS", (1, ""))
+    if config.pcpus < least:
+        raise ConfigError(f"workload {config.workload} needs --pcpus {least} or more: {why}")
     if decisions is not None:
         strategy: Strategy = ReplayStrategy(config.seed, decisions, fallback)
     else:

@@ -58,6 +58,7 @@ if TYPE_CHECKING:
     from simulator.riscv.hart import Hart
     from simulator.riscv.sbi import FenceRequest
     from simulator.riscv.tlb import TlbEntry
+    from simulator.riscv.walker import Fault
 
 MAX_REPORTED = 16
 MAX_WARNINGS = 16
@@ -184,6 +185,7 @@ class Oracle(Observer):
         self.vmid_assigns: dict[tuple[int | None, int], list[tuple[int, int, int, int]]] = {}
         self.diagnosis = Diagnosis(self)
         self.rmap = ReverseMap(memory, mode.root_level)
+        self.last_store: dict[tuple[int, int], tuple[int, int | None, int]] = {}  # slot -> (step, hart, value)
         self.dying: set[int] = set()  # domains domain_kill has begun to tear down
         self.freed_mapped_dying = 0  # frames freed while only a dying domain's p2m still mapped them
 
@@ -259,12 +261,53 @@ class Oracle(Observer):
         if self.log.enabled:
             self.log.debug(hart, "frame.free", mfn=mfn, gen=gen, to=M.STATE_NAMES[new_state], why=why)
 
+    def on_guest_fault(self, hart: int, fault: Fault) -> None:
+        """A fault on a PTE that Xen's own live table holds malformed is a finding (no correct code writes it)."""
+        if self.log.enabled:
+            self.log.debug(hart, "guest.fault", gfn=fault.gfn, write=fault.write, why=fault.describe())
+        if not fault.malformed or fault.reason.startswith("a store through") or not self.rmap.live(fault.table):
+            return
+        self.violation_count += 1
+        key = ("malformed", fault.table, fault.idx, fault.pte)
+        if key in self._seen:
+            return
+        self._seen.add(key)
+        root = self.rmap.root_of(fault.table)
+        dom = self.root_owner(root, self.conductor.seq) if root is not None else None
+        chain: list[tuple[int, int | None, str, str]] = []
+        store = self.last_store.get((fault.table, fault.idx))
+        if store is not None and store[2] == fault.pte:
+            seq, h, _new = store
+            chain.append((seq, h, "store", f"store: PTE {fault.table:#x}[{fault.idx}] = {fault.pte:#x}"))
+        chain.append((self.conductor.seq, hart, "fault", f"hart {hart}'s walk of gfn {fault.gfn:#x} faults"))
+        text = (
+            f"the PTE dom{dom}'s p2m holds at {fault.table:#x}[{fault.idx}] is malformed ({fault.reason}): "
+            "hardware faults on it, so the mapping Xen meant is not there"
+        )
+        v = Violation(
+            "malformed-pte",
+            hart,
+            dom,
+            fault.gfn,
+            None,
+            self.conductor.seq,
+            f"hart {hart} faulted on a malformed PTE of dom{dom}'s live p2m: {fault.describe()}",
+            chain,
+            text,
+            Cause("well-formed-pte", "malformed-pte", "p2m_pte_from_mfn", text),
+            "walk",
+        )
+        if self.bugs:
+            v.missing += f" (bugs injected: {', '.join(self.bugs)})"
+        self._record(v, count=False)
+
     def on_table_stored(self, mfn: int) -> None:
         self.rmap.stored_table(mfn)
 
     def on_pte_write(self, mfn: int, idx: int, old: int, new: int) -> None:
         hart = self._hart()
         self.rmap.store(mfn, idx, old, new)
+        self.last_store[(mfn, idx)] = (self.conductor.seq, hart, new)
         if old & 1:
             self.pte_hist.setdefault((mfn, idx), []).append((self.conductor.seq, hart, old, new, self._op(hart)))
         if self.log.enabled:

@@ -41,6 +41,7 @@ from simulator.xen.base import HypercallFailed, XenPanic
 from simulator.xen.hypervisor import Xen
 from simulator.xen.profiles import ALIASES as PROFILE_ALIASES
 from simulator.xen.profiles import PROFILES
+from simulator.xen.profiles import lookup as lookup_profile
 from simulator.xen.profiles import resolve as resolve_profile
 
 
@@ -186,11 +187,16 @@ def load_workload(name_or_path: str) -> ModuleType:
 def validate(config: Config, bugs: bool = True) -> None:
     if config.strategy not in STRATEGIES and config.strategy != "replay":
         raise ConfigError(f"unknown strategy {config.strategy!r} (choose from {', '.join(STRATEGIES)})")
-    if resolve_profile(config.profile)[0] not in PROFILES:
+    name = resolve_profile(config.profile)[0]
+    if name.split("+")[0] not in PROFILES:
         raise ConfigError(
-            f"unknown profile {config.profile!r} (choose from {', '.join(PROFILES)})"
+            f"unknown profile {config.profile!r} (choose from {', '.join(PROFILES)}; base+knob adds a fix)"
             + did_you_mean(config.profile, [*PROFILES, *PROFILE_ALIASES])
         )
+    try:
+        lookup_profile(name)
+    except ValueError as exc:
+        raise ConfigError(str(exc)) from None
     for b in config.bugs if bugs else ():
         if b not in BUGS:
             raise ConfigError(f"unknown bug {b!r} (see `p2msim list`; a workload file may register its own)")
@@ -449,7 +455,7 @@ async def _run(
             harts=harts,
             sbi=sbi,
             conductor=conductor,
-            profile=PROFILES[config.profile],
+            profile=lookup_profile(config.profile),
             observer=oracle,
             gstage_mode=mode,
             vmid_bits=config.vmid_bits,

@@ -25,7 +25,7 @@ from simulator.riscv.memory import FREE, POOL, Memory
 from simulator.riscv.observer import Observer
 from simulator.riscv.sbi import FenceRequest, Sbi
 from simulator.riscv.tlb import Tlb, TlbEntry
-from simulator.riscv.walker import walk
+from simulator.riscv.walker import Fault, walk
 
 if TYPE_CHECKING:
     from simulator.engine.conductor import Actor, Conductor
@@ -85,6 +85,7 @@ class Hart:
         self.idle_work: Callable[[], Awaitable[None]] | None = None
         self.idle_ready: Callable[[], bool] = lambda: False
         self.hsm_started: Callable[[], Awaitable[None]] | None = None  # what the hypervisor runs on an HSM start
+        self.trap: Callable[[Fault], Awaitable[None]] | None = None  # the hypervisor's handler for guest faults
         # hgatp and what the walker needs from it
         self.hgatp = 0
         self.mode: P.GStageMode | None = None
@@ -112,6 +113,7 @@ class Hart:
         self.hits = 0
         self.walks = 0
         self.faults = 0
+        self.device_accesses = 0  # accesses that reached a frame beyond RAM (MMIO)
         self.fences_taken = 0
 
     # -- instruction boundaries --------------------------------------------------
@@ -307,6 +309,7 @@ class Hart:
             seq = c.seq
             done = 0
             miss = -1
+            denied: TlbEntry | None = None  # a store through a leaf without W
             code = 0
             for code in codes[i : i + burst]:
                 done += 1
@@ -322,7 +325,8 @@ class Hart:
                     self._use_slow(e, gfn, mfn, code & 1)
                 elif code & 1 and wstate != 2:
                     if not wstate:
-                        self.faults += 1
+                        denied, miss = e, gfn
+                        break
                     else:
                         written[mfn] = 1  # the frame now holds its owner's data
                         if not e.level:
@@ -334,6 +338,12 @@ class Hart:
             if miss < 0:
                 self.hits += done
                 continue
+            if denied is not None:
+                self.hits += done
+                await self.guest_fault(_denied(denied, miss))
+                if self.guest is not prog or self.jobs or self.stopping:
+                    return
+                continue
             self.hits += done - 1
             self.walks += 1
             if self.speculate:
@@ -341,23 +351,37 @@ class Hart:
                 recent.append(miss)
                 if len(recent) > 16:
                     del recent[0]
-            e = await walk(self, miss)
-            if e is None:
-                self.faults += 1
-            else:
-                self._use(e, miss, code & 1)
+            e = await walk(self, miss, bool(code & 1))
+            if isinstance(e, Fault):
+                await self.guest_fault(e)
+            elif e is None:
+                self.device_accesses += 1
+            elif not self._use(e, miss, code & 1):
+                await self.guest_fault(_denied(e, miss))
             if self.guest is not prog or self.jobs or self.stopping:
                 return
 
-    def _use(self, e: TlbEntry, gfn: int, write: int) -> None:
+    def _use(self, e: TlbEntry, gfn: int, write: int) -> bool:
+        """Use a translation just filled; False if the access faults (a store without W)."""
         mfn = e.ppn + gfn - e.gfn_base
         if self.memory.stamp[mfn] > e.ghost or e.src_table[e.src_idx] != e.src_pte or e.root_mfn != self.root_mfn:
             self._use_slow(e, gfn, mfn, write)
         elif write:
             if not e.perms & P.PTE_W:
-                self.faults += 1
-            else:
-                self.memory.written[mfn] = 1
+                return False
+            self.memory.written[mfn] = 1
+        return True
+
+    async def guest_fault(self, fault: Fault) -> None:
+        """A guest-page fault: the access did not happen; the hypervisor's trap handler runs on this hart."""
+        self.faults += 1
+        self.observer.on_guest_fault(self.id, fault)
+        if self.trap is not None:
+            self.in_guest = False  # the handler is hypervisor code (it may speculate, take steps)
+            try:
+                await self.trap(fault)
+            finally:
+                self.in_guest = True
 
     def _use_slow(self, e: TlbEntry, gfn: int, mfn: int, write: int) -> None:
         """Something about this translation is off; let the observer classify it."""
@@ -373,3 +397,8 @@ class Hart:
             self.observer.on_stale_use(self.id, e, mfn, gfn, self.memory.state[mfn] in (FREE, POOL), w)
         elif w:
             self.memory.written[mfn] = 1
+
+
+def _denied(e: TlbEntry, gfn: int) -> Fault:
+    """The store guest-page fault of a store through a leaf without W."""
+    return Fault(gfn, e.level, e.src_mfn, e.src_idx, e.src_pte, "a store through a leaf without W", True)

@@ -22,6 +22,9 @@ class Observer:
 
     def on_fill(self, hart: int, entry: Any) -> None: ...
 
+    def on_guest_fault(self, hart: int, fault: Any) -> None:
+        """A guest access faulted (the hypervisor's trap handler runs next)."""
+
     def on_table_stored(self, mfn: int) -> None:
         """A private table was filled by plain stores (its PTEs were not stored one by one)."""
 

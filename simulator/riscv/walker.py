@@ -6,6 +6,16 @@ it.  Before each read the walker checks, against the machine's allocation
 clock, that the table it is about to read is the one the pointer meant:
 a root freed under hgatp, a cached non-leaf entry, or a PTE read from a freed
 table may all point at a frame that has been handed out again since.
+
+A walk faults where the privileged spec says it must (supervisor.adoc, the
+address-translation algorithm; hypervisor.adoc for the G-stage): an invalid
+PTE, the reserved encodings W without R, reserved bits 60:54, N without
+Svnapot, PBMT 3, A, D or U (or N, PBMT) in a non-leaf PTE, a pointer at level
+0, a misaligned superpage, a leaf with U=0 (G-stage accesses are always
+U-mode).  The machine has Svpbmt (Xen maps MMIO with PBMT IO), not Svnapot,
+and Svade behaviour for A and D is Xen's to provide: the model's Xen sets
+neither (the tree sets them only with Svade), so A/D are not checked.  The
+fault goes to the hypervisor's trap handler with the PTE and why (``Fault``).
 """
 
 from __future__ import annotations
@@ -13,22 +23,91 @@ from __future__ import annotations
 from typing import TYPE_CHECKING
 
 from simulator.riscv.memory import FREE, POOL
-from simulator.riscv.pte import PTE_ACCESS_MASK, PTE_PPN_SHIFT, PTE_V
+from simulator.riscv.pte import (
+    PTE_A,
+    PTE_ACCESS_MASK,
+    PTE_D,
+    PTE_N,
+    PTE_PBMT_MASK,
+    PTE_PBMT_SHIFT,
+    PTE_PPN_SHIFT,
+    PTE_R,
+    PTE_U,
+    PTE_V,
+    PTE_W,
+)
 from simulator.riscv.tlb import TlbEntry, tlb_key
 
 if TYPE_CHECKING:
     from simulator.riscv.hart import Hart
 
 
-async def walk(hart: Hart, gfn: int) -> TlbEntry | None:
-    """Translate ``gfn`` under the hart's hgatp; fill and return the leaf, or None (fault).
+RESERVED_60_54 = ((1 << 7) - 1) << 54
+
+
+class Fault:
+    """A guest-page fault (or an access fault) as the walk raised it: where it stopped, and why."""
+
+    __slots__ = ("gfn", "idx", "level", "pte", "reason", "table", "write")
+
+    def __init__(self, gfn: int, level: int, table: int, idx: int, pte: int, reason: str, write: bool) -> None:
+        self.gfn = gfn
+        self.level = level
+        self.table = table  # -1: no PTE was read (the GPA is out of range)
+        self.idx = idx
+        self.pte = pte
+        self.reason = reason
+        self.write = write
+
+    @property
+    def malformed(self) -> bool:
+        """Not an unmapped address: a PTE no correct p2m code writes."""
+        return self.table >= 0 and self.reason != "invalid (V=0)"
+
+    def describe(self) -> str:
+        where = f"PTE {self.table:#x}[{self.idx}] = {self.pte:#x} at L{self.level}" if self.table >= 0 else "no PTE"
+        return f"{where}: {self.reason}"
+
+
+def pte_fault(pte: int, level: int) -> str:
+    """Why a walk must fault on this PTE, or '' (the spec's step 3, the non-leaf rules, steps 5 and 6)."""
+    if not pte & PTE_V:
+        return "invalid (V=0)"
+    rwx = pte & PTE_ACCESS_MASK
+    if rwx & PTE_W and not rwx & PTE_R:
+        return "W without R (a reserved encoding)"
+    if pte & RESERVED_60_54:
+        return "reserved bits 60:54 set"
+    if pte & PTE_N:
+        return "N set without Svnapot"
+    pbmt = (pte & PTE_PBMT_MASK) >> PTE_PBMT_SHIFT
+    if pbmt == 3:
+        return "PBMT 3 (reserved)"
+    if not rwx:
+        if pte & (PTE_A | PTE_D | PTE_U):
+            return "A, D or U set in a non-leaf PTE (reserved)"
+        if pbmt:
+            return "PBMT set in a non-leaf PTE (reserved)"
+        if level == 0:
+            return "a pointer at level 0"
+        return ""
+    if not pte & PTE_U:
+        return "a leaf with U=0 (G-stage accesses are U-mode)"
+    if level and (pte >> PTE_PPN_SHIFT) & ((1 << (9 * level)) - 1):
+        return "a misaligned superpage"
+    return ""
+
+
+async def walk(hart: Hart, gfn: int, write: bool = False) -> TlbEntry | Fault | None:
+    """Translate ``gfn`` under the hart's hgatp; fill and return the leaf, the Fault, or None for an
+    access that reaches a device (a frame beyond RAM: MMIO) and is not cached.
 
     A fence taken at one of the walk's steps drops the walk, which starts again:
     an in-flight walk that began before a fence must not fill what the fence removed.
     """
     while True:
         fences = hart.fences_taken
-        e = await _walk_once(hart, gfn, fences)
+        e = await _walk_once(hart, gfn, fences, write)
         if e is not _DROPPED:
             return e  # type: ignore[return-value]
 
@@ -36,10 +115,10 @@ async def walk(hart: Hart, gfn: int) -> TlbEntry | None:
 _DROPPED = object()
 
 
-async def _walk_once(hart: Hart, gfn: int, fences: int) -> TlbEntry | object | None:
+async def _walk_once(hart: Hart, gfn: int, fences: int, write: bool) -> TlbEntry | Fault | object | None:
     mode = hart.mode
     if mode is None:
-        return None
+        return Fault(gfn, 0, -1, 0, 0, "hgatp is Bare", write)
     mem = hart.memory
     stamp = mem.stamp
     vmid = hart.vmid
@@ -58,7 +137,7 @@ async def _walk_once(hart: Hart, gfn: int, fences: int) -> TlbEntry | object | N
         origin = start.root_mfn  # what it fills comes from the tables that entry was read under
     else:
         if gfn > mode.max_gfn:
-            return None
+            return Fault(gfn, mode.root_level, -1, 0, 0, f"GPA above {mode.gpa_bits} bits", write)
         level = root_level
         idx = mode.gfn_index(gfn, level)
         table = hart.root_mfn + (idx >> 9)
@@ -79,19 +158,18 @@ async def _walk_once(hart: Hart, gfn: int, fences: int) -> TlbEntry | object | N
         elif mem.state[table] in (FREE, POOL):
             observer.on_stale_use(hart.id, via, table, gfn, True, False)
         path.append((level, table, mem.gen[table]))
-        if not pte & PTE_V:
-            return None
+        why = pte_fault(pte, level)
+        if why:
+            return Fault(gfn, level, table, idx, pte, why, write)
         ppn = pte >> PTE_PPN_SHIFT & ((1 << 44) - 1)
         if ppn >= mem.nr_frames:
-            return None  # no such frame: access fault
+            return None  # beyond RAM: a device (MMIO) access, which the machine does not model further
         if pte & PTE_ACCESS_MASK:
             if level > 2:
-                return None  # Xen maps at most 1G leaves
+                return Fault(gfn, level, table, idx, pte, "a leaf above level 2 (Xen maps at most 1G)", write)
             return _fill(
                 hart, True, level, gfn, ppn, pte & PTE_ACCESS_MASK, pte_ghost, table, idx, pte, path, origin, start
             )
-        if level == 0:
-            return None  # a table pointer at level 0 is reserved: fault
         e = _fill(hart, False, level, gfn, ppn, 0, pte_ghost, table, idx, pte, path, origin, start)
         via = e
         kind = "walk-through-reused-table"

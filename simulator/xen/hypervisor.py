@@ -18,14 +18,15 @@ from simulator.riscv.sbi import Sbi
 from simulator.xen.domain import Domain, Vcpu
 from simulator.xen.fidelity import model
 from simulator.xen.profiles import Profile
-from simulator.xen.smp import Smp
+from simulator.xen.traps import Traps
 from simulator.xen.vmid import VmidData
 
 if TYPE_CHECKING:
     from simulator.engine.conductor import Conductor
+    from simulator.riscv.walker import Fault
 
 
-class Xen(Smp):
+class Xen(Traps):
     def __init__(
         self,
         *,
@@ -63,10 +64,15 @@ class Xen(Smp):
             h.idle_work = self._idle_work
             h.idle_ready = self.scrub_pending
             h.hsm_started = self._hsm_started
+            h.trap = self._trap
 
     @model("the machine's return-to-guest hook: check_for_pcpu_work -> p2m_handle_vmenter (traps.c)")
     async def _vmenter(self) -> None:
         await self.p2m_handle_vmenter()
+
+    @model("the machine's trap hook: a guest-page fault enters Xen at do_trap (handle_exception -> do_trap)")
+    async def _trap(self, fault: Fault) -> None:
+        await self.do_trap(fault)
 
     @model("the machine's HSM-start hook: the started hart enters Xen at start_secondary")
     async def _hsm_started(self) -> None:

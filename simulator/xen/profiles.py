@@ -10,7 +10,7 @@ knob defaults to what ``fixed`` does; the comment says what the tree does.
 
 from __future__ import annotations
 
-from dataclasses import dataclass, fields
+from dataclasses import dataclass, fields, replace
 
 UPSTREAM_COMMIT = "c447b7308b1330ec6dcfef37220736c28f41daa0"
 
@@ -46,6 +46,10 @@ class Profile:
     # fix: the idle scrubber leaves pages that still need a TLB flush for the allocation to scrub
     # after its flush (ARM's scrub_free_pages cleans them while stale translations may remain)
     scrub_skips_unflushed: bool = True
+    # fix: guest-page faults are handled as ARM does (do_trap_stage2_abort_guest: a fault on an
+    # address the p2m maps is resolved and retried, any other is the guest's); the tree's do_trap
+    # has no case for them: do_unexpected_trap -> die()
+    handle_guest_page_faults: bool = True
     # paging_alloc_page() decrements total_pages even when the freelist is empty (the tree does)
     pool_total_underflow: bool = False
     # the seed's v5 as posted: p2m_get_type/p2m_set_type panic on external types ...
@@ -79,6 +83,7 @@ _UPSTREAM = dict(
     no_build_flush_batching=False,
     read_replaced_type_first=False,
     scrub_skips_unflushed=False,
+    handle_guest_page_faults=False,
     pool_total_underflow=True,
 )
 
@@ -133,3 +138,31 @@ def resolve(name: str) -> tuple[str, str | None]:
         new = ALIASES[name]
         return new, f"profile {name!r} is now called {new!r} (pinned to {UPSTREAM_COMMIT[:10]}); using {new!r}"
     return name, None
+
+
+KNOBS = tuple(f.name for f in fields(Profile) if f.name not in ("name", "description", "shows"))
+
+
+def lookup(name: str) -> Profile:
+    """A profile by name; ``base+knob+...`` is ``base`` with those knobs set as ``fixed`` sets them.
+
+    ``upstream+handle_guest_page_faults`` is the tree with one labelled fix: a
+    Xen developer checks which fix a finding needs.  Raises ValueError naming
+    what is unknown.
+    """
+    base, *knobs = name.split("+")
+    if base not in PROFILES:
+        raise ValueError(f"unknown profile {base!r} (choose from {', '.join(PROFILES)})")
+    p = PROFILES[base]
+    if not knobs:
+        return p
+    bad = [k for k in knobs if k not in KNOBS]
+    if bad:
+        raise ValueError(f"unknown knob {bad[0]!r} in profile {name!r} (knobs: {', '.join(KNOBS)})")
+    fixed = PROFILES["fixed"]
+    return replace(
+        p,
+        name=name,
+        description=f"{p.description}; with {', '.join(knobs)} as fixed has it",
+        **{k: getattr(fixed, k) for k in knobs},
+    )

@@ -124,3 +124,23 @@ def test_without_the_mutation_no_pte_is_malformed() -> None:
     for workload in ("teardown-under-load", "superpage-shatter", "foreign-unmap-reuse"):
         r = run(Config(workload, seed=0))
         assert r.clean, r.explain()
+
+
+def _no_accessed_bit(xen: Xen) -> None:
+    """p2m_set_permission forgets A and D although the machine has Svade."""
+    set_permission = xen.p2m_set_permission
+
+    def p2m_set_permission(pte: int, t: int) -> int:
+        return set_permission(pte, t) & ~(0b11 << 6)
+
+    xen.p2m_set_permission = p2m_set_permission  # type: ignore[method-assign]
+
+
+register_bug("t-no-accessed-bit", "leaves without A and D on a Svade machine", _no_accessed_bit)
+
+
+def test_with_svade_a_leaf_without_a_faults_and_is_a_finding() -> None:
+    r = run(Config("teardown-under-load", seed=0, bugs=("t-no-accessed-bit",)))
+    found = [v for v in r.violations if v.cls == "malformed-pte"]
+    assert found and "A clear (Svade)" in found[0].missing, r.explain()
+

@@ -15,7 +15,7 @@ from simulator.engine.simulation import Config, run
 # bug -> (workload, seed that fails), from the detection tests' catalogue
 FAILING = {
     "no-flush-before-table-free": ("teardown-under-load", 0),
-    "async-remote-fence": ("teardown-under-load", 0),
+    "async-remote-fence": ("teardown-under-load", 2),
     "no-reuse-flush": ("foreign-unmap-reuse", 4),  # the memory-pressure retries leave ddmin more to keep on most seeds
 }
 

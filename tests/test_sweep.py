@@ -235,13 +235,13 @@ def test_human_summary_and_plain_progress(capsys: pytest.CaptureFixture[str]) ->
     assert sweep.main([*FOREIGN_BUG, "--seeds", "0:14"]) == 1
     captured = capsys.readouterr()
     text = captured.out
-    assert "failing seeds: 9 (64.3%)   first: 0   classes: reused-" in text
+    assert "failing seeds: 10 (71.4%)   first: 0   classes: reused-" in text
     assert "hit step budget: 0 (0.0%)" in text and "runs/s" in text and "crashed seeds: 0" in text
     assert "  p2msim run foreign-unmap-reuse --seed 0 --bug no-reuse-flush" in text
     assert "--seed 5 " not in text  # clean
     assert "  ... and" not in text  # 9 failing, all shown
     # stderr is not a terminal here: plain periodic lines, ending at 100%
-    assert "sweep: 14/14 seeds (100%)  failing 9  crashed 0" in captured.err
+    assert "sweep: 14/14 seeds (100%)  failing 10  crashed 0" in captured.err
 
 
 def test_rich_progress_bar_on_a_terminal(monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]) -> None:
@@ -269,15 +269,15 @@ def test_stop_on_first_reports_the_lowest_failing_seed(tmp_path: Path) -> None:
 def test_stop_on_first_keeps_the_clean_seeds_below_the_failure(tmp_path: Path) -> None:
     out = tmp_path / "stop.jsonl"
     s = sweep.run_sweep(
-        sweep.Sweep(Config("foreign-unmap-reuse", bugs=("no-reuse-flush",)), range(9, 40)),
+        sweep.Sweep(Config("foreign-unmap-reuse", bugs=("no-reuse-flush",)), range(8, 40)),
         jobs=2,
         stop_on_first=True,
         out=str(out),
     )
-    assert s.first_failing == 11 and s.exit_code == 1  # 9 and 10 are clean under this bug, 11 fails
+    assert s.first_failing == 10 and s.exit_code == 1  # 8 and 9 are clean under this bug, 10 fails
     results = by_seed(out)
-    assert results[10]["verdict"] == "clean" and results[11]["verdict"] == "violation"
-    assert s.runs < 10  # only the seeds in flight when 11 failed ran past it
+    assert results[9]["verdict"] == "clean" and results[10]["verdict"] == "violation"
+    assert s.runs < 10  # only the seeds in flight when 10 failed ran past it
 
 
 def test_a_worker_that_dies_is_a_crashed_seed_and_the_sweep_goes_on(
@@ -319,14 +319,14 @@ def test_a_workload_that_raises_is_bad_input_naming_the_seed(
 def test_log_dir_keeps_the_failing_seeds_logs_and_schedules_only(tmp_path: Path) -> None:
     logs = tmp_path / "logs"
     s = sweep.run_sweep(
-        sweep.Sweep(Config("foreign-unmap-reuse", bugs=("no-reuse-flush",)), range(10, 12), log_dir=str(logs))
+        sweep.Sweep(Config("foreign-unmap-reuse", bugs=("no-reuse-flush",)), range(9, 11), log_dir=str(logs))
     )
-    assert s.failing == [11]
+    assert s.failing == [10]
     assert sorted(p.name for p in logs.iterdir()) == [
-        "foreign-unmap-reuse-seed11.jsonl",
-        "foreign-unmap-reuse-seed11.jsonl.schedule.json",
+        "foreign-unmap-reuse-seed10.jsonl",
+        "foreign-unmap-reuse-seed10.jsonl.schedule.json",
     ]
-    rp = replay(str(logs / "foreign-unmap-reuse-seed11.jsonl.schedule.json"))
+    rp = replay(str(logs / "foreign-unmap-reuse-seed10.jsonl.schedule.json"))
     assert rp.reproduced and rp.result.violations
 
 

@@ -15,6 +15,7 @@ from typing import Any
 import orjson
 
 RECORD = Path(__file__).with_name("exposed.json")
+REPRODUCIBLE = ("random", "pct")  # an uncontrolled detection cannot be replayed: it is not shown
 
 
 def load() -> dict[str, Any]:
@@ -40,11 +41,8 @@ def exposed_by(bug: str) -> dict[str, dict[str, int]] | None:
     cells = load()["bugs"].get(bug)
     if cells is None:
         return None
-    return {
-        w: {s: n for s, n in by.items() if n is not None}
-        for w, by in sorted(cells.items())
-        if any(n is not None for n in by.values())
-    }
+    found = {w: {s: n for s, n in by.items() if n is not None and s in REPRODUCIBLE} for w, by in cells.items()}
+    return {w: by for w, by in sorted(found.items()) if by}
 
 
 def describe(bug: str) -> str:

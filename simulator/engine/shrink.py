@@ -26,7 +26,7 @@ from typing import Any
 
 from simulator.engine import schedule
 from simulator.engine.scenario import WorkloadError
-from simulator.engine.simulation import Config, Result, run
+from simulator.engine.simulation import Config, Result, load_workload, run
 
 Decisions = list[tuple[int, int]]
 
@@ -116,7 +116,8 @@ class Shrinker:
         )
 
         # 1. fewer harts: the same seed, fewer harts, a fresh schedule from the original strategy
-        for harts in range(1, config.pcpus):
+        least = getattr(load_workload(config.workload), "PCPUS", (1, ""))[0]
+        for harts in range(least, config.pcpus):  # the workload refuses fewer
             if self._out_of_budget():
                 break
             r = self._try(replace(config, pcpus=harts), None)

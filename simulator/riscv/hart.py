@@ -86,6 +86,8 @@ class Hart:
         self.idle_ready: Callable[[], bool] = lambda: False
         self.hsm_started: Callable[[], Awaitable[None]] | None = None  # what the hypervisor runs on an HSM start
         self.trap: Callable[[Fault], Awaitable[None]] | None = None  # the hypervisor's handler for guest faults
+        # the ISA extensions that change what a walk does: Svade (a clear A, or D on a store, faults)
+        self.extensions: frozenset[str] = frozenset({"svade", "svpbmt"})
         # hgatp and what the walker needs from it
         self.hgatp = 0
         self.mode: P.GStageMode | None = None

@@ -12,9 +12,9 @@ address-translation algorithm; hypervisor.adoc for the G-stage): an invalid
 PTE, the reserved encodings W without R, reserved bits 60:54, N without
 Svnapot, PBMT 3, A, D or U (or N, PBMT) in a non-leaf PTE, a pointer at level
 0, a misaligned superpage, a leaf with U=0 (G-stage accesses are always
-U-mode).  The machine has Svpbmt (Xen maps MMIO with PBMT IO), not Svnapot,
-and Svade behaviour for A and D is Xen's to provide: the model's Xen sets
-neither (the tree sets them only with Svade), so A/D are not checked.  The
+U-mode), and with Svade a leaf whose A is clear, or whose D is clear on a
+store (the tree's p2m_set_permission sets both when Svade is there).  The
+machine has Svade and Svpbmt (Xen maps MMIO with PBMT IO), not Svnapot.  The
 fault goes to the hypervisor's trap handler with the PTE and why (``Fault``).
 """
 
@@ -126,6 +126,7 @@ async def _walk_once(hart: Hart, gfn: int, fences: int, write: bool) -> TlbEntry
     observer = hart.observer
     root_level = mode.root_level
     path: list[tuple[int, int, int]] = []
+    svade = "svade" in hart.extensions
 
     start = tlb.lookup_nonleaf(vmid, gfn, root_level)
     if start is not None:
@@ -165,6 +166,9 @@ async def _walk_once(hart: Hart, gfn: int, fences: int, write: bool) -> TlbEntry
         if ppn >= mem.nr_frames:
             return None  # beyond RAM: a device (MMIO) access, which the machine does not model further
         if pte & PTE_ACCESS_MASK:
+            if svade and (not pte & PTE_A or (write and not pte & PTE_D)):
+                why = "A clear (Svade)" if not pte & PTE_A else "D clear on a store (Svade)"
+                return Fault(gfn, level, table, idx, pte, why, write)
             if level > 2:
                 return Fault(gfn, level, table, idx, pte, "a leaf above level 2 (Xen maps at most 1G)", write)
             return _fill(

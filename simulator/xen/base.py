@@ -71,6 +71,10 @@ class XenBase:
     async def step(self) -> None:
         await self.this_hart().tick()
 
+    @upstream("include/asm/cpufeature.h", differs="the machine's extensions, not the ISA string of the DT")
+    def riscv_isa_extension_available(self, ext: str) -> bool:
+        return ext in self.harts[0].extensions
+
     @upstream("xen/include/xen/cpumask.h", differs="a list of started harts")
     def cpu_online_map(self) -> list[int]:
         return [h.id for h in self.harts if h.online]

@@ -324,10 +324,12 @@ class P2m(Paging):
             await self.p2m_free_metadata_page(p2m, tbl)
         return pte
 
-    @upstream("p2m.c", differs="A/D never set (no Svade in the machine)")
+    @upstream("p2m.c")
     def p2m_set_permission(self, pte: int, t: int) -> int:
         pte &= ~P.PTE_ACCESS_MASK
-        pte |= P.PTE_U  # A/D only with Svade, which the machine does not model
+        pte |= P.PTE_U
+        if self.riscv_isa_extension_available("svade"):
+            pte |= P.PTE_A | P.PTE_D
         if t in (p2m_map_foreign_rw, p2m_mmio_direct_io):
             pte |= P.PTE_R | P.PTE_W
         elif t == p2m_ram_rw:

@@ -4,7 +4,8 @@ The tree's ``do_trap`` has no case for guest-page faults: they reach
 ``do_unexpected_trap``, which dumps the CSRs and calls ``die()`` (an endless
 ``wfi`` loop); the model reports that as a ``panic`` finding naming the PTE
 and why the walk faulted.  With ``handle_guest_page_faults`` (the ``fixed``
-profile) the handler is ARM's: a fault on an address the p2m maps now (a
+profile) the handler is ARM's (``do_trap_stage2_abort_guest`` ->
+``p2m_resolve_translation_fault``): a fault on an address the p2m maps now (a
 translation cached before a change, a race with a concurrent one) is
 resolved by flushing the hart's entries for it and retrying; any other
 fault is the guest's, injected into it (the guest goes on).
@@ -59,9 +60,9 @@ class Traps(Smp):
         raise XenPanic(f"die(): {what}")
 
     @glue(
-        "xen/arch/arm/traps.c",
-        "do_trap_stage2_abort_guest",
-        differs="p2m_resolve_translation_fault's effect: a local flush of the address, then the retry",
+        "xen/arch/arm/mmu/p2m.c",
+        "p2m_resolve_translation_fault",
+        differs="ARM's stage-2 abort path in short: a fault on a mapped address is retried after a local flush",
     )
     async def do_trap_guest_page_fault(self, fault: Fault) -> None:
         hart = self.this_hart()

@@ -143,4 +143,3 @@ def test_with_svade_a_leaf_without_a_faults_and_is_a_finding() -> None:
     r = run(Config("teardown-under-load", seed=0, bugs=("t-no-accessed-bit",)))
     found = [v for v in r.violations if v.cls == "malformed-pte"]
     assert found and "A clear (Svade)" in found[0].missing, r.explain()
-

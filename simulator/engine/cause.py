@@ -570,7 +570,7 @@ class Diagnosis:
             )
         return Cause(
             defence,
-            "refilled",
+            "refilled/unexplained",
             f.fn,
             f"{first}the entry, but at step {fill:,} a walk filled it again from {src}, which still held it",
             (row,),

@@ -700,6 +700,37 @@ class Oracle(Observer):
                     f"an HFENCE.GVMA on hart {hart} before VMID {vmid} passed from dom{other} to dom{dom} at step "
                     f"{seq:,} (generation {gen})",
                 )
+        if at_fill is None and now is not None and now[1] != other:
+            # the entry's owner never got this VMID here: it brought it from another hart
+            brought = [
+                (k[0], ev)
+                for k, evs in self.vmid_assigns.items()
+                if k[1] == vmid and k[0] not in (None, hart)
+                for ev in evs
+                if ev[1] == other and ev[0] <= fill
+            ]
+            if brought:
+                h2, (s2, _d, vc2, g2) = max(brought, key=lambda x: x[1][0])
+                v.chain.append(
+                    (s2, h2, "vmid", f"VMID {vmid} on hart {h2} given to dom{other} vcpu{vc2} (generation {g2})")
+                )
+                v.chain.append(
+                    (
+                        now[0],
+                        hart,
+                        "vmid",
+                        f"VMID {vmid} on hart {hart} given to dom{now[1]} vcpu{now[2]} (generation {now[3]})",
+                    )
+                )
+                return cause(
+                    "vmid/kept-on-migration",
+                    "vmid_flush_vcpu",
+                    f"a new VMID for dom{other} vcpu{vc2} when it came to hart {hart}: it kept VMID {vmid} "
+                    f"(generation {g2} of hart {h2}) and filled entries under it at step {fill:,}; hart {hart}, whose "
+                    f"own generation {now[3]} had not handed VMID {vmid} out yet, gave it to dom{now[1]} "
+                    f"vcpu{now[2]} at step {now[0]:,}; generations are per hart and all start at 1, so a vCPU that "
+                    "moves needs vmid_flush_vcpu",
+                )
         ctx = self.hart_ctx[hart]
         if ctx is not None and (now is None or (now[1], now[2]) != (ctx[0], ctx[1])):
             owner = f"dom{now[1]} vcpu{now[2]} (step {now[0]:,})" if now is not None else "nobody"
@@ -711,9 +742,10 @@ class Oracle(Observer):
                 "hart and all start at 1, so a vCPU that moves needs vmid_flush_vcpu",
             )
         return cause(
-            "vmid/no-fence",
+            "vmid/unexplained",
             "vmid_handle_vmenter",
-            f"an HFENCE.GVMA for VMID {vmid} on hart {hart} between dom{other}'s use of it and dom{mine}'s",
+            f"an HFENCE.GVMA for VMID {vmid} on hart {hart} between dom{other}'s use of it and dom{mine}'s (the "
+            "VMID assignments logged do not say more)",
         )
 
     def on_reused_use(

@@ -84,6 +84,12 @@ def build_parser() -> argparse.ArgumentParser:
         help="a Xen boot option (repeatable): vmid=0 turns VMIDs off",
     )
     r.add_argument("--debug-build", action="store_true", help="CONFIG_DEBUG: a failed ASSERT() is a panic finding")
+    r.add_argument(
+        "--ad",
+        default="svade",
+        help="the machine's A/D scheme: svade (a clear A or D faults; Xen sets them) or svadu (the walk sets "
+        "them in the PTE it read, so a stale walk writes)",
+    )
     r.add_argument("-p", "--param", type=_param, action="append", default=[], help="workload parameter key=value")
     r.add_argument("--strict", action="store_true", help="stale use of a freed (not yet reused) frame is a violation")
     r.add_argument("--log", help="write the JSON-lines event log here")
@@ -212,6 +218,7 @@ def cmd_run(args: argparse.Namespace) -> int:
         speculate=args.speculate,
         xen_opts=tuple(args.xen_opt),
         debug_build=args.debug_build,
+        ad=args.ad,
     )
     try:
         result = run(cfg)
@@ -239,7 +246,8 @@ def render(result) -> str:  # type: ignore[no-untyped-def]
         f"non-leaf entries/hart, VMID {c.vmid_bits} bits"
         + ("" if c.boot_option("vmid", True) and c.vmid_bits > 1 else " (VMIDs off)")
         + (f", speculation {c.speculate}" if c.speculate else ", no speculation")
-        + (", debug build" if c.debug_build else ""),
+        + (", debug build" if c.debug_build else "")
+        + (", hardware A/D updates (Svadu)" if c.ad == "svadu" else ""),
         "",
         f"  steps       {s['steps']:>10,}   accesses    {s['accesses']:>10,}   TLB hit rate   {hit_rate:5.1f}%",
         f"  walks       {s['walks']:>10,}   fences sent {s['fences_sent']:>10,}   fences acked {s['fences_acked']:>7,}",

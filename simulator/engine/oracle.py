@@ -1066,8 +1066,8 @@ class Oracle(Observer):
         missing = cause.text
         if self.bugs:
             missing += f" (bugs injected: {', '.join(self.bugs)})"
-        headline = self._headline(cls, kind, hart, entry, mfn, gfn)
-        access = ("write" if write else "read") if kind == "leaf" else "walk"
+        headline = self._headline(cls, kind, hart, entry, mfn, gfn, write)
+        access = "write" if write else ("read" if kind == "leaf" else "walk")
         return Violation(cls, hart, self._dom(hart), gfn, mfn, now, headline, chain, missing, cause, access)
 
     def root_owner(self, mfn: int, at: int) -> int | None:
@@ -1104,10 +1104,31 @@ class Oracle(Observer):
         spec = "speculative " if self.harts[hart].speculating else ""
         if kind == "dangling-root":
             return f"stale use: hart {hart} {spec}walks gfn {gfn:#x} from its hgatp root mfn {mfn:#x}, now {now_is}"
-        return f"stale use: hart {hart} {spec}walk of gfn {gfn:#x} reads a PTE from table mfn {mfn:#x}, now {now_is}"
+        if write and entry is not None and entry.leaf:
+            return (
+                f"stale use: hart {hart} stores to gfn {gfn:#x} and its hardware A/D update sets D in the PTE "
+                f"the entry was read from, in table mfn {mfn:#x}, now {now_is}"
+            )
+        sets = " and sets its A/D bits (the hardware's update)" if write else ""
+        return (
+            f"stale use: hart {hart} {spec}walk of gfn {gfn:#x} reads a PTE from table mfn {mfn:#x}{sets}, now {now_is}"
+        )
 
-    def _headline(self, cls: str, kind: str, hart: int, entry: TlbEntry | None, mfn: int, gfn: int) -> str:
+    def _headline(
+        self, cls: str, kind: str, hart: int, entry: TlbEntry | None, mfn: int, gfn: int, write: bool = False
+    ) -> str:
         who = self._who(hart)
+        if write and kind != "leaf":
+            now = self.memory.describe(mfn)
+            if entry is not None and entry.leaf:
+                return (
+                    f"hart {hart} ({who}) stored to gfn {gfn:#x} through its TLB entry, and its hardware A/D update "
+                    f"set D in table mfn {mfn:#x}, where the entry was read from, which was freed and is now {now}"
+                )
+            return (
+                f"hart {hart} ({who}) walked gfn {gfn:#x} through a stale non-leaf entry -> table mfn {mfn:#x}, "
+                f"which was freed and is now {now}, and its hardware A/D update wrote a PTE there"
+            )
         if kind == "leaf":
             return (
                 f"hart {hart} ({who}) accessed gfn {gfn:#x} through a stale TLB entry -> mfn {mfn:#x}, "

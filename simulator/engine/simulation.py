@@ -84,6 +84,9 @@ class Config:
     speculate: float = 0.02
     xen_opts: tuple[tuple[str, str], ...] = ()  # Xen boot options (the command line), e.g. vmid=0
     debug_build: bool = False  # CONFIG_DEBUG: ASSERT() checked, a failure is a panic finding
+    # the machine's A/D scheme: svade (a clear A or D faults; the DT lists Svade, so Xen sets them)
+    # or svadu (the DT lists Svadu only; the firmware sets menvcfg.ADUE: walks update A/D)
+    ad: str = "svade"
 
     def identity(self) -> dict[str, Any]:
         """What determines the run (not where it logs or which event loop runs it)."""
@@ -93,6 +96,9 @@ class Config:
         d["bugs"] = list(self.bugs)
         d["params"] = dict(self.params)
         d["xen_opts"] = dict(self.xen_opts)
+        for k in MACHINE_OPTIONS:
+            if d[k] == getattr(DEFAULTS, k):
+                del d[k]  # machine options added later appear only when set: older logs keep their digests
         return d
 
     @property
@@ -117,6 +123,8 @@ class Config:
         return hashlib.blake2b(orjson.dumps(self.identity(), option=orjson.OPT_SORT_KEYS), digest_size=8).hexdigest()
 
 
+MACHINE_OPTIONS = ("ad",)
+AD_SCHEMES = {"svade": frozenset({"svade", "svpbmt"}), "svadu": frozenset({"svadu", "svpbmt"})}
 MAX_HARTS = 1024  # hart IDs beyond 64 take several SBI hart-mask windows
 STEPS_PER_HART2 = 12_500
 MIN_STEPS = 400_000
@@ -224,6 +232,11 @@ def validate(config: Config, bugs: bool = True) -> None:
         raise ConfigError("the TLB needs at least one leaf entry and a non-negative walk cache")
     if config.backend not in ("trio", "asyncio"):
         raise ConfigError(f"unknown backend {config.backend!r} (trio or asyncio)")
+    if config.ad not in AD_SCHEMES:
+        raise ConfigError(
+            f"unknown A/D scheme {config.ad!r} (--ad {' or '.join(AD_SCHEMES)})"
+            + did_you_mean(config.ad, list(AD_SCHEMES))
+        )
     if not 0.0 <= config.speculate <= 1.0:
         raise ConfigError(f"--speculate is a probability between 0 and 1, not {config.speculate}")
     if config.pct_depth < 1:
@@ -286,7 +299,9 @@ class Result:
                     "frames_freed",
                     "frames_reused",
                     "stale_benign",
+                    "ad_updates",
                 )
+                if k in self.stats
             },
             "warnings": self.warning_count,
             "violations": [v.to_json() for v in self.violations],
@@ -324,6 +339,7 @@ def replay_command(c: Config) -> str:
         ("frames", "--frames"),
         ("pct_depth", "--pct-depth"),
         ("speculate", "--speculate"),
+        ("ad", "--ad"),
     ):
         value = getattr(c, name)
         if value != getattr(DEFAULTS, name):
@@ -447,6 +463,7 @@ async def _run(
         memory.observer = oracle
         for h in harts:
             h.observer = oracle
+            h.set_extensions(AD_SCHEMES[config.ad])
         sbi = Sbi(harts)
         for h in harts:
             h.sbi = sbi
@@ -522,6 +539,7 @@ async def _run(
             "fences_sent": sbi.sent,
             "fences_acked": sbi.acked,
             **oracle.stats(),
+            **({"ad_updates": sum(h.ad_updates for h in harts)} if config.ad != DEFAULTS.ad else {}),
         }
         result = Result(
             config,

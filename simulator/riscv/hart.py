@@ -25,7 +25,7 @@ from simulator.riscv.memory import FREE, POOL, Memory
 from simulator.riscv.observer import Observer
 from simulator.riscv.sbi import FenceRequest, Sbi
 from simulator.riscv.tlb import Tlb, TlbEntry
-from simulator.riscv.walker import Fault, walk
+from simulator.riscv.walker import Fault, pte_fault, walk
 
 if TYPE_CHECKING:
     from simulator.engine.conductor import Actor, Conductor
@@ -87,7 +87,9 @@ class Hart:
         self.hsm_started: Callable[[], Awaitable[None]] | None = None  # what the hypervisor runs on an HSM start
         self.trap: Callable[[Fault], Awaitable[None]] | None = None  # the hypervisor's handler for guest faults
         # the ISA extensions that change what a walk does: Svade (a clear A, or D on a store, faults)
+        # or Svadu (the hart sets them: ad_hw), Svinval (see hinval_gvma)
         self.extensions: frozenset[str] = frozenset({"svade", "svpbmt"})
+        self.ad_hw = False  # hardware A/D updating for G-stage: Svadu with menvcfg.ADUE set by the firmware
         # hgatp and what the walker needs from it
         self.hgatp = 0
         self.mode: P.GStageMode | None = None
@@ -115,6 +117,7 @@ class Hart:
         self.hits = 0
         self.walks = 0
         self.faults = 0
+        self.ad_updates = 0  # hardware A/D updates (CAS stores into PTEs), with ad_hw
         self.device_accesses = 0  # accesses that reached a frame beyond RAM (MMIO)
         self.fences_taken = 0
 
@@ -198,6 +201,12 @@ class Hart:
         else:
             for gfn in req.gfns:
                 self.tlb.hfence_gvma(req.vmid, gfn)
+
+    def set_extensions(self, extensions: frozenset[str]) -> None:
+        """The machine's ISA: with Svadu and not Svade the firmware sets menvcfg.ADUE (the DT binding's
+        rule: Svade listed means faults), and G-stage walks update A/D themselves."""
+        self.extensions = extensions
+        self.ad_hw = "svade" not in extensions
 
     def write_hgatp(self, value: int) -> None:
         """csr_write(CSR_HGATP): no fence, no ordering; the TLB keeps its entries."""
@@ -326,7 +335,7 @@ class Hart:
                     c.seq = seq + done - prepaid
                     self._use_slow(e, gfn, mfn, code & 1)
                 elif code & 1 and wstate != 2:
-                    if not wstate:
+                    if wstate != 1:  # no W, or D clear with hardware A/D updating
                         denied, miss = e, gfn
                         break
                     else:
@@ -342,26 +351,61 @@ class Hart:
                 continue
             if denied is not None:
                 self.hits += done
-                await self.guest_fault(_denied(denied, miss))
+                if denied.hot[6] == 3:
+                    await self.set_dirty(denied, miss)
+                else:
+                    await self.guest_fault(_denied(denied, miss))
                 if self.guest is not prog or self.jobs or self.stopping:
                     return
                 continue
             self.hits += done - 1
-            self.walks += 1
-            if self.speculate:
-                recent = self.recent
-                recent.append(miss)
-                if len(recent) > 16:
-                    del recent[0]
-            e = await walk(self, miss, bool(code & 1))
-            if isinstance(e, Fault):
-                await self.guest_fault(e)
-            elif e is None:
-                self.device_accesses += 1
-            elif not self._use(e, miss, code & 1):
-                await self.guest_fault(_denied(e, miss))
+            await self._miss(miss, code & 1)
             if self.guest is not prog or self.jobs or self.stopping:
                 return
+
+    async def _miss(self, gfn: int, write: int) -> None:
+        """An access the TLB cannot serve: walk, then use the translation (or take the fault)."""
+        self.walks += 1
+        if self.speculate:
+            recent = self.recent
+            recent.append(gfn)
+            if len(recent) > 16:
+                del recent[0]
+        e = await walk(self, gfn, bool(write))
+        if isinstance(e, Fault):
+            await self.guest_fault(e)
+        elif e is None:
+            self.device_accesses += 1
+        elif not self._use(e, gfn, write):
+            await self.guest_fault(_denied(e, gfn))
+
+    async def set_dirty(self, e: TlbEntry, gfn: int) -> None:
+        """A store through an entry whose D is clear, with hardware A/D updating: in the same step, the
+        hart sets D by a CAS on the PTE it read the entry from - wherever that frame is now.
+
+        The CAS performs the walk's checks on the PTE it finds there (supervisor.adoc: "atomically
+        perform all page-table walk checks for that leaf PTE"): if that PTE is no valid writable
+        leaf, the entry is dropped and the store walks again.  If it is one, in a table freed or handed
+        out since the entry was filled, the store lands there: the oracle hears it as a write.
+        """
+        mem = self.memory
+        table, idx = e.src_mfn, e.src_idx
+        cur = e.src_table[idx]
+        if pte_fault(cur, e.level) or not cur & P.PTE_W:
+            self.tlb.drop(e)
+            await self._miss(gfn, 1)
+            return
+        if mem.stamp[table] > e.ghost:
+            self.observer.on_reused_use(self.id, "walk-through-reused-table", e, table, gfn, True, cur)
+        elif mem.state[table] in (FREE, POOL):
+            self.observer.on_stale_use(self.id, e, table, gfn, True, True)
+        new = cur | P.PTE_A | P.PTE_D
+        mem.update_ad(table, idx, new)
+        self.ad_updates += 1
+        if cur == e.src_pte:
+            e.src_pte = new  # the entry now caches what it set
+            e.set_source(e.src_table)
+        self._use(e, gfn, 1)
 
     def _use(self, e: TlbEntry, gfn: int, write: int) -> bool:
         """Use a translation just filled; False if the access faults (a store without W)."""
@@ -395,8 +439,16 @@ class Hart:
             self.observer.on_alias_use(self.id, e, gfn, self.root_mfn)
         if self.memory.stamp[mfn] > e.ghost:
             self.observer.on_reused_use(self.id, "leaf", e, mfn, gfn, w)
-        elif e.src_table[e.src_idx] != e.src_pte:
-            self.observer.on_stale_use(self.id, e, mfn, gfn, self.memory.state[mfn] in (FREE, POOL), w)
+        elif (cur := e.src_table[e.src_idx]) != e.src_pte:
+            if not (cur ^ e.src_pte) & ~(P.PTE_A | P.PTE_D):
+                # only a hardware A/D update (another hart's, or this one's) changed the PTE: the
+                # entry is current; it caches the new bits from now on
+                e.src_pte = cur
+                e.set_source(e.src_table, self.ad_hw and not cur & P.PTE_D)
+                if w:
+                    self.memory.written[mfn] = 1
+            else:
+                self.observer.on_stale_use(self.id, e, mfn, gfn, self.memory.state[mfn] in (FREE, POOL), w)
         elif w:
             self.memory.written[mfn] = 1
 

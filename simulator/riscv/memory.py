@@ -143,6 +143,11 @@ class Memory:
         self.observer.on_pte_write(mfn, idx, old, value)
         return old
 
+    def update_ad(self, mfn: int, idx: int, value: int) -> None:
+        """A hart's hardware A/D update (an atomic CAS, Svadu): the mapping and the PTE's ghost are
+        unchanged, and nothing the owner stored is replaced but two bits (the walker reports where)."""
+        self.tables[mfn][idx] = value
+
     def stored(self, mfn: int) -> None:
         """A table frame was filled by plain stores before anyone could walk it (a private table)."""
         self.written[mfn] = 1

@@ -88,11 +88,14 @@ class TlbEntry:
         self.via: TlbEntry | None = None  # the cached non-leaf entry the walk started from
         self.hot: tuple[Any, ...] = ()  # what a TLB hit reads, in one load (see Hart.run_guest)
 
-    def set_source(self, table: array[int]) -> None:
-        """Remember the source table's contents, and pack the hot-path fields."""
+    def set_source(self, table: array[int], clean: bool = False) -> None:
+        """Remember the source table's contents, and pack the hot-path fields (``clean``: D is clear and
+        the hardware updates A/D, so a store must first set it)."""
         self.src_table = table
-        # the last field: 0 read-only, 1 writable, 2 a 4K entry whose frame a write already marked
-        self.hot = (self.delta, self.ghost, table, self.src_idx, self.src_pte, self.root_mfn, self.perms & PTE_W and 1)
+        # the last field: 0 read-only, 1 writable, 2 a 4K entry whose frame a write already marked,
+        # 3 writable but D clear (hardware A/D updating: see Hart.set_dirty)
+        w = (3 if clean else 1) if self.perms & PTE_W else 0
+        self.hot = (self.delta, self.ghost, table, self.src_idx, self.src_pte, self.root_mfn, w)
 
     def written_through(self) -> None:
         """A write went through this 4K entry: later writes need not mark its frame again."""
@@ -163,6 +166,12 @@ class Tlb:
         cache = self.leaf if e.leaf else self.nonleaf
         if cache.capacity:
             cache.insert(e, self.rng)
+
+    def drop(self, e: TlbEntry) -> None:
+        """The hart itself discards one entry (a failed A/D update: it walks again)."""
+        cache = self.leaf if e.leaf else self.nonleaf
+        if cache.entries.get(e.key) is e:
+            cache.remove(e.key)
 
     def lookup_nonleaf(self, vmid: int, gfn: int, root_level: int) -> TlbEntry | None:
         """The deepest cached non-leaf entry for gfn: the walk starts below it."""

@@ -14,8 +14,16 @@ Svnapot, PBMT 3, A, D or U (or N, PBMT) in a non-leaf PTE, a pointer at level
 0, a misaligned superpage, a leaf with U=0 (G-stage accesses are always
 U-mode), and with Svade a leaf whose A is clear, or whose D is clear on a
 store (the tree's p2m_set_permission sets both when Svade is there).  The
-machine has Svade and Svpbmt (Xen maps MMIO with PBMT IO), not Svnapot.  The
-fault goes to the hypervisor's trap handler with the PTE and why (``Fault``).
+machine has Svpbmt (Xen maps MMIO with PBMT IO), not Svnapot, and Svade or
+Svadu (``Hart.ad_hw``).  The fault goes to the hypervisor's trap handler with
+the PTE and why (``Fault``).
+
+With hardware A/D updating (Svadu with menvcfg.ADUE, or a hart without Svade:
+the spec's second scheme) a clear A, or D on a store, is not a fault: the walk
+sets it by an atomic compare-and-swap on the PTE it read, in the same step.
+That is a store by the hart, so a walk through a stale entry into a freed or
+reused table writes there; the oracle is told it as a write.  A may be set by
+a speculative walk; D only by a store (supervisor.adoc: D updates are exact).
 """
 
 from __future__ import annotations
@@ -98,6 +106,13 @@ def pte_fault(pte: int, level: int) -> str:
     return ""
 
 
+def ad_bits(pte: int, write: bool) -> int:
+    """The A/D bits a hardware update must set in this leaf PTE for this access (0: none, or not a leaf)."""
+    if not pte & PTE_ACCESS_MASK or (write and not pte & PTE_W):
+        return 0  # not a leaf, or a store it does not permit: that faults, and nothing is updated
+    return (PTE_A & ~pte) | (PTE_D & ~pte if write and pte & PTE_W else 0)
+
+
 async def walk(hart: Hart, gfn: int, write: bool = False) -> TlbEntry | Fault | None:
     """Translate ``gfn`` under the hart's hgatp; fill and return the leaf, the Fault, or None for an
     access that reaches a device (a frame beyond RAM: MMIO) and is not cached.
@@ -126,7 +141,7 @@ async def _walk_once(hart: Hart, gfn: int, fences: int, write: bool) -> TlbEntry
     observer = hart.observer
     root_level = mode.root_level
     path: list[tuple[int, int, int]] = []
-    svade = "svade" in hart.extensions
+    ad_hw = hart.ad_hw
 
     start = tlb.lookup_nonleaf(vmid, gfn, root_level)
     if start is not None:
@@ -153,20 +168,26 @@ async def _walk_once(hart: Hart, gfn: int, fences: int, write: bool) -> TlbEntry
             return _DROPPED  # a fence (or an hgatp write) came in: nothing read so far may be filled
         idx = mode.gfn_index(gfn, level) & 511
         pte, pte_ghost = mem.read_pte(table, idx)
+        why = pte_fault(pte, level)
+        ppn = pte >> PTE_PPN_SHIFT & ((1 << 44) - 1)
+        # hardware A/D updating: the CAS below stores into the table just read
+        ad = ad_hw and not why and level <= 2 and ad_bits(pte, write)  # an MMIO leaf's PTE too
         # the table just read: was it handed out again since the pointer was made?
         if stamp[table] > ghost:
-            observer.on_reused_use(hart.id, kind, via, table, gfn, False, pte)
+            observer.on_reused_use(hart.id, kind, via, table, gfn, bool(ad), pte)
         elif mem.state[table] in (FREE, POOL):
-            observer.on_stale_use(hart.id, via, table, gfn, True, False)
+            observer.on_stale_use(hart.id, via, table, gfn, True, bool(ad))
         path.append((level, table, mem.gen[table]))
-        why = pte_fault(pte, level)
         if why:
             return Fault(gfn, level, table, idx, pte, why, write)
-        ppn = pte >> PTE_PPN_SHIFT & ((1 << 44) - 1)
         if ppn >= mem.nr_frames:
             return None  # beyond RAM: a device (MMIO) access, which the machine does not model further
+        if ad:
+            pte |= ad
+            mem.update_ad(table, idx, pte)
+            hart.ad_updates += 1
         if pte & PTE_ACCESS_MASK:
-            if svade and (not pte & PTE_A or (write and not pte & PTE_D)):
+            if not ad_hw and (not pte & PTE_A or (write and not pte & PTE_D)):
                 why = "A clear (Svade)" if not pte & PTE_A else "D clear on a store (Svade)"
                 return Fault(gfn, level, table, idx, pte, why, write)
             if level > 2:
@@ -219,7 +240,7 @@ def _fill(
     )
     e.spec = hart.speculating
     e.via = start
-    e.set_source(hart.memory.table(table))
+    e.set_source(hart.memory.table(table), hart.ad_hw and not pte & PTE_D)
     hart.tlb.fill(e)
     hart.observer.on_fill(hart.id, e)
     return e

@@ -90,6 +90,13 @@ def build_parser() -> argparse.ArgumentParser:
         help="the machine's A/D scheme: svade (a clear A or D faults; Xen sets them) or svadu (the walk sets "
         "them in the PTE it read, so a stale walk writes)",
     )
+    r.add_argument(
+        "--svinval",
+        default="",
+        metavar="HARTS",
+        help="harts with Svinval ('all' or IDs like 0,2): their remote fences run as SFENCE.W.INVAL, "
+        "HINVAL.GVMA..., SFENCE.INVAL.IR",
+    )
     r.add_argument("-p", "--param", type=_param, action="append", default=[], help="workload parameter key=value")
     r.add_argument("--strict", action="store_true", help="stale use of a freed (not yet reused) frame is a violation")
     r.add_argument("--log", help="write the JSON-lines event log here")
@@ -219,6 +226,7 @@ def cmd_run(args: argparse.Namespace) -> int:
         xen_opts=tuple(args.xen_opt),
         debug_build=args.debug_build,
         ad=args.ad,
+        svinval=args.svinval,
     )
     try:
         result = run(cfg)
@@ -247,7 +255,8 @@ def render(result) -> str:  # type: ignore[no-untyped-def]
         + ("" if c.boot_option("vmid", True) and c.vmid_bits > 1 else " (VMIDs off)")
         + (f", speculation {c.speculate}" if c.speculate else ", no speculation")
         + (", debug build" if c.debug_build else "")
-        + (", hardware A/D updates (Svadu)" if c.ad == "svadu" else ""),
+        + (", hardware A/D updates (Svadu)" if c.ad == "svadu" else "")
+        + (f", Svinval on {'every hart' if c.svinval == 'all' else 'harts ' + c.svinval}" if c.svinval else ""),
         "",
         f"  steps       {s['steps']:>10,}   accesses    {s['accesses']:>10,}   TLB hit rate   {hit_rate:5.1f}%",
         f"  walks       {s['walks']:>10,}   fences sent {s['fences_sent']:>10,}   fences acked {s['fences_acked']:>7,}",

@@ -395,12 +395,13 @@ class Diagnosis:
                 f"(L{e.level}, VMID {e.vmid}, gfn {e.gfn_base:#x}): {_why_not_covered(req, e)}",
                 (row,),
             )
+        why = f": {req.incomplete}" if req.incomplete else ""
         return Cause(
             defence,
             "incomplete",
             f.fn,
             f"the fence hart {hart} took at step {t:,} ({req.describe()}) covered the entry, which stayed: the "
-            "invalidation was not complete",
+            f"invalidation was not complete{why}",
             (row,),
         )
 

@@ -31,7 +31,7 @@ from simulator.engine.log import LOG_SCHEMA_VERSION, EventLog
 from simulator.engine.oracle import Oracle, Violation
 from simulator.engine.scenario import Scenario, WorkloadError
 from simulator.engine.strategies import STRATEGIES, ReplayStrategy, Strategy, make_strategy
-from simulator.riscv.hart import Hart
+from simulator.riscv.hart import Hart, IllegalInstruction
 from simulator.riscv.memory import Memory
 from simulator.riscv.observer import Observer
 from simulator.riscv.pte import MODES
@@ -87,6 +87,9 @@ class Config:
     # the machine's A/D scheme: svade (a clear A or D faults; the DT lists Svade, so Xen sets them)
     # or svadu (the DT lists Svadu only; the firmware sets menvcfg.ADUE: walks update A/D)
     ad: str = "svade"
+    # the harts with Svinval ("all", or hart IDs "0,2"): their firmware fences as
+    # SFENCE.W.INVAL; HINVAL.GVMA...; SFENCE.INVAL.IR, and Xen code may use the instructions
+    svinval: str = ""
 
     def identity(self) -> dict[str, Any]:
         """What determines the run (not where it logs or which event loop runs it)."""
@@ -123,7 +126,7 @@ class Config:
         return hashlib.blake2b(orjson.dumps(self.identity(), option=orjson.OPT_SORT_KEYS), digest_size=8).hexdigest()
 
 
-MACHINE_OPTIONS = ("ad",)
+MACHINE_OPTIONS = ("ad", "svinval")
 AD_SCHEMES = {"svade": frozenset({"svade", "svpbmt"}), "svadu": frozenset({"svadu", "svpbmt"})}
 MAX_HARTS = 1024  # hart IDs beyond 64 take several SBI hart-mask windows
 STEPS_PER_HART2 = 12_500
@@ -131,6 +134,23 @@ MIN_STEPS = 400_000
 DEFAULTS = Config(workload="")
 XEN_OPTS = {"vmid": "use VMIDs (boolean; vmid=0 turns them off, every vCPU then runs with VMID 0)"}
 _TRUE, _FALSE = ("1", "yes", "on", "true", "enable"), ("0", "no", "off", "false", "disable")
+
+
+def svinval_harts(config: Config) -> frozenset[int]:
+    """The harts ``--svinval`` names; raises ConfigError on anything else."""
+    text = config.svinval.strip()
+    if not text:
+        return frozenset()
+    if text == "all":
+        return frozenset(range(config.pcpus))
+    try:
+        harts = frozenset(int(t) for t in text.split(","))
+    except ValueError:
+        raise ConfigError(f"--svinval takes 'all' or hart IDs like 0,2, not {config.svinval!r}") from None
+    bad = sorted(h for h in harts if not 0 <= h < config.pcpus)
+    if bad:
+        raise ConfigError(f"--svinval names hart {bad[0]}, but the machine has harts 0-{config.pcpus - 1}")
+    return harts
 
 
 def parse_bool(text: str) -> bool:
@@ -237,6 +257,7 @@ def validate(config: Config, bugs: bool = True) -> None:
             f"unknown A/D scheme {config.ad!r} (--ad {' or '.join(AD_SCHEMES)})"
             + did_you_mean(config.ad, list(AD_SCHEMES))
         )
+    svinval_harts(config)
     if not 0.0 <= config.speculate <= 1.0:
         raise ConfigError(f"--speculate is a probability between 0 and 1, not {config.speculate}")
     if config.pct_depth < 1:
@@ -340,6 +361,7 @@ def replay_command(c: Config) -> str:
         ("pct_depth", "--pct-depth"),
         ("speculate", "--speculate"),
         ("ad", "--ad"),
+        ("svinval", "--svinval"),
     ):
         value = getattr(c, name)
         if value != getattr(DEFAULTS, name):
@@ -461,9 +483,10 @@ async def _run(
             stop_at_first=config.stop_at_first,
         )
         memory.observer = oracle
+        svinval = svinval_harts(config)
         for h in harts:
             h.observer = oracle
-            h.set_extensions(AD_SCHEMES[config.ad])
+            h.set_extensions(AD_SCHEMES[config.ad] | ({"svinval"} if h.id in svinval else set()))
         sbi = Sbi(harts)
         for h in harts:
             h.sbi = sbi
@@ -508,6 +531,12 @@ async def _run(
         except* XenPanic as eg:
             stop_reason = "panic"
             oracle.stopped("panic", f"Xen panicked: {eg.exceptions[0]}")
+        except* IllegalInstruction as eg:
+            # Xen's own code trapped: do_trap -> do_unexpected_trap -> die(), as for any HS-mode trap
+            stop_reason = "panic"
+            oracle.stopped(
+                "panic", f"Xen panicked: die(): Unhandled exception: Illegal instruction: {eg.exceptions[0]}"
+            )
         except* KeyboardInterrupt:
             raise Interrupted(conductor.seq, config.log) from None  # the finally writes run.interrupted
         except* (WorkloadError, ValueError, HypercallFailed) as eg:

@@ -39,6 +39,10 @@ class GuestProgram(Protocol):
         ...
 
 
+class IllegalInstruction(Exception):
+    """An instruction of an extension the hart does not have (an illegal-instruction trap)."""
+
+
 class Job:
     """Hypervisor work queued on a hart; the submitter may wait for ``done``."""
 
@@ -90,6 +94,10 @@ class Hart:
         # or Svadu (the hart sets them: ad_hw), Svinval (see hinval_gvma)
         self.extensions: frozenset[str] = frozenset({"svade", "svpbmt"})
         self.ad_hw = False  # hardware A/D updating for G-stage: Svadu with menvcfg.ADUE set by the firmware
+        # Svinval: HINVAL.GVMAs wait here for the SFENCE.INVAL.IR that completes them; each remembers
+        # whether an SFENCE.W.INVAL ordered the earlier stores before it
+        self.inval_pending: list[tuple[int | None, int | None, bool]] = []
+        self.w_inval = False
         # hgatp and what the walker needs from it
         self.hgatp = 0
         self.mode: P.GStageMode | None = None
@@ -195,12 +203,72 @@ class Hart:
         self.observer.on_fence(self.id, "local", req)
 
     def _hfence(self, req: FenceRequest) -> None:
-        """OpenSBI's local handler: one HFENCE.GVMA for everything, or one per page of the range."""
+        """OpenSBI's local handler: one HFENCE.GVMA for everything, or one per page of the range.
+
+        On a hart with Svinval the handler is Linux's local_flush_tlb_range shape instead (OpenSBI
+        4e79fd7 has no Svinval path): SFENCE.W.INVAL, one HINVAL.GVMA per page (or one for all),
+        SFENCE.INVAL.IR.  What the sequence left incomplete is written on the request.
+        """
+        if "svinval" in self.extensions:
+            self.sfence_w_inval()
+            for gfn in (None,) if req.gfns is None else req.gfns:
+                self.hinval_gvma(req.vmid, gfn)
+            self.sfence_inval_ir()
+            req.incomplete = self.inval_incomplete
+            return
         if req.gfns is None:
             self.tlb.hfence_gvma(req.vmid, None)
         else:
             for gfn in req.gfns:
                 self.tlb.hfence_gvma(req.vmid, gfn)
+
+    # -- Svinval (the fine-grained invalidation extension) ----------------------------------
+
+    def sfence_w_inval(self) -> None:
+        """SFENCE.W.INVAL: stores this hart made or sees are ordered before the HINVALs that follow."""
+        self._need("svinval", "SFENCE.W.INVAL")
+        self.w_inval = True
+
+    def hinval_gvma(self, vmid: int | None, gfn: int | None) -> None:
+        """HINVAL.GVMA: an invalidation, complete only at the next SFENCE.INVAL.IR (rs1/rs2 None: x0)."""
+        self._need("svinval", "HINVAL.GVMA")
+        self.inval_pending.append((vmid, gfn, self.w_inval))
+
+    def sfence_inval_ir(self) -> None:
+        """SFENCE.INVAL.IR: the HINVALs before it are ordered before this hart's later implicit reads.
+
+        An HINVAL no SFENCE.W.INVAL preceded may have been performed before an earlier PTE store
+        became visible to the walker, which may then have filled the old PTE again: the worst case
+        the spec allows is that the entry stays, and the model keeps it.
+        """
+        self._need("svinval", "SFENCE.INVAL.IR")
+        unordered = 0
+        for vmid, gfn, ordered in self.inval_pending:
+            if ordered:
+                self.tlb.hfence_gvma(vmid, gfn)
+            else:
+                unordered += 1
+        self.inval_pending.clear()
+        self.w_inval = False
+        self.inval_unordered = unordered
+
+    inval_unordered = 0  # HINVALs the last SFENCE.INVAL.IR completed without an SFENCE.W.INVAL before them
+
+    @property
+    def inval_incomplete(self) -> str:
+        """Why the invalidations just run are not complete, or ''."""
+        if self.inval_pending:
+            return f"{len(self.inval_pending)} HINVAL.GVMA not completed by an SFENCE.INVAL.IR"
+        if self.inval_unordered:
+            return (
+                f"{self.inval_unordered} HINVAL.GVMA with no SFENCE.W.INVAL before it: the PTE stores before it "
+                "were not ordered before the invalidation"
+            )
+        return ""
+
+    def _need(self, ext: str, insn: str) -> None:
+        if ext not in self.extensions:
+            raise IllegalInstruction(f"{insn} on hart {self.id}, which does not have {ext.capitalize()}")
 
     def set_extensions(self, extensions: frozenset[str]) -> None:
         """The machine's ISA: with Svadu and not Svade the firmware sets menvcfg.ADUE (the DT binding's

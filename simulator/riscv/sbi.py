@@ -49,7 +49,7 @@ SBI_EXT_RFENCE_REMOTE_HFENCE_GVMA = 4
 class FenceRequest:
     """One target's share of a remote fence: VMID (None: all) and the GFNs (None: all addresses)."""
 
-    __slots__ = ("acked_seq", "call", "dst", "gfns", "id", "sent_seq", "src", "taken_seq", "vmid")
+    __slots__ = ("acked_seq", "call", "dst", "gfns", "id", "incomplete", "sent_seq", "src", "taken_seq", "vmid")
 
     def __init__(
         self,
@@ -70,6 +70,7 @@ class FenceRequest:
         self.taken_seq = -1
         self.acked_seq = -1
         self.call = call
+        self.incomplete = ""  # why the local invalidation it ran was not complete (Svinval ordering), if so
 
     def describe(self) -> str:
         what = "all VMIDs" if self.vmid is None else f"VMID {self.vmid}"

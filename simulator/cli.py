@@ -66,6 +66,12 @@ def build_parser() -> argparse.ArgumentParser:
     r.add_argument("--vmid-bits", type=_positive, default=7)
     r.add_argument("--tlb-leaf", type=_positive, default=64, help="leaf TLB entries per hart")
     r.add_argument("--tlb-nonleaf", type=_positive, default=16, help="non-leaf (walk cache) entries per hart")
+    r.add_argument(
+        "--tlb-negative",
+        type=_positive,
+        default=0,
+        help="negative entries per hart: invalid PTEs a faulting walk caches (default 0: none)",
+    )
     r.add_argument("--frames", type=_positive, default=16384, help="host memory in 4 KiB frames")
     r.add_argument(
         "--speculate",
@@ -216,6 +222,7 @@ def cmd_run(args: argparse.Namespace) -> int:
         vmid_bits=args.vmid_bits,
         tlb_leaf=args.tlb_leaf,
         tlb_nonleaf=args.tlb_nonleaf,
+        tlb_negative=args.tlb_negative,
         frames=args.frames,
         backend=args.backend,
         log=args.log,
@@ -251,7 +258,7 @@ def render(result) -> str:  # type: ignore[no-untyped-def]
         f"p2msim {__version__}  workload {c.workload}  profile {c.profile}  strategy {c.strategy}  seed {c.seed}"
         + (f"  bugs {', '.join(c.bugs)}" if c.bugs else ""),
         f"{c.pcpus} harts, {c.mode.capitalize().replace('x4', 'x4')}, TLB {c.tlb_leaf} leaf + {c.tlb_nonleaf} "
-        f"non-leaf entries/hart, VMID {c.vmid_bits} bits"
+        f"non-leaf{f' + {c.tlb_negative} negative' if c.tlb_negative else ''} entries/hart, VMID {c.vmid_bits} bits"
         + ("" if c.boot_option("vmid", True) and c.vmid_bits > 1 else " (VMIDs off)")
         + (f", speculation {c.speculate}" if c.speculate else ", no speculation")
         + (", debug build" if c.debug_build else "")

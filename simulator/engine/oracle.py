@@ -62,6 +62,7 @@ if TYPE_CHECKING:
 
 MAX_REPORTED = 16
 MAX_WARNINGS = 16
+SPURIOUS_LOOP = 32  # faults from one cached invalid PTE that is valid now: a livelock
 
 
 @dataclass
@@ -147,6 +148,7 @@ class Oracle(Observer):
         self.bugs = bugs
         self.strict = strict
         self.stop_at_first = stop_at_first
+        self.spurious: dict[int, int] = {}  # hart: the step of its latest first spurious fault
         self.violations: list[Violation] = []
         self.violation_count = 0
         self.distinct = 0
@@ -265,6 +267,8 @@ class Oracle(Observer):
         """A fault on a PTE that Xen's own live table holds malformed is a finding (no correct code writes it)."""
         if self.log.enabled:
             self.log.debug(hart, "guest.fault", gfn=fault.gfn, write=fault.write, why=fault.describe())
+        if fault.cached and fault.now_pte is not None and fault.now_pte & 1:
+            self._spurious(hart, fault)
         if not fault.malformed or fault.reason.startswith("a store through") or not self.rmap.live(fault.table):
             return
         self.violation_count += 1
@@ -312,6 +316,55 @@ class Oracle(Observer):
             self.pte_hist.setdefault((mfn, idx), []).append((self.conductor.seq, hart, old, new, self._op(hart)))
         if self.log.enabled:
             self.log.debug(hart, "pte.write", mfn=mfn, idx=idx, old=old, new=new)
+
+    def _spurious(self, hart: int, fault: Fault) -> None:
+        """A fault from a cached invalid PTE that is valid now.  Only a fence removes that entry: if one
+        entry has faulted SPURIOUS_LOOP times so, the handler is not removing it, and the guest cannot
+        reach that page however often it retries (a livelock on that access: the run ends there)."""
+        e = fault.negative
+        assert e is not None
+        e.faults += 1
+        if e.faults == 1:
+            self.spurious[hart] = self.conductor.seq  # the first spurious fault of the latest such entry
+        n = e.faults
+        if n < SPURIOUS_LOOP:
+            return
+        first = self.spurious.get(hart, e.fill_seq)
+        store = self.last_store.get((fault.table, fault.idx))
+        chain: list[tuple[int, int | None, str, str]] = [
+            (e.fill_seq, hart, "fill", f"fill: hart {hart} caches the invalid PTE {fault.table:#x}[{fault.idx}]"
+             f" (L{e.level}, VMID {e.vmid}, gfn {e.gfn_base:#x}) as its walk faults on it"),
+        ]  # fmt: skip
+        if store is not None:
+            chain.append((store[0], store[1], "store", f"store: PTE {fault.table:#x}[{fault.idx}] = {store[2]:#x}"))
+        chain.append((first, hart, "fault", f"hart {hart} faults at gfn {fault.gfn:#x} from the cached entry"))
+        chain.append((self.conductor.seq, hart, "fault", f"... and for the {n}th time, from the same entry"))
+        valid = f"valid since step {store[0]:,}" if store is not None else "valid now"
+        text = (
+            f"hart {hart} cached the invalid PTE {fault.table:#x}[{fault.idx}] at step {e.fill_seq:,}; it is "
+            f"{valid} ({fault.now_pte:#x}), but the trap handler returned {n} times without an HFENCE.GVMA covering "
+            f"gfn {fault.gfn:#x} on hart {hart}, and only a fence removes a cached entry (the spec: after an invalid "
+            "PTE is made valid, a page fault may occur until the hart fences)"
+        )
+        dom = self._dom(hart)
+        v = Violation(
+            "livelock",
+            hart,
+            dom,
+            fault.gfn,
+            None,
+            self.conductor.seq,
+            f"hart {hart} ({self._who(hart)}) faults at gfn {fault.gfn:#x} again and again from a cached invalid PTE "
+            "that is valid now: however often it retries, the guest cannot reach that page",
+            chain,
+            text,
+            Cause("fence-on-spurious-fault", "fault-loop", "do_trap", text, tuple(chain)),
+            "walk",
+        )
+        if self.bugs:
+            v.missing += f" (bugs injected: {', '.join(self.bugs)})"
+        self._record(v)
+        raise SimulationStop("livelock")
 
     def on_fill(self, hart: int, entry: TlbEntry) -> None:
         if self.log.enabled:

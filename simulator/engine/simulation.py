@@ -90,6 +90,8 @@ class Config:
     # the harts with Svinval ("all", or hart IDs "0,2"): their firmware fences as
     # SFENCE.W.INVAL; HINVAL.GVMA...; SFENCE.INVAL.IR, and Xen code may use the instructions
     svinval: str = ""
+    # negative TLB entries per hart: invalid PTEs a faulting walk caches (0: none are cached)
+    tlb_negative: int = 0
 
     def identity(self) -> dict[str, Any]:
         """What determines the run (not where it logs or which event loop runs it)."""
@@ -126,7 +128,7 @@ class Config:
         return hashlib.blake2b(orjson.dumps(self.identity(), option=orjson.OPT_SORT_KEYS), digest_size=8).hexdigest()
 
 
-MACHINE_OPTIONS = ("ad", "svinval")
+MACHINE_OPTIONS = ("ad", "svinval", "tlb_negative")
 AD_SCHEMES = {"svade": frozenset({"svade", "svpbmt"}), "svadu": frozenset({"svadu", "svpbmt"})}
 MAX_HARTS = 1024  # hart IDs beyond 64 take several SBI hart-mask windows
 STEPS_PER_HART2 = 12_500
@@ -248,6 +250,8 @@ def validate(config: Config, bugs: bool = True) -> None:
         raise ConfigError(f"--steps must be positive (or 0 for the default budget), not {config.steps}")
     if config.frames < 4096 or config.frames & (config.frames - 1):
         raise ConfigError(f"memory must be a power of two of at least 4096 frames, not {config.frames}")
+    if config.tlb_negative < 0:
+        raise ConfigError(f"--tlb-negative is a number of entries (0: none), not {config.tlb_negative}")
     if config.tlb_leaf < 1 or config.tlb_nonleaf < 0:
         raise ConfigError("the TLB needs at least one leaf entry and a non-negative walk cache")
     if config.backend not in ("trio", "asyncio"):
@@ -321,6 +325,7 @@ class Result:
                     "frames_reused",
                     "stale_benign",
                     "ad_updates",
+                    "negative_faults",
                 )
                 if k in self.stats
             },
@@ -357,6 +362,7 @@ def replay_command(c: Config) -> str:
         ("vmid_bits", "--vmid-bits"),
         ("tlb_leaf", "--tlb-leaf"),
         ("tlb_nonleaf", "--tlb-nonleaf"),
+        ("tlb_negative", "--tlb-negative"),
         ("frames", "--frames"),
         ("pct_depth", "--pct-depth"),
         ("speculate", "--speculate"),
@@ -468,7 +474,7 @@ async def _run(
         harts: list[Hart] = []
         for i in range(config.pcpus):
             actor = conductor.add_actor(f"hart{i}")
-            tlb = Tlb(config.tlb_leaf, config.tlb_nonleaf, strategy.stream(f"tlb/hart{i}"))
+            tlb = Tlb(config.tlb_leaf, config.tlb_nonleaf, strategy.stream(f"tlb/hart{i}"), config.tlb_negative)
             harts.append(
                 Hart(i, conductor, actor, memory, tlb, memory.observer, strategy.stream, speculate=config.speculate)
             )
@@ -569,6 +575,7 @@ async def _run(
             "fences_acked": sbi.acked,
             **oracle.stats(),
             **({"ad_updates": sum(h.ad_updates for h in harts)} if config.ad != DEFAULTS.ad else {}),
+            **({"negative_faults": sum(h.negative_faults for h in harts)} if config.tlb_negative else {}),
         }
         result = Result(
             config,

@@ -125,6 +125,7 @@ class Hart:
         self.hits = 0
         self.walks = 0
         self.faults = 0
+        self.negative_faults = 0  # faults raised from a negative TLB entry, without a walk
         self.ad_updates = 0  # hardware A/D updates (CAS stores into PTEs), with ad_hw
         self.device_accesses = 0  # accesses that reached a frame beyond RAM (MMIO)
         self.fences_taken = 0
@@ -433,6 +434,14 @@ class Hart:
 
     async def _miss(self, gfn: int, write: int) -> None:
         """An access the TLB cannot serve: walk, then use the translation (or take the fault)."""
+        tlb = self.tlb
+        if tlb.negative.keys and self.mode is not None:
+            neg = tlb.lookup_negative(self.vmid, gfn, self.mode.root_level)
+            if neg is not None:
+                self.hits += 1  # served by the TLB: a cached invalid PTE, so the access faults
+                self.negative_faults += 1
+                await self.guest_fault(Fault.from_negative(neg, gfn, bool(write)))
+                return
         self.walks += 1
         if self.speculate:
             recent = self.recent

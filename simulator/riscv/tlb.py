@@ -29,6 +29,7 @@ class TlbEntry:
 
     __slots__ = (
         "delta",
+        "faults",
         "fill_seq",
         "gfn_base",
         "ghost",
@@ -36,6 +37,7 @@ class TlbEntry:
         "key",
         "leaf",
         "level",
+        "negative",
         "path",
         "perms",
         "ppn",
@@ -86,6 +88,8 @@ class TlbEntry:
         self.reported = False
         self.spec = False  # filled by a speculative walk
         self.via: TlbEntry | None = None  # the cached non-leaf entry the walk started from
+        self.negative = False  # an invalid PTE, cached (see Tlb)
+        self.faults = 0  # for a negative entry: the faults it raised once the PTE was valid
         self.hot: tuple[Any, ...] = ()  # what a TLB hit reads, in one load (see Hart.run_guest)
 
     def set_source(self, table: array[int], clean: bool = False) -> None:
@@ -154,11 +158,22 @@ class _Cache:
 
 
 class Tlb:
-    def __init__(self, leaf_capacity: int, nonleaf_capacity: int, rng: random.Random) -> None:
-        if leaf_capacity < 1 or nonleaf_capacity < 0:
+    """Leaf entries, non-leaf (walk-cache) entries and, optionally, negative entries.
+
+    A negative entry is an invalid PTE the hart cached when a walk faulted on it
+    (the spec allows it: "a page-fault exception might occur" after an invalid
+    PTE is made valid, until a fence).  It is kept apart from the leaf dict, so the
+    hot path never sees it; a miss consults it before walking.  An
+    address-specific fence removes it as it removes a leaf (the walk ended
+    there: an inference, as for SFENCE.VMA).
+    """
+
+    def __init__(self, leaf_capacity: int, nonleaf_capacity: int, rng: random.Random, negative: int = 0) -> None:
+        if leaf_capacity < 1 or nonleaf_capacity < 0 or negative < 0:
             raise ValueError("TLB needs at least one leaf entry and a non-negative walk cache")
         self.leaf = _Cache(leaf_capacity)
         self.nonleaf = _Cache(max(nonleaf_capacity, 0))
+        self.negative = _Cache(negative)
         self.leaf_entries = self.leaf.entries  # the hot path probes this dict directly
         self.rng = rng
 
@@ -167,9 +182,22 @@ class Tlb:
         if cache.capacity:
             cache.insert(e, self.rng)
 
+    def fill_negative(self, e: TlbEntry) -> None:
+        if self.negative.capacity:
+            self.negative.insert(e, self.rng)
+
+    def lookup_negative(self, vmid: int, gfn: int, root_level: int) -> TlbEntry | None:
+        """A cached invalid PTE on the way to gfn, if any: the access faults without a walk."""
+        entries = self.negative.entries
+        for level in range(root_level + 1):
+            e = entries.get(tlb_key(vmid, level, gfn))
+            if e is not None:
+                return e
+        return None
+
     def drop(self, e: TlbEntry) -> None:
         """The hart itself discards one entry (a failed A/D update: it walks again)."""
-        cache = self.leaf if e.leaf else self.nonleaf
+        cache = self.negative if e.negative else self.leaf if e.leaf else self.nonleaf
         if cache.entries.get(e.key) is e:
             cache.remove(e.key)
 
@@ -188,13 +216,17 @@ class Tlb:
         """Local fence.  An address-specific fence removes leaf entries only."""
         if gfn is None:
             if vmid is None:
-                return self.leaf.clear() + self.nonleaf.clear()
-            return self.leaf.remove_if(lambda e: e.vmid == vmid) + self.nonleaf.remove_if(lambda e: e.vmid == vmid)
+                return self.leaf.clear() + self.nonleaf.clear() + self.negative.clear()
+            return (
+                self.leaf.remove_if(lambda e: e.vmid == vmid)
+                + self.nonleaf.remove_if(lambda e: e.vmid == vmid)
+                + self.negative.remove_if(lambda e: e.vmid == vmid)
+            )
 
         def covers(e: TlbEntry) -> bool:
             return (vmid is None or e.vmid == vmid) and e.gfn_base <= gfn < e.gfn_base + (1 << (9 * e.level))
 
-        return self.leaf.remove_if(covers)
+        return self.leaf.remove_if(covers) + (self.negative.remove_if(covers) if self.negative.keys else 0)
 
     def __len__(self) -> int:
         return len(self.leaf.keys) + len(self.nonleaf.keys)

@@ -56,9 +56,11 @@ RESERVED_60_54 = ((1 << 7) - 1) << 54
 class Fault:
     """A guest-page fault (or an access fault) as the walk raised it: where it stopped, and why."""
 
-    __slots__ = ("gfn", "idx", "level", "pte", "reason", "table", "write")
+    __slots__ = ("cached", "gfn", "idx", "level", "negative", "now_pte", "pte", "reason", "table", "write")
 
-    def __init__(self, gfn: int, level: int, table: int, idx: int, pte: int, reason: str, write: bool) -> None:
+    def __init__(
+        self, gfn: int, level: int, table: int, idx: int, pte: int, reason: str, write: bool, cached: bool = False
+    ) -> None:
         self.gfn = gfn
         self.level = level
         self.table = table  # -1: no PTE was read (the GPA is out of range)
@@ -66,21 +68,39 @@ class Fault:
         self.pte = pte
         self.reason = reason
         self.write = write
+        self.cached = cached  # raised from a negative TLB entry: the PTE may be valid by now
+        self.now_pte: int | None = None  # for a cached fault: the PTE in memory when it was raised
+        self.negative: TlbEntry | None = None  # ... and the entry it came from
+
+    @classmethod
+    def from_negative(cls, e: TlbEntry, gfn: int, write: bool) -> Fault:
+        f = cls(gfn, e.level, e.src_mfn, e.src_idx, e.src_pte, INVALID, write, cached=True)
+        f.negative = e
+        f.now_pte = e.src_table[e.src_idx] if e.src_table is not None else None
+        return f
 
     @property
     def malformed(self) -> bool:
         """Not an unmapped address: a PTE no correct p2m code writes."""
-        return self.table >= 0 and self.reason != "invalid (V=0)"
+        return self.table >= 0 and self.reason != INVALID
 
     def describe(self) -> str:
         where = f"PTE {self.table:#x}[{self.idx}] = {self.pte:#x} at L{self.level}" if self.table >= 0 else "no PTE"
+        if self.cached:
+            return f"{where}: {self.reason}, as cached in a negative TLB entry (the PTE is {self._now()} now)"
         return f"{where}: {self.reason}"
+
+    def _now(self) -> str:
+        return "still invalid" if self.now_pte is None or not self.now_pte & PTE_V else f"{self.now_pte:#x}"
+
+
+INVALID = "invalid (V=0)"
 
 
 def pte_fault(pte: int, level: int) -> str:
     """Why a walk must fault on this PTE, or '' (the spec's step 3, the non-leaf rules, steps 5 and 6)."""
     if not pte & PTE_V:
-        return "invalid (V=0)"
+        return INVALID
     rwx = pte & PTE_ACCESS_MASK
     if rwx & PTE_W and not rwx & PTE_R:
         return "W without R (a reserved encoding)"
@@ -179,6 +199,8 @@ async def _walk_once(hart: Hart, gfn: int, fences: int, write: bool) -> TlbEntry
             observer.on_stale_use(hart.id, via, table, gfn, True, bool(ad))
         path.append((level, table, mem.gen[table]))
         if why:
+            if why == INVALID and tlb.negative.capacity:
+                _fill_negative(hart, level, gfn, pte_ghost, table, idx, pte, path, origin, start)
             return Fault(gfn, level, table, idx, pte, why, write)
         if ppn >= mem.nr_frames:
             return None  # beyond RAM: a device (MMIO) access, which the machine does not model further
@@ -201,6 +223,33 @@ async def _walk_once(hart: Hart, gfn: int, fences: int, write: bool) -> TlbEntry
         ghost = pte_ghost
         table = ppn
         level -= 1
+
+
+def _fill_negative(
+    hart: Hart,
+    level: int,
+    gfn: int,
+    ghost: int,
+    table: int,
+    idx: int,
+    pte: int,
+    path: list[tuple[int, int, int]],
+    origin: int,
+    start: TlbEntry | None,
+) -> None:
+    """Cache the invalid PTE the walk faulted on (a negative entry, see riscv.tlb)."""
+    vmid = hart.vmid
+    base = gfn >> (9 * level) << (9 * level)
+    e = TlbEntry(
+        tlb_key(vmid, level, gfn), True, vmid, level, base, 0, 0, ghost, table, idx, pte, origin,
+        hart.conductor.seq, tuple(path),
+    )  # fmt: skip
+    e.negative = True
+    e.spec = hart.speculating
+    e.via = start
+    e.set_source(hart.memory.table(table))
+    hart.tlb.fill_negative(e)
+    hart.observer.on_fill(hart.id, e)
 
 
 def _fill(

@@ -72,6 +72,11 @@ def build_parser() -> argparse.ArgumentParser:
         default=0,
         help="negative entries per hart: invalid PTEs a faulting walk caches (default 0: none)",
     )
+    r.add_argument(
+        "--tlb-multi",
+        action="store_true",
+        help="the TLB may hold several entries for one address (a refill keeps the old one; a lookup uses any)",
+    )
     r.add_argument("--frames", type=_positive, default=16384, help="host memory in 4 KiB frames")
     r.add_argument(
         "--speculate",
@@ -223,6 +228,7 @@ def cmd_run(args: argparse.Namespace) -> int:
         tlb_leaf=args.tlb_leaf,
         tlb_nonleaf=args.tlb_nonleaf,
         tlb_negative=args.tlb_negative,
+        tlb_multi=args.tlb_multi,
         frames=args.frames,
         backend=args.backend,
         log=args.log,
@@ -258,7 +264,9 @@ def render(result) -> str:  # type: ignore[no-untyped-def]
         f"p2msim {__version__}  workload {c.workload}  profile {c.profile}  strategy {c.strategy}  seed {c.seed}"
         + (f"  bugs {', '.join(c.bugs)}" if c.bugs else ""),
         f"{c.pcpus} harts, {c.mode.capitalize().replace('x4', 'x4')}, TLB {c.tlb_leaf} leaf + {c.tlb_nonleaf} "
-        f"non-leaf{f' + {c.tlb_negative} negative' if c.tlb_negative else ''} entries/hart, VMID {c.vmid_bits} bits"
+        f"non-leaf{f' + {c.tlb_negative} negative' if c.tlb_negative else ''} entries/hart"
+        + (" (several per address)" if c.tlb_multi else "")
+        + f", VMID {c.vmid_bits} bits"
         + ("" if c.boot_option("vmid", True) and c.vmid_bits > 1 else " (VMIDs off)")
         + (f", speculation {c.speculate}" if c.speculate else ", no speculation")
         + (", debug build" if c.debug_build else "")

@@ -92,6 +92,8 @@ class Config:
     svinval: str = ""
     # negative TLB entries per hart: invalid PTEs a faulting walk caches (0: none are cached)
     tlb_negative: int = 0
+    # the TLB may hold several entries for one address: a refill keeps the old one, a lookup uses any
+    tlb_multi: bool = False
 
     def identity(self) -> dict[str, Any]:
         """What determines the run (not where it logs or which event loop runs it)."""
@@ -128,7 +130,7 @@ class Config:
         return hashlib.blake2b(orjson.dumps(self.identity(), option=orjson.OPT_SORT_KEYS), digest_size=8).hexdigest()
 
 
-MACHINE_OPTIONS = ("ad", "svinval", "tlb_negative")
+MACHINE_OPTIONS = ("ad", "svinval", "tlb_negative", "tlb_multi")
 AD_SCHEMES = {"svade": frozenset({"svade", "svpbmt"}), "svadu": frozenset({"svadu", "svpbmt"})}
 MAX_HARTS = 1024  # hart IDs beyond 64 take several SBI hart-mask windows
 STEPS_PER_HART2 = 12_500
@@ -374,6 +376,8 @@ def replay_command(c: Config) -> str:
             args += [flag, str(value)]
     for k, v in c.xen_opts:
         args += ["--xen-opt", f"{k}={v}"]
+    if c.tlb_multi:
+        args.append("--tlb-multi")
     if c.debug_build:
         args.append("--debug-build")
     for b in c.bugs:
@@ -474,7 +478,10 @@ async def _run(
         harts: list[Hart] = []
         for i in range(config.pcpus):
             actor = conductor.add_actor(f"hart{i}")
-            tlb = Tlb(config.tlb_leaf, config.tlb_nonleaf, strategy.stream(f"tlb/hart{i}"), config.tlb_negative)
+            tlb = Tlb(
+                config.tlb_leaf, config.tlb_nonleaf, strategy.stream(f"tlb/hart{i}"), config.tlb_negative,
+                config.tlb_multi,
+            )  # fmt: skip
             harts.append(
                 Hart(i, conductor, actor, memory, tlb, memory.observer, strategy.stream, speculate=config.speculate)
             )

@@ -830,6 +830,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     p.add_argument("--ad", default="svade", help="the machine's A/D scheme: svade or svadu (walks set A/D)")
     p.add_argument("--svinval", default="", metavar="HARTS", help="harts with Svinval ('all' or IDs like 0,2)")
     p.add_argument("--tlb-negative", type=_positive, default=0, help="negative TLB entries per hart (default 0)")
+    p.add_argument("--tlb-multi", action="store_true", help="the TLB may hold several entries for one address")
     p.add_argument("-p", "--param", type=_param, action="append", default=[], help="workload parameter key=value")
     p.add_argument("--strict", action="store_true", help="stale use of a freed (not yet reused) frame is a violation")
     p.add_argument("--log", metavar="DIR", help="write each failing seed's log (and schedule) into DIR")
@@ -871,6 +872,7 @@ def sweep_from_args(args: argparse.Namespace) -> Sweep:
         ad=args.ad,
         svinval=args.svinval,
         tlb_negative=args.tlb_negative,
+        tlb_multi=args.tlb_multi,
         **chosen,
     )
     return Sweep(base, args.seeds, swarm=args.swarm, log_dir=args.log)

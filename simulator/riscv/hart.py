@@ -360,9 +360,32 @@ class Hart:
                 return
         self.in_guest = True
         try:
-            await self._quantum(prog)
+            await (self._quantum_multi if self.tlb.multi else self._quantum)(prog)
         finally:
             self.in_guest = False
+
+    async def _quantum_multi(self, prog: GuestProgram) -> None:
+        """A quantum on a TLB that holds several entries for one address: one step per access, and
+        each hit uses whichever matching entry the seeded stream picks (see Tlb.lookup_leaf)."""
+        rng = self.guest_rng
+        codes = prog.next_accesses(rng, self.quantum_min + rng.randrange(self.quantum_span))
+        lookup = self.tlb.lookup_leaf
+        for code in codes:
+            await self.tick()
+            if self.guest is not prog or self.jobs or self.stopping:
+                return
+            gfn, write = code >> 1, code & 1
+            e = lookup(self.vmid, gfn)
+            if e is None:
+                await self._miss(gfn, write)
+            else:
+                self.hits += 1
+                if write and e.hot[6] == 3:
+                    await self.set_dirty(e, gfn)
+                elif not self._use(e, gfn, write):
+                    await self.guest_fault(_denied(e, gfn))
+            if self.guest is not prog or self.jobs or self.stopping:
+                return
 
     async def _quantum(self, prog: GuestProgram) -> None:
         c = self.conductor

@@ -110,20 +110,39 @@ def tlb_key(vmid: int, level: int, gfn: int) -> int:
     return (((vmid << 3) | level) << 48) | (gfn >> (9 * level))
 
 
+MAX_SHADOWS = 3  # older translations kept per key when the TLB holds several (Tlb.multi)
+
+
 class _Cache:
-    """A dict with O(1) random eviction; iteration order is insertion order, never hash order."""
+    """A dict with O(1) random eviction; iteration order is insertion order, never hash order.
 
-    __slots__ = ("capacity", "entries", "keys", "pos")
+    With ``shadows`` (a TLB that holds several entries for one address) a refill
+    with a different translation does not replace the entry: the old one is kept
+    beside it, and goes with it when the key is evicted.
+    """
 
-    def __init__(self, capacity: int) -> None:
+    __slots__ = ("capacity", "entries", "keys", "pos", "shadows")
+
+    def __init__(self, capacity: int, multi: bool = False) -> None:
         self.entries: dict[int, TlbEntry] = {}
         self.keys: list[int] = []
         self.pos: dict[int, int] = {}
         self.capacity = capacity
+        self.shadows: dict[int, list[TlbEntry]] | None = {} if multi else None
 
     def insert(self, e: TlbEntry, rng: random.Random) -> TlbEntry | None:
         evicted = None
         if e.key in self.entries:
+            old = self.entries[e.key]
+            if self.shadows is not None and (old.src_pte, old.src_mfn, old.root_mfn) != (
+                e.src_pte,
+                e.src_mfn,
+                e.root_mfn,
+            ):
+                kept = self.shadows.setdefault(e.key, [])
+                kept.append(old)
+                if len(kept) > MAX_SHADOWS:
+                    del kept[0]
             self.entries[e.key] = e
             return None
         if len(self.keys) >= self.capacity:
@@ -142,18 +161,44 @@ class _Cache:
             self.keys[i] = last
             self.pos[last] = i
         del self.entries[key]
+        if self.shadows:
+            self.shadows.pop(key, None)
 
     def remove_if(self, pred) -> int:  # type: ignore[no-untyped-def]
+        shadows = self.shadows
+        removed = 0
+        if shadows:
+            for k in [k for k in self.keys if k in shadows]:
+                kept = [s for s in shadows[k] if not pred(s)]
+                removed += len(shadows[k]) - len(kept)
+                if kept:
+                    shadows[k] = kept
+                else:
+                    del shadows[k]
         doomed = [k for k in self.keys if pred(self.entries[k])]
         for k in doomed:
-            self.remove(k)
-        return len(doomed)
+            if shadows and k in shadows:
+                self.entries[k] = shadows[k].pop()  # an older translation the fence did not cover stays
+                if not shadows[k]:
+                    del shadows[k]
+            else:
+                self.remove(k)
+        return removed + len(doomed)
+
+    def all(self, key: int) -> list[TlbEntry]:
+        """Every entry held for ``key``: the newest first."""
+        e = self.entries.get(key)
+        if e is None:
+            return []
+        return [e, *self.shadows.get(key, ())] if self.shadows else [e]
 
     def clear(self) -> int:
-        n = len(self.keys)
+        n = len(self.keys) + (sum(len(v) for v in self.shadows.values()) if self.shadows else 0)
         self.entries.clear()
         self.keys.clear()
         self.pos.clear()
+        if self.shadows:
+            self.shadows.clear()
         return n
 
 
@@ -168,11 +213,16 @@ class Tlb:
     there: an inference, as for SFENCE.VMA).
     """
 
-    def __init__(self, leaf_capacity: int, nonleaf_capacity: int, rng: random.Random, negative: int = 0) -> None:
+    def __init__(
+        self, leaf_capacity: int, nonleaf_capacity: int, rng: random.Random, negative: int = 0, multi: bool = False
+    ) -> None:
         if leaf_capacity < 1 or nonleaf_capacity < 0 or negative < 0:
             raise ValueError("TLB needs at least one leaf entry and a non-negative walk cache")
-        self.leaf = _Cache(leaf_capacity)
-        self.nonleaf = _Cache(max(nonleaf_capacity, 0))
+        # multi: several entries for one address - a refill keeps the old translation, and a lookup
+        # may return any entry that matches, at any level (Hart._quantum_multi, lookup_nonleaf)
+        self.multi = multi
+        self.leaf = _Cache(leaf_capacity, multi)
+        self.nonleaf = _Cache(max(nonleaf_capacity, 0), multi)
         self.negative = _Cache(negative)
         self.leaf_entries = self.leaf.entries  # the hot path probes this dict directly
         self.rng = rng
@@ -202,13 +252,26 @@ class Tlb:
             cache.remove(e.key)
 
     def lookup_nonleaf(self, vmid: int, gfn: int, root_level: int) -> TlbEntry | None:
-        """The deepest cached non-leaf entry for gfn: the walk starts below it."""
+        """The deepest cached non-leaf entry for gfn: the walk starts below it (with ``multi``: any one)."""
+        if self.multi:
+            return self._pick(self.nonleaf, vmid, gfn, range(1, root_level + 1))
         entries = self.nonleaf.entries
         for level in range(1, root_level + 1):
             e = entries.get(tlb_key(vmid, level, gfn))
             if e is not None:
                 return e
         return None
+
+    def lookup_leaf(self, vmid: int, gfn: int) -> TlbEntry | None:
+        """With ``multi``: any leaf entry that translates gfn - a superpage and the 4K leaf that split it,
+        an entry and the refill beside it - chosen by the seeded stream (the hardware may use either)."""
+        return self._pick(self.leaf, vmid, gfn, range(3))
+
+    def _pick(self, cache: _Cache, vmid: int, gfn: int, levels: range) -> TlbEntry | None:
+        found = [e for level in levels for e in cache.all(tlb_key(vmid, level, gfn))]
+        if len(found) <= 1:
+            return found[0] if found else None
+        return found[self.rng.randrange(len(found))]
 
     # -- HFENCE.GVMA -------------------------------------------------------------
 

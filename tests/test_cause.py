@@ -21,7 +21,7 @@ import pytest
 from simulator.engine.bugs import BUGS, register_bug
 from simulator.engine.simulation import Config, run
 from simulator.riscv import pte as P
-from simulator.riscv.sbi import ALL_HARTS, SBI_ERR_FAILURE, XLEN
+from simulator.riscv.sbi import ALL_HARTS, SBI_ERR_FAILURE, SBI_EXT_RFENCE_REMOTE_HFENCE_GVMA, XLEN
 from simulator.xen.hypervisor import Xen
 from simulator.xen.p2m import INVALID_MFN, PteCtx
 
@@ -182,6 +182,35 @@ def metadata_freed_first(xen: Xen) -> None:
     xen.p2m_free_subtree = p2m_free_subtree  # type: ignore[method-assign]
 
 
+def stamp_zero(xen: Xen) -> None:
+    """page_set_tlbflush_timestamp keeps the tree's 0 while the filter is x86's (a half-ported clock)."""
+
+    def page_set_tlbflush_timestamp(pg: int) -> None:
+        xen.heap.tlbflush_timestamp[pg] = 0
+
+    xen.page_set_tlbflush_timestamp = page_set_tlbflush_timestamp  # type: ignore[method-assign]
+
+
+def stamp_before_the_fence(xen: Xen) -> None:
+    """sbi_remote_hfence_gvma stamps its targets' tlbflush_time before it makes the call."""
+    rfence = xen.sbi_rfence_v02
+
+    async def sbi_remote_hfence_gvma(cpu_mask: list[int] | None, start: int, size: int) -> int:
+        if start == 0 and size == 0:
+            t = xen.pre_flush()
+            for cpu in range(len(xen.harts)) if cpu_mask is None else cpu_mask:
+                xen.post_flush(cpu, t)
+        return await rfence(SBI_EXT_RFENCE_REMOTE_HFENCE_GVMA, cpu_mask, start, size, 0)
+
+    xen.sbi_remote_hfence_gvma = sbi_remote_hfence_gvma  # type: ignore[method-assign]
+
+
+def no_inval_ir(xen: Xen) -> None:
+    """The firmware's Svinval fence never runs its final SFENCE.INVAL.IR."""
+    for h in xen.harts:
+        h.sfence_inval_ir = lambda: None  # type: ignore[method-assign]
+
+
 STALE_USES = frozenset(
     {
         "reused-same-domain",
@@ -302,6 +331,33 @@ ROWS = [
         "late/unlocked",
         "p2m_write_unlock",
         (("strict", True),),
+    ),
+    Row(
+        "t-stamp-zero",
+        stamp_zero,
+        "foreign-unmap-reuse",
+        "flush-on-reuse",
+        "not-in-mask/filtered",
+        "page_set_tlbflush_timestamp",
+        (("profile", "fixed+tlbflush_clock"),),
+    ),
+    Row(
+        "t-stamp-before-the-fence",
+        stamp_before_the_fence,
+        "foreign-unmap-reuse",
+        "flush-on-reuse",
+        "not-in-mask/filtered",
+        "sbi_remote_hfence_gvma",
+        (("profile", "fixed+tlbflush_clock"),),
+    ),
+    Row(
+        "t-no-inval-ir",
+        no_inval_ir,
+        "teardown-under-load",
+        "flush-before-free",
+        "incomplete",
+        "p2m_tlb_flush",
+        (("svinval", "all"),),
     ),
 ]
 SEEDS = 12

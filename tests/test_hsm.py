@@ -61,6 +61,9 @@ def test_without_that_flush_its_old_translations_reach_another_domain() -> None:
     r = _run(True, "fixed")
     assert any(v.cls == "reused-other-domain" for v in r.violations), r.explain()
     assert all("start_secondary" in v.missing and "stopped at step" in v.missing for v in r.violations)
+    assert {(v.cause.case, v.cause.function) for v in r.violations if v.cause} == {
+        ("not-in-mask/stopped", "start_secondary")
+    }
     assert _run(True, "arm-broadcast").clean
 
 

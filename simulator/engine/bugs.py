@@ -60,7 +60,7 @@ def _async_remote_fence(xen: Xen) -> None:
 
 
 def _no_reuse_flush(xen: Xen) -> None:
-    async def filtered_flush_tlb_mask(mfn: int, order: int) -> None:
+    async def filtered_flush_tlb_mask(mfn: int, order: int, tlbflush_timestamp: int = 0) -> None:
         xen.emit("page_alloc.reuse_flush_skipped", mfn=mfn, order=order)
 
     xen.filtered_flush_tlb_mask = filtered_flush_tlb_mask  # type: ignore[method-assign]

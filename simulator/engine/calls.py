@@ -33,6 +33,7 @@ class Flush:
         "end",
         "errors",
         "fences",
+        "filtered",
         "fn",
         "frees_before",
         "hart",
@@ -41,6 +42,7 @@ class Flush:
         "mfn",
         "order",
         "seq",
+        "stamp",
     )
 
     def __init__(self, seq: int, hart: int | None, fn: str, dom: int | None, mfn: int = -1, order: int = 0) -> None:
@@ -57,6 +59,8 @@ class Flush:
         self.errors: list[tuple[int, int, str]] = []  # (step, SBI error, printk)
         self.end = -1
         self.frees_before = 0  # frames freed before it began (orders it against a free of the same step)
+        self.filtered: dict[int, int] = {}  # harts tlbflush_filter took out: their tlbflush_time
+        self.stamp = 0  # the pages' tlbflush timestamp the filter was given
 
     def covers_frame(self, mfn: int) -> bool:
         return self.mfn <= mfn < self.mfn + (1 << self.order)
@@ -134,10 +138,10 @@ def observe(xen: Xen, observer: Any) -> None:
         finally:
             observer.flush_end()
 
-    async def observed_filtered_flush_tlb_mask(mfn: int, order: int) -> None:
+    async def observed_filtered_flush_tlb_mask(mfn: int, order: int, *timestamp: int) -> None:
         observer.flush_begin("filtered_flush_tlb_mask", None, mfn, order)
         try:
-            await filtered(mfn, order)
+            await filtered(mfn, order, *timestamp)
         finally:
             observer.flush_end()
 

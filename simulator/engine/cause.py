@@ -27,7 +27,7 @@ from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
 if TYPE_CHECKING:
-    from simulator.engine.flushes import Flush
+    from simulator.engine.calls import Flush
     from simulator.riscv.sbi import FenceRequest
     from simulator.riscv.tlb import TlbEntry
 
@@ -405,6 +405,69 @@ class Diagnosis:
             (row,),
         )
 
+    def _filtered(self, st: Stale, f: Flush, defence: str, row: Row) -> Cause:
+        """tlbflush_filter took the hart out: the clock said it had flushed fully since the page was freed."""
+        o, hart = self.o, st.hart
+        t, stamp = f.filtered[hart], f.stamp
+        head = (
+            f"tlbflush_filter took hart {hart} out of the flush on reuse at step {f.seq:,}: its tlbflush_time {t} "
+            f"is past the page's stamp {stamp}, so the clock says it flushed fully after mfn {st.mfn:#x} was freed"
+        )
+        given = [(s, h) for s, h, cpu, time in o.tlbflush_stamps if cpu == hart and time == t]
+        rows: list[Row] = [row]
+        if given:
+            s, by = given[0]
+            rows.append((s, by, "tlbflush.stamp", f"post_flush: hart {hart}'s tlbflush_time = {t}"))
+            req = self._stamped_fence(by, hart, s)
+            if req is None or req.taken_seq < 0 or req.taken_seq > s:
+                if req is None:
+                    when = f"it sent hart {hart} no fence"
+                else:
+                    when = "the fence it sent was " + (
+                        f"taken only at step {req.taken_seq:,}" if req.taken_seq >= 0 else "not taken yet"
+                    )
+                return Cause(
+                    defence,
+                    "not-in-mask/filtered",
+                    "sbi_remote_hfence_gvma",
+                    f"{head}; but hart {by} stamped it at step {s:,}, when {when}: the clock credited a flush that "
+                    "had not happened",
+                    tuple(rows),
+                )
+        free = max((x for x in st.frees if x <= f.seq), default=None)  # the free that stamped the page
+        done = [time for s, _h, _c, time in o.tlbflush_stamps if free is not None and s < free]
+        if free is not None and done and stamp < max(done):
+            return Cause(
+                defence,
+                "not-in-mask/filtered",
+                "page_set_tlbflush_timestamp",
+                f"{head}; but the page's stamp {stamp} is older than flushes stamped before it was freed at step "
+                f"{free:,} (the clock had reached {max(done)}): page_set_tlbflush_timestamp recorded the wrong time, "
+                "and the filter skipped a hart that still cached it",
+                tuple(rows),
+            )
+        return Cause(
+            defence,
+            "not-in-mask/filtered",
+            REUSE_FN,
+            f"{head}; yet hart {hart} still held the entry (filled at step {st.entry.fill_seq if st.entry else -1:,}): "
+            "the flush the clock credits did not remove it",
+            tuple(rows),
+        )
+
+    def _stamped_fence(self, by: int, hart: int, at: int) -> FenceRequest | None:
+        """The fence to ``hart`` of the flush hart ``by`` was running when it stamped ``hart`` at step ``at``:
+        sent by then, or sent after the stamp (a stamp taken too early); a hart's own local fence."""
+        fences = self.o.fences
+        if by == hart:
+            local = [r for s, h, what, r in fences if h == hart and what == "local" and s <= at]
+            return local[-1] if local else None
+        for x in reversed(self.o.flushlog.all):
+            if x.hart == by and x.seq <= at and (x.end < 0 or x.end >= at):
+                return x.to_hart(hart)
+        sends = [r for s, h, what, r in fences if h == by and what == "sent" and r.dst == hart and s >= at]
+        return sends[0] if sends else None
+
     def _late(self, st: Stale, f: Flush, defence: str, deadline: int, row: Row, req: FenceRequest | None) -> Cause:
         """The flush was under way, and had not reached the hart, when the frame was freed or handed out."""
         what = "freed" if defence == FLUSH_BEFORE_FREE else "handed out"
@@ -432,6 +495,8 @@ class Diagnosis:
         down = self._down_at(hart, f.seq)
         if down is not None:
             return self._stopped(st, f, defence, row, down, skipped=False)
+        if f.fn == REUSE_FN and hart in f.filtered:
+            return self._filtered(st, f, defence, row)
         if f.fn == REUSE_FN:
             return Cause(
                 defence,

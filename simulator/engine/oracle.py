@@ -148,6 +148,8 @@ class Oracle(Observer):
         self.bugs = bugs
         self.strict = strict
         self.stop_at_first = stop_at_first
+        self.tlbflush_stamps: list[tuple[int, int, int, int]] = []  # (step, stamping hart, cpu, time)
+        self.tlbflush_filtered = 0  # harts the clock's filter took out of reuse flushes
         self.spurious: dict[int, int] = {}  # hart: the step of its latest first spurious fault
         self.violations: list[Violation] = []
         self.violation_count = 0
@@ -426,6 +428,11 @@ class Oracle(Observer):
                 flush.mask = list(fields["mask"])
                 flush.dirty = list(fields["dirty"]) if "dirty" in fields else None
                 flush.locked = fields.get("locked")
+                flush.filtered = {c: t for c, t in fields.get("filtered", ())}
+                self.tlbflush_filtered += len(flush.filtered)
+                flush.stamp = fields.get("stamp", 0)
+        elif name == "tlbflush.stamp":
+            self.tlbflush_stamps.append((self.conductor.seq, hart, fields["cpu"], fields["time"]))
         elif name == "printk" and "rc" in fields:
             flush = self.flushlog.current(hart)
             if flush is not None:

@@ -222,7 +222,7 @@ def validate(config: Config, bugs: bool = True) -> None:
     name = resolve_profile(config.profile)[0]
     if name.split("+")[0] not in PROFILES:
         raise ConfigError(
-            f"unknown profile {config.profile!r} (choose from {', '.join(PROFILES)}; base+knob adds a fix)"
+            f"unknown profile {config.profile!r} (choose from {', '.join(PROFILES)}; base+knob adds a fix or a policy)"
             + did_you_mean(config.profile, [*PROFILES, *PROFILE_ALIASES])
         )
     try:
@@ -328,6 +328,7 @@ class Result:
                     "stale_benign",
                     "ad_updates",
                     "negative_faults",
+                    "tlbflush_filtered",
                 )
                 if k in self.stats
             },
@@ -583,6 +584,7 @@ async def _run(
             **oracle.stats(),
             **({"ad_updates": sum(h.ad_updates for h in harts)} if config.ad != DEFAULTS.ad else {}),
             **({"negative_faults": sum(h.negative_faults for h in harts)} if config.tlb_negative else {}),
+            **({"tlbflush_filtered": oracle.tlbflush_filtered} if xen.profile.tlbflush_clock else {}),
         }
         result = Result(
             config,

@@ -162,6 +162,7 @@ class DomainOps(Vmid):
         if not d.creation_finished and not self.profile.no_build_flush_batching:
             memflags |= MEMF_no_tlbflush
         need_tlbflush = False
+        tlbflush_timestamp = 0
         done = 0
         rc = 0
         while done < nr:
@@ -171,13 +172,13 @@ class DomainOps(Vmid):
                 break
             if memflags & MEMF_no_tlbflush:
                 for pg in range(mfn, mfn + (1 << order)):
-                    need_tlbflush |= bool(self.heap.need_tlbflush[pg])  # accumulate_tlbflush()
+                    need_tlbflush, tlbflush_timestamp = self.accumulate_tlbflush(need_tlbflush, pg, tlbflush_timestamp)
             rc = await self.p2m_insert_mapping(d, gfn + done, 1 << order, mfn, p2m_ram_rw)
             if rc:
                 break
             done += 1 << order
         if need_tlbflush:
-            await self.filtered_flush_tlb_mask(INVALID_MFN, 0)
+            await self.filtered_flush_tlb_mask(INVALID_MFN, 0, tlbflush_timestamp)
         return rc
 
     # -- scheduling (context_switch is a stub in the tree: ARM-style glue) ---------------

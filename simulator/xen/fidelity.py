@@ -31,6 +31,7 @@ class Origin:
     c_name: str  # the C function (or macro) it mirrors; "" for model plumbing
     differs: str = ""  # how it departs from the C, if it does
     fixes: tuple[str, ...] = ()  # profile knobs whose `fixed` setting changes it
+    policies: tuple[str, ...] = ()  # policy knobs (off on every built-in profile) that change it
 
     @property
     def verdict(self) -> str:
@@ -45,9 +46,11 @@ def _path(file: str) -> str:
     return file if file.startswith("xen/") else RISCV + file
 
 
-def upstream(file: str, c_name: str = "", *, differs: str = "", fixes: tuple[str, ...] = ()) -> Callable[[F], F]:
+def upstream(
+    file: str, c_name: str = "", *, differs: str = "", fixes: tuple[str, ...] = (), policies: tuple[str, ...] = ()
+) -> Callable[[F], F]:
     def mark(fn: F) -> F:
-        fn.__upstream__ = Origin(UPSTREAM, _path(file), c_name or fn.__name__, differs, fixes)  # type: ignore[attr-defined]
+        fn.__upstream__ = Origin(UPSTREAM, _path(file), c_name or fn.__name__, differs, fixes, policies)  # type: ignore[attr-defined]
         return fn
 
     return mark
@@ -120,6 +123,8 @@ def markdown() -> str:
         note = o.differs
         if o.fixes:
             note = (note + "; " if note else "") + "fixed: " + ", ".join(f"`{k}`" for k in o.fixes)
+        if o.policies:
+            note = (note + "; " if note else "") + "policy: " + ", ".join(f"`{k}`" for k in o.policies)
         out.append(f"| `{r.module}.{r.method}` | {'yes' if r.is_async else ''} | {where} | {o.verdict} | {note} |")
     return "\n".join(out)
 

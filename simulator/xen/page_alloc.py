@@ -49,6 +49,7 @@ class Heap:
         self.head_order = array("b", [-1]) * nr_frames
         self.first_dirty = array("l", [INVALID_DIRTY_IDX]) * nr_frames
         self.need_tlbflush = bytearray(nr_frames)  # u.free.need_tlbflush
+        self.tlbflush_timestamp = array("L", [0]) * nr_frames  # page_info.tlbflush_timestamp
         self.need_scrub = bytearray(nr_frames)  # PGC_need_scrub
         self.nr_free = 0
         self.node_need_scrub = 0
@@ -161,6 +162,7 @@ class PageAlloc(SbiCalls):
     def init_heap(self, first_free: int) -> None:
         """Frames below ``first_free`` belong to Xen; the rest go to the heap, scrubbed at boot."""
         self.heap = Heap(self.memory.nr_frames)
+        self.init_tlbflush()
         # page_info.u.md.used_entries: it shares u with u.inuse.type_info, which only
         # init_free_page_fields() resets - a page reused from the p2m pool keeps its count
         self.u_md_used_entries = array("q", [0]) * self.memory.nr_frames
@@ -192,13 +194,14 @@ class PageAlloc(SbiCalls):
         if mfn is None:
             return None
         need_tlbflush = False
+        tlbflush_timestamp = 0
         deferred = False
         for pg in range(mfn, mfn + (1 << order)):
             if heap.need_tlbflush[pg]:
                 if memflags & MEMF_no_tlbflush:
                     deferred = True  # the caller takes the flush over
                 else:
-                    need_tlbflush = True  # accumulate_tlbflush()
+                    need_tlbflush, tlbflush_timestamp = self.accumulate_tlbflush(need_tlbflush, pg, tlbflush_timestamp)
             heap.need_tlbflush[pg] = 0  # init_free_page_fields(): u.inuse.type_info overwrites u.free ...
             self.u_md_used_entries[pg] = 0  # ... and u.md
             self.memory.hand_out(pg, state, owner, why)
@@ -208,7 +211,7 @@ class PageAlloc(SbiCalls):
         flush = need_tlbflush and self.profile.flush_on_reuse
         if flush and self.profile.flush_before_scrub:
             # fix: nobody can reach the pages before they are scrubbed and given away
-            await self.filtered_flush_tlb_mask(mfn, order)
+            await self.filtered_flush_tlb_mask(mfn, order, tlbflush_timestamp)
         scrubbed = 0
         for pg in range(mfn, mfn + (1 << order)):
             if heap.need_scrub[pg]:
@@ -220,30 +223,45 @@ class PageAlloc(SbiCalls):
                     scrubbed += 1
                     self.scrub_one_page(pg, f"scrubbed for {why}")
         if flush and not self.profile.flush_before_scrub:
-            await self.filtered_flush_tlb_mask(mfn, order)  # the tree: scrub, then flush
+            await self.filtered_flush_tlb_mask(mfn, order, tlbflush_timestamp)  # the tree: scrub, then flush
         return mfn
 
     @upstream("xen/common/page_alloc.c")
     def scrub_one_page(self, pg: int, why: str) -> None:
         self.memory.clear_page(pg, why)
 
+    @upstream("xen/include/xen/mm.h", differs="the page's (mfn, order) for the log; True if it needs a flush")
+    def accumulate_tlbflush(self, need_tlbflush: bool, pg: int, tlbflush_timestamp: int) -> tuple[bool, int]:
+        stamp = self.heap.tlbflush_timestamp[pg]
+        if (
+            self.heap.need_tlbflush[pg]
+            and stamp <= self.tlbflush_current_time()
+            and (not need_tlbflush or stamp > tlbflush_timestamp)
+        ):
+            return True, stamp
+        return need_tlbflush, tlbflush_timestamp
+
     @upstream("xen/include/xen/mm.h", differs="(mfn, order) are the model's, for the log")
-    async def filtered_flush_tlb_mask(self, mfn: int, order: int) -> None:
-        """No TLB clock on RISC-V (``tlbflush_filter`` is empty): every online hart is fenced."""
+    async def filtered_flush_tlb_mask(self, mfn: int, order: int, tlbflush_timestamp: int = 0) -> None:
+        """The tree's tlbflush_filter is empty: every online hart is fenced (see xen/flushtlb.py)."""
         mask = self.cpu_online_map()
-        self.emit("page_alloc.reuse_flush", mfn=mfn, order=order, mask=mask)
-        await self.arch_flush_tlb_mask(mask)
+        filtered = self.tlbflush_filter(mask, tlbflush_timestamp)
+        self.emit(
+            "page_alloc.reuse_flush", mfn=mfn, order=order, mask=list(mask),
+            **(
+                {"filtered": [[c, t] for c, t in filtered.items()], "stamp": tlbflush_timestamp}
+                if self.profile.tlbflush_clock
+                else {}
+            ),
+        )  # fmt: skip
+        if mask:
+            await self.arch_flush_tlb_mask(mask)
 
     @upstream("include/asm/flushtlb.h")
     async def arch_flush_tlb_mask(self, mask: list[int]) -> None:
         rc = await self.sbi_remote_hfence_gvma(mask, 0, 0)
         if rc:
             self.emit("sbi.error_ignored", where="arch_flush_tlb_mask", rc=rc, mask=mask)  # void in the C
-
-    @upstream("include/asm/flushtlb.h")
-    def page_set_tlbflush_timestamp(self, pg: int) -> None:
-        # tlbflush_current_time() is 0 on RISC-V (1055177445); v5 had BUG_ON("unimplemented")
-        self.BUG_ON(self.profile.tlbflush_timestamp_unimplemented, "page_set_tlbflush_timestamp: unimplemented")
 
     @upstream("xen/common/page_alloc.c", differs="a double free is reported, not BUG()ed")
     async def free_heap_pages(self, mfn: int, order: int, need_scrub: bool, why: str) -> None:

@@ -62,6 +62,9 @@ class Profile:
     broadcast_flush: bool = False
     # ARM style: one VMID per domain for its whole life (no per-hart generations)
     vmid_per_domain: bool = False
+    # policy (no built-in profile; switch it on as base+tlbflush_clock): x86's TLB flush clock - a full
+    # flush stamps its harts, a freed page its time, and the reuse flush skips harts that flushed since
+    tlbflush_clock: bool = False
 
     def differences(self) -> list[str]:
         """The knobs where this profile departs from ``fixed``, as ``name=value``."""
@@ -141,10 +144,12 @@ def resolve(name: str) -> tuple[str, str | None]:
 
 
 KNOBS = tuple(f.name for f in fields(Profile) if f.name not in ("name", "description", "shows"))
+POLICIES = ("tlbflush_clock",)  # knobs no profile sets: base+policy switches one on
 
 
 def lookup(name: str) -> Profile:
-    """A profile by name; ``base+knob+...`` is ``base`` with those knobs set as ``fixed`` sets them.
+    """A profile by name; ``base+knob+...`` is ``base`` with those knobs set as ``fixed`` sets them
+    (a policy knob, which no profile sets, is switched on).
 
     ``upstream+handle_guest_page_faults`` is the tree with one labelled fix: a
     Xen developer checks which fix a finding needs.  Raises ValueError naming
@@ -160,9 +165,14 @@ def lookup(name: str) -> Profile:
     if bad:
         raise ValueError(f"unknown knob {bad[0]!r} in profile {name!r} (knobs: {', '.join(KNOBS)})")
     fixed = PROFILES["fixed"]
+    fixes = [k for k in knobs if k not in POLICIES]
+    policies = [k for k in knobs if k in POLICIES]
+    with_ = ([f"with {', '.join(fixes)} as fixed has it"] if fixes else []) + (
+        [f"with the policy {', '.join(policies)}"] if policies else []
+    )
     return replace(
         p,
         name=name,
-        description=f"{p.description}; with {', '.join(knobs)} as fixed has it",
-        **{k: getattr(fixed, k) for k in knobs},
+        description=f"{p.description}; {'; '.join(with_)}",
+        **{k: True if k in POLICIES else getattr(fixed, k) for k in knobs},
     )

@@ -20,14 +20,14 @@ from simulator.riscv.sbi import (
     SBI_EXT_RFENCE_REMOTE_HFENCE_GVMA_VMID,
     SBI_SUCCESS,
 )
-from simulator.xen.base import XenBase
 from simulator.xen.fidelity import upstream
+from simulator.xen.flushtlb import FlushTlb
 
 BITS_PER_LONG = 64
 EINVAL, EACCES, EFAULT, EOPNOTSUPP, ENOSYS = -22, -13, -14, -95, -38
 
 
-class SbiCalls(XenBase):
+class SbiCalls(FlushTlb):
     @upstream("include/asm/smp.h", differs="the model numbers harts like CPUs")
     def cpuid_to_hartid(self, cpu: int) -> int:
         return self.harts[cpu].id
@@ -77,9 +77,15 @@ class SbiCalls(XenBase):
             result = await self.sbi_rfence_v02_real(fid, hmask, hbase, start, size, arg4)
         return result
 
-    @upstream("sbi.c")
+    @upstream("sbi.c", policies=("tlbflush_clock",))
     async def sbi_remote_hfence_gvma(self, cpu_mask: list[int] | None, start: int, size: int) -> int:
-        return await self.sbi_rfence_v02(SBI_EXT_RFENCE_REMOTE_HFENCE_GVMA, cpu_mask, start, size, 0)
+        # policy tlbflush_clock: a full flush ticks the clock and stamps its targets once it returned
+        t = self.pre_flush() if self.profile.tlbflush_clock and start == 0 and size == 0 else 0
+        rc = await self.sbi_rfence_v02(SBI_EXT_RFENCE_REMOTE_HFENCE_GVMA, cpu_mask, start, size, 0)
+        if t and not rc:
+            for cpu in range(len(self.harts)) if cpu_mask is None else cpu_mask:
+                self.post_flush(cpu, t)
+        return rc
 
     @upstream("sbi.c")
     async def sbi_remote_hfence_gvma_vmid(self, cpu_mask: list[int] | None, start: int, size: int, vmid: int) -> int:

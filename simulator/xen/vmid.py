@@ -97,11 +97,14 @@ class Vmid(P2m):
     def vmids_used(self, cpu: int) -> bool:
         return self.vmid_data[cpu].used
 
-    @upstream("include/asm/flushtlb.h")
+    @upstream("include/asm/flushtlb.h", policies=("tlbflush_clock",))
     def local_hfence_gvma_all(self) -> None:
         """hfence.gvma x0, x0 on this hart."""
         hart = self.this_hart()
+        t = self.pre_flush() if self.profile.tlbflush_clock else 0  # policy: x86's flush_area_local
         hart.local_hfence(FenceRequest(0, hart.id, hart.id, None, None, self.conductor.seq, FenceCall()))
+        if t:
+            self.post_flush(hart.id, t)
 
     # -- ARM's approach (profile arm-broadcast) ---------------------------------------
 

@@ -9,6 +9,7 @@ command that replays the run; ``--json`` prints one deterministic object.
 from __future__ import annotations
 
 import argparse
+import contextlib
 import os
 import sys
 from typing import Any, NoReturn
@@ -29,6 +30,9 @@ class _Parser(argparse.ArgumentParser):
         raise CliError(message)
 
 
+INT_LIMIT = 1 << 63  # what the logs, arrays and JSON of a run hold
+
+
 def _positive(text: str) -> int:
     try:
         v = int(text, 0)
@@ -36,7 +40,48 @@ def _positive(text: str) -> int:
         raise argparse.ArgumentTypeError(f"{text!r} is not a whole number") from None
     if v < 0:
         raise argparse.ArgumentTypeError(f"{text!r} must not be negative")
+    if v >= INT_LIMIT:
+        raise argparse.ArgumentTypeError(f"{text!r} is too large (at most 2^63 - 1)")
     return v
+
+
+def _at_least_one(text: str) -> int:
+    v = _positive(text)
+    if v < 1:
+        raise argparse.ArgumentTypeError(f"{text!r}: at least 1")
+    return v
+
+
+class _PipeSafeStdout:
+    """stdout for a reader that may go away (``p2msim run ... | head -1``): once the pipe closes, the rest
+    of the output is dropped and the command goes on, so its exit code is still the verdict's."""
+
+    def __init__(self, stream: Any) -> None:
+        self._stream = stream
+        self.closed_pipe = False
+
+    def write(self, text: str) -> int:
+        if not self.closed_pipe:
+            try:
+                return self._stream.write(text)
+            except BrokenPipeError:
+                self._close()
+        return len(text)
+
+    def flush(self) -> None:
+        if not self.closed_pipe:
+            try:
+                self._stream.flush()
+            except BrokenPipeError:
+                self._close()
+
+    def _close(self) -> None:
+        self.closed_pipe = True
+        with contextlib.suppress(OSError, ValueError):  # the interpreter's flush at exit needs somewhere to go
+            os.dup2(os.open(os.devnull, os.O_WRONLY), self._stream.fileno())
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(self._stream, name)
 
 
 def _param(text: str) -> tuple[str, str]:
@@ -150,7 +195,7 @@ def build_parser() -> argparse.ArgumentParser:
     m = sub.add_parser("matrix", help="every bug against the workloads that can expose it, and the clean profiles")
     m.add_argument("--seeds", type=_positive, default=50, help="seeds per bug, workload and strategy")
     m.add_argument("--clean-seeds", type=_positive, default=500, help="seeds per clean profile and workload")
-    m.add_argument("--jobs", type=_positive, default=2)
+    m.add_argument("--jobs", type=_at_least_one, default=2)
     m.add_argument("--bug", action="append", default=[], help="only these bugs (repeatable)")
     m.add_argument("--workload", action="append", default=[], help="only these workloads (repeatable)")
     m.add_argument("--strategy", action="append", default=[], help="random, pct, uncontrolled (repeatable)")
@@ -168,12 +213,14 @@ def build_parser() -> argparse.ArgumentParser:
     b = sub.add_parser("bench", help="measure the hot path against a dict-lookup baseline")
     b.add_argument("--json", action="store_true")
     b.add_argument("--backend", default="trio")
-    b.add_argument("--steps", type=_positive, default=600_000)
-    b.add_argument("--repeat", type=_positive, default=3)
+    b.add_argument("--steps", type=_at_least_one, default=600_000)
+    b.add_argument("--repeat", type=_at_least_one, default=3)
     return p
 
 
 def main(argv: list[str] | None = None) -> int:
+    if not isinstance(sys.stdout, _PipeSafeStdout):
+        sys.stdout = _PipeSafeStdout(sys.stdout)  # type: ignore[assignment]
     try:
         args = build_parser().parse_args(argv)
         if args.command == "run":

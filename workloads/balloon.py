@@ -50,6 +50,7 @@ PARAMS = {
 }
 # the fewest harts it runs on, and why (`p2msim run` refuses fewer, naming the reason)
 PCPUS = (3, "dom0 on hart 0, dom1 on the others")
+DOMAINS = 3  # the most domains alive at once
 
 SMALL = (0x10000, 0x10200)  # dom1's two 4K chunks (1G region 0)
 SUPER = 0x40000  # dom1's superpage slots (1G region 1)

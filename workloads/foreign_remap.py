@@ -34,6 +34,7 @@ PARAMS = {
 }
 # the fewest harts it runs on, and why (`p2msim run` refuses fewer, naming the reason)
 PCPUS = (1, "")
+DOMAINS = 2  # the most domains alive at once
 
 FOREIGN = 0x80000  # dom0 gfn of the foreign window
 LENT = 0x10000  # dom1 gfn of the pages it lends

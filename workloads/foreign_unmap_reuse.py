@@ -37,6 +37,7 @@ PARAMS = {
 }
 # the fewest harts it runs on, and why (`p2msim run` refuses fewer, naming the reason)
 PCPUS = (3, "dom0 maps and unmaps from hart 0 while its vCPUs read the foreign pages on two others")
+DOMAINS = 3  # dom0, dom1 and dom9 (the memory pressure)
 
 RETRIES = 50  # the toolstack's attempts when memory is short
 FOREIGN = 0x80000  # dom0 gfn of the foreign window

@@ -47,6 +47,7 @@ PARAMS = {
 }
 # the fewest harts it runs on, and why (`p2msim run` refuses fewer, naming the reason)
 PCPUS = (2, "dom1 changes its p2m from hart 0 while its vCPUs run on the others")
+DOMAINS = 1  # the most domains alive at once
 
 GIGA = 1 << 18  # pages in a 1G region
 CHUNK = 512

@@ -49,6 +49,7 @@ PARAMS = {
 }
 # the fewest harts it runs on, and why (`p2msim run` refuses fewer, naming the reason)
 PCPUS = (2, "dom1 changes its p2m from hart 0 while its vCPUs run on the others")
+DOMAINS = 1  # the most domains alive at once
 
 SMALL = 0x1000  # dom1's own 4K pages (1G region 0)
 BASE = 0x80000  # the row of 2M superpages (1G region 2)

@@ -35,6 +35,7 @@ PARAMS = {
 }
 # the fewest harts it runs on, and why (`p2msim run` refuses fewer, naming the reason)
 PCPUS = (2, "dom1 gives memory back from hart 0 while its vCPUs run on the others")
+DOMAINS = 4  # dom1, dom2 and dom3, then dom4 and dom5 while one of them is still alive
 
 BASE = 0x40000
 CHUNK = 512

@@ -48,6 +48,7 @@ PARAMS = {
 }
 # the fewest harts it runs on, and why (`p2msim run` refuses fewer, naming the reason)
 PCPUS = (3, "one changes the p2m, two swap vCPUs")
+DOMAINS = 3  # the most domains alive at once
 
 BASE = 0x40000  # every domain's RAM starts here (1G region 1)
 CHUNK = 512

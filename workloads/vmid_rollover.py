@@ -45,6 +45,12 @@ PARAMS = {
 # the fewest harts it runs on, and why (`p2msim run` refuses fewer, naming the reason)
 PCPUS = (1, "")
 
+
+def DOMAINS(p: dict[str, int]) -> int:
+    """The most domains alive at once: dom1, its neighbour, and the short-lived ones."""
+    return int(p["live"]) + 2
+
+
 COMMON = 0x2000  # every domain's 4K pages (1G region 0)
 SUPER = 0x2200  # a 2M superpage of dom1 and of some short-lived domains
 CHUNK = 512

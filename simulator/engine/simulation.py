@@ -12,6 +12,8 @@ from __future__ import annotations
 import hashlib
 import importlib
 import importlib.util
+import math
+import os
 import pkgutil
 import shlex
 from collections.abc import Awaitable, Callable
@@ -27,6 +29,7 @@ from simulator import __version__
 from simulator.engine import calls, invariants
 from simulator.engine.bugs import BUGS
 from simulator.engine.conductor import Conductor, Deadlock, SimulationStop, UncontrolledConductor
+from simulator.engine.log import LEVELS as LOG_LEVELS
 from simulator.engine.log import LOG_SCHEMA_VERSION, EventLog
 from simulator.engine.oracle import Oracle, Violation
 from simulator.engine.scenario import Scenario, WorkloadError
@@ -128,6 +131,16 @@ class Config:
 
     def digest(self) -> str:
         return hashlib.blake2b(orjson.dumps(self.identity(), option=orjson.OPT_SORT_KEYS), digest_size=8).hexdigest()
+
+
+BYTES_PER_FRAME = 128  # the machine's, the heap's and the oracle's arrays per frame (measured: about 112)
+
+
+def physical_memory() -> int:
+    try:
+        return os.sysconf("SC_PHYS_PAGES") * os.sysconf("SC_PAGE_SIZE")
+    except (ValueError, OSError, AttributeError):
+        return 1 << 40  # not knowable here: do not refuse
 
 
 MACHINE_OPTIONS = ("ad", "svinval", "tlb_negative", "tlb_multi")
@@ -252,6 +265,14 @@ def validate(config: Config, bugs: bool = True) -> None:
         raise ConfigError(f"--steps must be positive (or 0 for the default budget), not {config.steps}")
     if config.frames < 4096 or config.frames & (config.frames - 1):
         raise ConfigError(f"memory must be a power of two of at least 4096 frames, not {config.frames}")
+    if config.log_level not in LOG_LEVELS:
+        raise ConfigError(f"unknown log level {config.log_level!r} (choose from {', '.join(LOG_LEVELS)})")
+    if config.frames * BYTES_PER_FRAME > physical_memory() // 2:
+        need = config.frames * BYTES_PER_FRAME / 2**30
+        raise ConfigError(
+            f"--frames {config.frames} needs about {need:.1f} GiB for the machine's per-frame state, more than "
+            f"half of this machine's {physical_memory() / 2**30:.1f} GiB"
+        )
     if config.tlb_negative < 0:
         raise ConfigError(f"--tlb-negative is a number of entries (0: none), not {config.tlb_negative}")
     if config.tlb_leaf < 1 or config.tlb_nonleaf < 0:
@@ -268,6 +289,11 @@ def validate(config: Config, bugs: bool = True) -> None:
         raise ConfigError(f"--speculate is a probability between 0 and 1, not {config.speculate}")
     if config.pct_depth < 1:
         raise ConfigError(f"pct depth must be at least 1, not {config.pct_depth}")
+    if config.strategy == "pct" and config.pct_depth > min(config.budget, PCT_HORIZON):
+        raise ConfigError(
+            f"--pct-depth {config.pct_depth} is more change points than the run has steps "
+            f"({min(config.budget, PCT_HORIZON):,}): PCT's depth is bounded by them"
+        )
 
 
 # -- results ----------------------------------------------------------------------------------
@@ -394,7 +420,12 @@ def replay_command(c: Config) -> str:
 
 
 def _params(mod: Any, config: Config) -> dict[str, Any]:
-    declared: dict[str, Any] = dict(getattr(mod, "PARAMS", {}))
+    raw = getattr(mod, "PARAMS", {})
+    if not isinstance(raw, dict) or not all(isinstance(k, str) for k in raw):
+        raise ConfigError(
+            f"workload {config.workload}: PARAMS must be a dict of parameter name -> default, not {type(raw).__name__}"
+        )
+    declared: dict[str, Any] = dict(raw)
     out = dict(declared)
     for k, v in config.params:
         if k not in declared:
@@ -403,10 +434,35 @@ def _params(mod: Any, config: Config) -> dict[str, Any]:
             )
         kind = type(declared[k])
         try:
-            out[k] = (v.lower() in ("1", "true", "yes")) if kind is bool else kind(v)
-        except ValueError:
+            out[k] = parse_bool(v) if kind is bool else kind(v)
+        except (ValueError, TypeError, ConfigError):
             raise ConfigError(f"parameter {k}={v!r} is not of type {kind.__name__}") from None
+        if kind is float and not math.isfinite(out[k]):
+            raise ConfigError(f"parameter {k}={v!r} is not a finite number")
     return out
+
+
+def live_domains(mod: Any, params: dict[str, Any]) -> int:
+    """The most domains a workload keeps alive at once (its ``DOMAINS``: a number, or a function of its
+    parameters); 0 when it does not say."""
+    domains = getattr(mod, "DOMAINS", 0)
+    return int(domains(params) if callable(domains) else domains)
+
+
+def vmid_bits_needed(config: Config, mod: Any = None, params: dict[str, Any] | None = None) -> int:
+    """The fewest --vmid-bits a profile with one VMID per domain needs for this workload (0: any will do).
+
+    Running out is a configuration limit, not a race: ARM's p2m_alloc_vmid fails and the domain is
+    not created.  With VMIDs off (VMIDLEN 0 or 1, or vmid=0) every domain shares VMID 0.
+    """
+    if not lookup_profile(resolve_profile(config.profile)[0]).vmid_per_domain:
+        return 0
+    if config.vmid_bits <= 1 or not config.boot_option("vmid", True):
+        return 0
+    if mod is None:
+        mod = load_workload(config.workload)
+    n = live_domains(mod, _params(mod, config) if params is None else params)
+    return max(n, 1).bit_length() if n else 0
 
 
 def run(
@@ -430,6 +486,15 @@ def run(
     least, why = getattr(mod, "PCPUS", (1, ""))
     if config.pcpus < least:
         raise ConfigError(f"workload {config.workload} needs --pcpus {least} or more: {why}")
+    bits = vmid_bits_needed(config, mod, params)
+    if bits > config.vmid_bits:
+        raise ConfigError(
+            f"workload {config.workload} keeps {live_domains(mod, params)} domains alive at once, and profile "
+            f"{config.profile} gives each its own VMID for life (as ARM does): --vmid-bits {config.vmid_bits} has "
+            f"{(1 << config.vmid_bits) - 1}; use --vmid-bits {bits} or more"
+        )
+    if decisions is None and config.strategy == "replay":
+        raise ConfigError("--strategy replay needs the decisions of a recorded run: use `p2msim replay LOG`")
     if decisions is not None:
         strategy: Strategy = ReplayStrategy(config.seed, decisions, fallback)
     else:

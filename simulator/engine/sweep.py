@@ -55,6 +55,7 @@ from concurrent.futures import FIRST_COMPLETED, Future, ProcessPoolExecutor, wai
 from concurrent.futures.process import BrokenProcessPool
 from contextlib import contextmanager
 from dataclasses import dataclass, field, replace
+from functools import cached_property
 from pathlib import Path
 from typing import IO, TYPE_CHECKING, Any, Protocol
 
@@ -147,8 +148,19 @@ class Sweep:
         if self.swarm:
             drawn = swarm_draw(seed)
             config = replace(config, **drawn)
+            bits = self.vmid_bits_needed
+            if bits > config.vmid_bits:
+                # only configurations the profile supports: one VMID per domain needs enough of them
+                drawn = dict(drawn, vmid_bits=bits)
+                config = replace(config, vmid_bits=bits)
         log = str(Path(self.log_dir) / log_name(self.base.workload, seed)) if self.log_dir else None
         return Task(seed, config, log, drawn)
+
+    @cached_property
+    def vmid_bits_needed(self) -> int:
+        from simulator.engine.simulation import vmid_bits_needed
+
+        return vmid_bits_needed(replace(self.base, vmid_bits=8))
 
     def tasks(self) -> Iterator[Task]:
         """Lazily: a sweep over a million seeds never holds a million configurations."""

@@ -19,6 +19,7 @@ import orjson
 from simulator import __version__
 
 EXIT_CLEAN, EXIT_VIOLATION, EXIT_BAD_INPUT, EXIT_INCOMPLETE = 0, 1, 2, 3
+EXIT_NOTHING_TO_COMPARE = 4  # replay: the source recorded no digest or verdict to hold the replay to
 
 
 class CliError(Exception):
@@ -428,6 +429,7 @@ def cmd_replay(args: argparse.Namespace) -> int:
                 {
                     "source": rp.source,
                     "reproduced": rp.reproduced,
+                    "compared": list(rp.compared),
                     "same_digest": rp.same_digest,
                     "same_verdict": rp.same_verdict,
                     "diverged_at": rp.diverged_at,
@@ -440,7 +442,12 @@ def cmd_replay(args: argparse.Namespace) -> int:
         )
     else:
         verdict = f"{r.violation_count} violation(s): {', '.join(classes)}" if classes else "clean"
-        if rp.reproduced:
+        if rp.nothing_to_compare:
+            print(
+                f"NOTHING TO COMPARE: {verdict}; digest {r.digest}: {rp.source} records no digest or verdict "
+                "(an interrupted run, or a schedule without its verdict)"
+            )
+        elif rp.reproduced:
             print(f"REPRODUCED: {verdict}; digest {r.digest} (same as recorded)")
         else:
             print(f"DIVERGED: {verdict}; digest {r.digest}, recorded {rp.recorded.get('digest')}")
@@ -449,6 +456,8 @@ def cmd_replay(args: argparse.Namespace) -> int:
         if r.violations:
             print()
             print(r.explain())
+    if rp.nothing_to_compare:
+        return EXIT_NOTHING_TO_COMPARE
     return EXIT_CLEAN if rp.reproduced else EXIT_VIOLATION
 
 

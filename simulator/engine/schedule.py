@@ -93,11 +93,39 @@ def load(path: str | Path) -> tuple[Config, list[tuple[int, int]], dict[str, Any
             raise ScheduleError(f"{path}: not a p2msim schedule (version {SCHEDULE_VERSION})")
         try:
             decisions = [(int(s), int(a)) for s, a in data["decisions"]]
-            recorded = dict(data.get("verdict", {}), fallback=data.get("fallback", "exact"))
-            return config_from_identity(data["config"]), decisions, recorded
-        except (KeyError, TypeError, ValueError) as exc:
+            verdict_ = data.get("verdict", {})
+            if not isinstance(verdict_, dict):
+                raise TypeError(f"verdict is {type(verdict_).__name__}, not an object")
+            recorded = dict(verdict_, fallback=data.get("fallback", "exact"))
+            config = config_from_identity(data["config"])
+        except (KeyError, TypeError, ValueError, AttributeError) as exc:
             raise ScheduleError(f"{path}: malformed schedule ({exc})") from None
+        _check_beside_its_log(p, config, data.get("version"))
+        return config, decisions, recorded
     return _from_log(p)
+
+
+def _check_beside_its_log(p: Path, config: Config, version: Any) -> None:
+    """A schedule named LOG.schedule.json must belong to the run LOG records: the same configuration
+    and version (a later run at that path removes the schedule; this catches one copied back)."""
+    if not p.name.endswith(".schedule.json"):
+        return
+    log = p.with_name(p.name[: -len(".schedule.json")])
+    if not log.is_file():
+        return
+    from simulator.engine.logread import LogError, read_events
+
+    try:
+        start = next((ev for ev in read_events(log) if ev["event"] == "run.start"), None)
+    except LogError:
+        return  # not a log we can read: nothing says the schedule is not its own
+    if start is None:
+        return
+    if start.get("config_digest") != config.digest() or start.get("version") != version:
+        raise ScheduleError(
+            f"{p} was written for an earlier run: {log} now records another run (configuration or version "
+            f"differs); replay {log} itself, or move the schedule away"
+        )
 
 
 def _from_log(p: Path) -> tuple[Config, list[tuple[int, int]], dict[str, Any]]:
@@ -116,6 +144,13 @@ def _from_log(p: Path) -> tuple[Config, list[tuple[int, int]], dict[str, Any]]:
         raise ScheduleError(f"{p}: no run.start line: not a p2msim log")
     if end is None or "decisions" not in end:
         raise ScheduleError(f"{p}: the run did not finish (no run.end line), so its schedule is incomplete")
-    decisions = [(int(s), int(a)) for s, a in end["decisions"]]
+    try:
+        decisions = [(int(s), int(a)) for s, a in end["decisions"]]
+    except (TypeError, ValueError) as exc:
+        raise ScheduleError(f"{p}: malformed decisions in its last line ({exc})") from None
     recorded = {"digest": end.get("digest"), "stop": end.get("stop"), "fallback": "exact"}
+    if end["event"] == "run.end":
+        recorded["violations"] = end.get("violations")
+        if "classes" in end:
+            recorded["classes"] = end["classes"]
     return config_from_identity(start["config"]), decisions, recorded

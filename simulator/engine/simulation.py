@@ -502,6 +502,11 @@ def run(
             config.strategy, config.seed, pct_depth=config.pct_depth, horizon=min(config.budget, PCT_HORIZON)
         )
     box: dict[str, Conductor] = {}
+    if config.log:
+        from simulator.engine import schedule
+
+        # the log is about to be replaced: a schedule beside it belongs to an earlier run
+        schedule.schedule_path_for(config.log).unlink(missing_ok=True)
     try:
         result: Result = anyio.run(_run, config, mod, params, strategy, box, backend=config.backend)
     except Interrupted:
@@ -675,6 +680,7 @@ async def _run(
             stop=stop_reason,
             stats=stats,
             violations=oracle.violation_count,
+            classes=sorted({v.cls for v in oracle.violations}),
             warnings=oracle.warning_count,
             digest=result.digest,
             decisions=result.decisions,

@@ -11,7 +11,10 @@ from __future__ import annotations
 import argparse
 import contextlib
 import os
+import signal
 import sys
+import threading
+from pathlib import Path
 from typing import Any, NoReturn
 
 import orjson
@@ -93,6 +96,8 @@ def _param(text: str) -> tuple[str, str]:
 
 
 def build_parser() -> argparse.ArgumentParser:
+    from simulator.engine.sweep import SEED_TIMEOUT, _seconds
+
     p = _Parser(prog="p2msim", description="Hunt stale-translation races in Xen's RISC-V P2M code.")
     p.add_argument("--version", action="version", version=f"p2msim {__version__}")
     sub = p.add_subparsers(dest="command", required=True, parser_class=_Parser)
@@ -205,6 +210,13 @@ def build_parser() -> argparse.ArgumentParser:
         action="store_true",
         help="write where each bug was found into the record `p2msim list` shows (simulator/engine/exposed.json)",
     )
+    m.add_argument(
+        "--seed-timeout",
+        type=_seconds,
+        default=SEED_TIMEOUT,
+        metavar="S",
+        help=f"a seed with no verdict after S seconds is a timeout, not a hang (default {SEED_TIMEOUT:g})",
+    )
     m.add_argument("--json", action="store_true")
 
     from simulator.engine.sweep import add_arguments as add_sweep_arguments
@@ -219,9 +231,27 @@ def build_parser() -> argparse.ArgumentParser:
     return p
 
 
+EXIT_INTERRUPTED, EXIT_TERMINATED = 130, 143
+_terminated = False
+
+
+def _on_sigterm(_signum: int, _frame: Any) -> None:
+    """SIGTERM ends a command as Ctrl-C does (the log's last line, workers stopped), with exit code 143."""
+    global _terminated
+    _terminated = True
+    signal.raise_signal(signal.SIGINT)  # the event loop's own SIGINT handler takes it from here
+
+
 def main(argv: list[str] | None = None) -> int:
     if not isinstance(sys.stdout, _PipeSafeStdout):
         sys.stdout = _PipeSafeStdout(sys.stdout)  # type: ignore[assignment]
+    if threading.current_thread() is threading.main_thread():
+        signal.signal(signal.SIGTERM, _on_sigterm)
+    rc = _main(argv)
+    return EXIT_TERMINATED if _terminated and rc == EXIT_INTERRUPTED else rc
+
+
+def _main(argv: list[str] | None = None) -> int:
     try:
         args = build_parser().parse_args(argv)
         if args.command == "run":
@@ -250,8 +280,8 @@ def main(argv: list[str] | None = None) -> int:
         seq, log = getattr(exc, "seq", None), getattr(exc, "log", None)
         where = f" at step {seq:,}" if seq is not None else ""
         kept = f"; {log} is complete up to there" if log else ""
-        print(f"p2msim: interrupted{where}{kept}", file=sys.stderr)
-        return 130
+        print(f"p2msim: {'terminated' if _terminated else 'interrupted'}{where}{kept}", file=sys.stderr)
+        return EXIT_INTERRUPTED
     except BrokenPipeError:
         # the reader went away (`p2msim run ... | head`): not an error worth a traceback
         os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
@@ -301,6 +331,10 @@ def cmd_run(args: argparse.Namespace) -> int:
         print(render(result))
         if result.schedule_path:
             print(f"schedule: {result.schedule_path}   (p2msim replay / p2msim shrink take it)")
+    if result.output_errors:
+        for err in result.output_errors:  # the verdict above stands; the files it names are not there
+            print(f"p2msim: error: {err}", file=sys.stderr)
+        return EXIT_BAD_INPUT
     return {"violation": EXIT_VIOLATION, "incomplete": EXIT_INCOMPLETE}.get(result.verdict, EXIT_CLEAN)
 
 
@@ -358,7 +392,7 @@ def render(result) -> str:  # type: ignore[no-untyped-def]
         out.append(f"replay: {result.replay_command}")
     if result.violations and not c.log:
         out.append(f"log:    {result.replay_command} --log run.jsonl   then   p2msim inspect run.jsonl --violation 1")
-    elif result.violations:
+    elif result.violations and not result.output_errors:
         out.append(f"log:    {c.log}   inspect: p2msim inspect {c.log} --violation 1")
     return "\n".join(out)
 
@@ -367,13 +401,28 @@ def _log_or_replayed(path: str) -> str:
     """inspect takes a schedule too: replay it into a log next to it first."""
     from simulator.engine import schedule
     from simulator.engine.reproduce import replay
+    from simulator.engine.scenario import WorkloadError
+    from simulator.engine.simulation import ConfigError
 
     if not path.endswith(".json"):
         return path
+    if not Path(path).is_file():
+        try:
+            schedule.load(path)  # the one-line error that names what is wrong with the path
+        except schedule.ScheduleError as exc:
+            raise CliError(str(exc)) from None
     log = path + ".jsonl"
     try:
+        with open(log, "ab"):
+            pass
+    except OSError as exc:  # a read-only directory: replay somewhere that takes it, and say where
+        import tempfile
+
+        log = str(Path(tempfile.mkdtemp(prefix="p2msim-")) / (Path(path).name + ".jsonl"))
+        print(f"p2msim: note: cannot write {path}.jsonl ({exc.strerror}); replayed into {log}", file=sys.stderr)
+    try:
         replay(path, log=log)
-    except schedule.ScheduleError as exc:
+    except (schedule.ScheduleError, ConfigError, WorkloadError) as exc:
         raise CliError(str(exc)) from None
     return log
 
@@ -389,7 +438,11 @@ def cmd_inspect(args: argparse.Namespace) -> int:
         if args.format == "html":
             from simulator.engine.html import write_html
 
-            out = write_html(path, args.out or path + ".html", args.violation, filters)
+            target = args.out or path + ".html"
+            try:
+                out = write_html(path, target, args.violation, filters)
+            except OSError as exc:
+                raise CliError(f"cannot write {target}: {exc.strerror}") from None
             print(f"wrote {out}")
             return EXIT_CLEAN
         if args.violation is not None:
@@ -421,6 +474,13 @@ def cmd_replay(args: argparse.Namespace) -> int:
         rp = replay(args.source, backend=args.backend, log=args.log)
     except (ScheduleError, ConfigError, WorkloadError) as exc:
         raise CliError(str(exc)) from None
+    written_by = rp.recorded.get("version")
+    if written_by is not None and written_by != __version__:
+        print(
+            f"p2msim: note: {args.source} was written by p2msim {written_by}, this is {__version__}: a changed "
+            "model replays differently",
+            file=sys.stderr,
+        )
     r = rp.result
     classes = sorted({v.cls for v in r.violations})
     if args.json:
@@ -595,6 +655,7 @@ def cmd_matrix(args: argparse.Namespace) -> int:
         args.workload or None,
         tuple(args.strategy) or STRATEGIES,
         progress,
+        args.seed_timeout,
     )
     if args.record:
         from simulator.engine import exposure
@@ -618,7 +679,7 @@ def cmd_matrix(args: argparse.Namespace) -> int:
                 c["cls"] or "-",
             )
         c2 = Table(title=f"clean profiles ({args.clean_seeds} seeds each)", title_justify="left")
-        for col in ("profile", "workload", "seeds", "failing seeds", "classes", "hit step budget"):
+        for col in ("profile", "workload", "seeds", "failing seeds", "classes", "hit step budget", "timed out"):
             c2.add_column(col)
         for r in out["clean"]:
             c2.add_row(
@@ -628,6 +689,7 @@ def cmd_matrix(args: argparse.Namespace) -> int:
                 str(r["violations"]),
                 ", ".join(f"{k} {v}" for k, v in r["classes"].items()) or "-",
                 str(r["budget_hits"]),
+                str(r["timeouts"]),
             )
         con = Console(width=160)
         con.print(t)
@@ -637,8 +699,11 @@ def cmd_matrix(args: argparse.Namespace) -> int:
             + (f" (missed: {', '.join(out['missed'])})" if out["missed"] else "")
             + f"; median seconds to first detection: {out['median_seconds_to_first']}"
             + f"; clean-profile violations: {out['clean_violations']}"
+            + (f"; INCOMPLETE clean runs: {out['clean_incomplete']}" if out["clean_incomplete"] else "")
         )
-    return EXIT_VIOLATION if out["missed"] or out["clean_violations"] else EXIT_CLEAN
+    if out["missed"] or out["clean_violations"]:
+        return EXIT_VIOLATION
+    return EXIT_INCOMPLETE if out["clean_incomplete"] else EXIT_CLEAN
 
 
 def cmd_bench(args: argparse.Namespace) -> int:

@@ -6,13 +6,19 @@ is ``run.start`` with the schema version ``v`` and the run's identity.  No
 wall-clock time ever appears, so equal runs give byte-identical logs.
 
 Levels: every step's event at debug, the run summary at info, violations at
-error.  The sink is a buffered binary file, flushed when the run ends on any
-path (normal end, budget, deadlock, exception, Ctrl-C).
+error; the first line (``run.start``) and the last (``run.end``,
+``run.interrupted`` or ``run.error``) are written at every level.  The sink
+is a buffered binary file, flushed when the run ends on any path (normal end,
+budget, deadlock, exception, Ctrl-C, SIGTERM).  A write that fails (a full
+disk) stops the log: the partial file is removed, and the run says so
+(``failed``) rather than leave a line cut mid-JSON.
 """
 
 from __future__ import annotations
 
+import contextlib
 import logging
+from pathlib import Path
 from typing import IO, TYPE_CHECKING, Any
 
 import orjson
@@ -37,6 +43,9 @@ def _schema_order(_logger: Any, method: str, event_dict: dict[str, Any]) -> dict
     return ordered
 
 
+ALWAYS = ("run.start", "run.end", "run.interrupted", "run.error")  # written whatever the level
+
+
 class EventLog:
     def __init__(self, path: str | None, conductor: Conductor, level: str = "debug") -> None:
         self.conductor = conductor
@@ -44,11 +53,13 @@ class EventLog:
         self._fh: IO[bytes] | None = None
         self.enabled = path is not None
         self.lines = 0
+        self.failed: OSError | None = None  # the write that stopped the log
         if path is None:
             return
         if level not in LEVELS:
             raise ValueError(f"unknown log level {level!r} (choose from {', '.join(LEVELS)})")
         self._fh = open(path, "wb", buffering=1 << 20)  # noqa: SIM115 - closed in close()
+        self.level = LEVELS[level]
         self.debug_enabled = LEVELS[level] <= logging.DEBUG
         self._logger = structlog.wrap_logger(
             structlog.BytesLogger(self._fh),
@@ -59,7 +70,28 @@ class EventLog:
 
     def _emit(self, method: str, hart: int | None, event: str, fields: dict[str, Any]) -> None:
         self.lines += 1
-        getattr(self._logger, method)(event, seq=self.conductor.seq, hart=hart, **fields)
+        try:
+            if event in ALWAYS and LEVELS[method] < self.level:
+                # past the level filter: the same line the logger would write
+                line = _schema_order(None, method, {"seq": self.conductor.seq, "hart": hart, "event": event, **fields})
+                assert self._fh is not None
+                self._fh.write(orjson.dumps(line) + b"\n")
+            else:
+                getattr(self._logger, method)(event, seq=self.conductor.seq, hart=hart, **fields)
+        except OSError as exc:
+            self._fail(exc)
+
+    def _fail(self, exc: OSError) -> None:
+        """The disk is full (or gone): stop, and remove what would be a log cut mid-line."""
+        self.failed = exc
+        self.enabled = False
+        fh, self._fh = self._fh, None
+        if fh is not None:
+            with contextlib.suppress(OSError):
+                fh.close()
+        if self.path is not None and Path(self.path).is_file():
+            with contextlib.suppress(OSError):
+                Path(self.path).unlink()
 
     def debug(self, hart: int | None, event: str, **fields: Any) -> None:
         if self.enabled and self.debug_enabled:
@@ -75,6 +107,9 @@ class EventLog:
 
     def close(self) -> None:
         if self._fh is not None:
-            self._fh.flush()
-            self._fh.close()
+            try:
+                self._fh.flush()
+                self._fh.close()
+            except OSError as exc:
+                self._fail(exc)
             self._fh = None

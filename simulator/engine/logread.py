@@ -38,6 +38,12 @@ def read_events(path: str | Path) -> Iterator[dict[str, Any]]:
                 raise LogError(f"{path}:{lineno}: not valid JSON") from None
             if not isinstance(ev, dict) or "event" not in ev or "seq" not in ev:
                 raise LogError(f"{path}:{lineno}: not a p2msim event (needs seq and event)")
+            if (
+                not isinstance(ev["event"], str)
+                or type(ev["seq"]) is not int
+                or (ev.get("hart") is not None and type(ev["hart"]) is not int)
+            ):
+                raise LogError(f"{path}:{lineno}: not a p2msim event (seq and hart are numbers, event a name)")
             if lineno == 1:
                 if ev["event"] != "run.start":
                     raise LogError(f"{path}:1: the first line is {ev['event']!r}, not run.start: not a p2msim log")

@@ -17,7 +17,8 @@ from typing import Any
 
 from simulator.engine.bugs import BUGS
 from simulator.engine.scenario import WorkloadError
-from simulator.engine.simulation import Config, ConfigError, builtin_workloads, run
+from simulator.engine.simulation import Config, ConfigError, SeedTimeout, builtin_workloads, run
+from simulator.engine.sweep import _interruptible, _worker_init, stop_pool
 
 STRATEGIES = ("random", "pct", "uncontrolled")
 CLEAN_PROFILES = ("fixed", "arm-broadcast")
@@ -33,6 +34,7 @@ class Cell:
     seconds_to_first: float | None = None
     cls: str | None = None
     seeds_run: int = 0
+    incomplete: int = 0  # seeds the step budget or --seed-timeout ended
 
 
 @dataclass
@@ -44,13 +46,19 @@ class CleanRow:
     failing: list[int] = field(default_factory=list)
     classes: dict[str, int] = field(default_factory=dict)
     budget_hits: int = 0
+    timeouts: int = 0  # --seed-timeout ended the run: no verdict, not clean
 
 
-def _one(args: tuple[Config]) -> tuple[int, list[str], str, float]:
-    (config,) = args
+def _one(args: tuple[Config, float | None]) -> tuple[int, list[str], str, float]:
+    config, limit = args
     t = time.monotonic()
     try:
-        r = run(config)
+        with _interruptible():
+            r = run(config, time_limit=limit)
+    except KeyboardInterrupt:
+        raise KeyboardInterrupt from None  # (simulation.Interrupted does not pickle back)
+    except SeedTimeout:
+        return config.seed, [], "timeout", time.monotonic() - t
     except (ConfigError, WorkloadError) as exc:  # a broken run is a finding of its own, not a crash of the matrix
         return config.seed, [f"error: {exc}"], "error", time.monotonic() - t
     return config.seed, [v.cls for v in r.violations], r.stop_reason, time.monotonic() - t
@@ -63,13 +71,16 @@ def _config(workload: str, seed: int, **kw: Any) -> Config:
     return Config(workload, seed=seed, bugs=(bug,) if bug else (), **extra)
 
 
-def hunt(pool: ProcessPoolExecutor, bug: str, workload: str, strategy: str, seeds: int, batch: int) -> Cell:
+def hunt(
+    pool: ProcessPoolExecutor, bug: str, workload: str, strategy: str, seeds: int, batch: int, limit: float | None
+) -> Cell:
     cell = Cell(bug, workload, strategy)
     started = time.monotonic()
     for lo in range(0, seeds, batch):
-        cfgs = [(_config(workload, s, bug=bug, strategy=strategy),) for s in range(lo, min(seeds, lo + batch))]
-        for seed, classes, _stop, _secs in pool.map(_one, cfgs):
+        cfgs = [(_config(workload, s, bug=bug, strategy=strategy), limit) for s in range(lo, min(seeds, lo + batch))]
+        for seed, classes, stop, _secs in pool.map(_one, cfgs):
             cell.seeds_run += 1
+            cell.incomplete += stop in ("budget", "timeout")
             if classes and not cell.detected:
                 cell.detected = True
                 cell.seeds_to_first = seed + 1
@@ -80,9 +91,9 @@ def hunt(pool: ProcessPoolExecutor, bug: str, workload: str, strategy: str, seed
     return cell
 
 
-def clean(pool: ProcessPoolExecutor, profile: str, workload: str, seeds: int) -> CleanRow:
+def clean(pool: ProcessPoolExecutor, profile: str, workload: str, seeds: int, limit: float | None) -> CleanRow:
     row = CleanRow(profile, workload, seeds)
-    cfgs = [(Config(workload, seed=s, profile=profile),) for s in range(seeds)]
+    cfgs = [(Config(workload, seed=s, profile=profile), limit) for s in range(seeds)]
     for seed, classes, stop, _secs in pool.map(_one, cfgs, chunksize=8):
         if classes:
             row.violations += 1
@@ -91,6 +102,8 @@ def clean(pool: ProcessPoolExecutor, profile: str, workload: str, seeds: int) ->
                 row.classes[c] = row.classes.get(c, 0) + 1
         if stop == "budget":
             row.budget_hits += 1
+        if stop == "timeout":
+            row.timeouts += 1
     return row
 
 
@@ -102,26 +115,33 @@ def matrix(
     workloads: list[str] | None = None,
     strategies: tuple[str, ...] = STRATEGIES,
     progress: Any = None,
+    seed_timeout: float | None = None,
 ) -> dict[str, Any]:
+    """Raises KeyboardInterrupt at once on Ctrl-C (or SIGTERM), with its workers stopped."""
     names = list(builtin_workloads())
     chosen = workloads or names
     cells: list[Cell] = []
     rows: list[CleanRow] = []
-    with ProcessPoolExecutor(max_workers=jobs) as pool:
+    pool = ProcessPoolExecutor(max_workers=jobs, initializer=_worker_init)
+    try:
         for bug in bugs or list(BUGS):
             targets = [w for w in (BUGS[bug].workloads or tuple(names)) if w in chosen]
             for workload in targets:
                 for strategy in strategies:
-                    cell = hunt(pool, bug, workload, strategy, seeds, batch=max(2, jobs * 2))
+                    cell = hunt(pool, bug, workload, strategy, seeds, max(2, jobs * 2), seed_timeout)
                     cells.append(cell)
                     if progress:
                         progress(cell)
         for profile in CLEAN_PROFILES:
             for workload in chosen:
-                row = clean(pool, profile, workload, clean_seeds)
+                row = clean(pool, profile, workload, clean_seeds, seed_timeout)
                 rows.append(row)
                 if progress:
                     progress(row)
+    except BaseException:
+        stop_pool(pool)
+        raise
+    pool.shutdown(wait=True)
     return summarise(cells, rows, seeds)
 
 
@@ -145,4 +165,5 @@ def summarise(cells: list[Cell], rows: list[CleanRow], seeds: int) -> dict[str, 
         "missed": sorted(b for b, ok in found.items() if not ok),
         "median_seconds_to_first": round(statistics.median(times), 2) if times else None,
         "clean_violations": sum(r.violations for r in rows),
+        "clean_incomplete": sum(r.budget_hits + r.timeouts for r in rows),
     }

@@ -13,6 +13,7 @@ a shrunk schedule keeps fewer switches and lets a sticky fallback fill in.
 
 from __future__ import annotations
 
+import contextlib
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -58,8 +59,25 @@ def verdict(result: Result) -> dict[str, Any]:
 
 
 def save(path: str | Path, schedule: dict[str, Any]) -> Path:
+    """Written whole or not at all: to a temporary file beside it, then renamed (raises OSError).
+
+    A path that exists and is not a regular file (a device, a pipe) is written to as it is: it must
+    never be replaced by a file.
+    """
     p = Path(path)
-    p.write_bytes(orjson.dumps(schedule, option=orjson.OPT_INDENT_2) + b"\n")
+    data = orjson.dumps(schedule, option=orjson.OPT_INDENT_2) + b"\n"
+    if p.exists() and not p.is_file():
+        with p.open("wb") as fh:
+            fh.write(data)
+        return p
+    tmp = p.with_name(p.name + ".tmp")
+    try:
+        tmp.write_bytes(data)
+        tmp.replace(p)
+    except OSError:
+        with contextlib.suppress(OSError):
+            tmp.unlink(missing_ok=True)
+        raise
     return p
 
 
@@ -70,9 +88,23 @@ def config_from_identity(identity: dict[str, Any], **overrides: Any) -> Config:
     unknown = set(identity) - fields
     if unknown:
         raise ScheduleError(f"unknown configuration fields {sorted(unknown)}")
+    from simulator.engine.simulation import DEFAULTS
+
+    if not isinstance(identity, dict):
+        raise ScheduleError(f"the configuration is {type(identity).__name__}, not an object")
+    for name, value in identity.items():
+        want = type(getattr(DEFAULTS, name))
+        if want is tuple:
+            want = dict if name in ("params", "xen_opts") else list
+        if want is float and type(value) is int:
+            continue
+        if type(value) is not want:
+            raise ScheduleError(f"configuration field {name!r} is {type(value).__name__}, not {want.__name__}")
     kw = dict(identity)
-    kw["bugs"] = tuple(kw.get("bugs", ()))
+    kw["bugs"] = tuple(str(b) for b in kw.get("bugs", ()))
     kw["params"] = tuple((str(k), str(v)) for k, v in dict(kw.get("params", {})).items())
+    if "xen_opts" in kw:
+        kw["xen_opts"] = tuple((str(k), str(v)) for k, v in dict(kw["xen_opts"]).items())
     kw.update(overrides)
     return Config(**kw)
 
@@ -80,8 +112,12 @@ def config_from_identity(identity: dict[str, Any], **overrides: Any) -> Config:
 def load(path: str | Path) -> tuple[Config, list[tuple[int, int]], dict[str, Any]]:
     """A schedule file, or a log (its run.start identity and run.end decisions)."""
     p = Path(path)
-    if not p.is_file():
+    if p.is_dir():
+        raise ScheduleError(f"{path} is a directory, not a log or a schedule")
+    if not p.exists():
         raise ScheduleError(f"{path} does not exist")
+    if not p.is_file():
+        raise ScheduleError(f"{path} is not a regular file (a log or a schedule)")
     with p.open("rb") as fh:
         head = fh.read(1)
     if head == b"{" and p.suffix == ".json":
@@ -96,8 +132,10 @@ def load(path: str | Path) -> tuple[Config, list[tuple[int, int]], dict[str, Any
             verdict_ = data.get("verdict", {})
             if not isinstance(verdict_, dict):
                 raise TypeError(f"verdict is {type(verdict_).__name__}, not an object")
-            recorded = dict(verdict_, fallback=data.get("fallback", "exact"))
+            recorded = dict(verdict_, fallback=data.get("fallback", "exact"), version=data.get("version"))
             config = config_from_identity(data["config"])
+        except ScheduleError as exc:
+            raise ScheduleError(f"{path}: {exc}") from None
         except (KeyError, TypeError, ValueError, AttributeError) as exc:
             raise ScheduleError(f"{path}: malformed schedule ({exc})") from None
         _check_beside_its_log(p, config, data.get("version"))
@@ -148,9 +186,19 @@ def _from_log(p: Path) -> tuple[Config, list[tuple[int, int]], dict[str, Any]]:
         decisions = [(int(s), int(a)) for s, a in end["decisions"]]
     except (TypeError, ValueError) as exc:
         raise ScheduleError(f"{p}: malformed decisions in its last line ({exc})") from None
-    recorded = {"digest": end.get("digest"), "stop": end.get("stop"), "fallback": "exact"}
+    recorded = {
+        "digest": end.get("digest"),
+        "stop": end.get("stop"),
+        "fallback": "exact",
+        "version": start.get("version"),
+    }
     if end["event"] == "run.end":
         recorded["violations"] = end.get("violations")
         if "classes" in end:
             recorded["classes"] = end["classes"]
-    return config_from_identity(start["config"]), decisions, recorded
+    try:
+        return config_from_identity(start["config"]), decisions, recorded
+    except ScheduleError as exc:
+        raise ScheduleError(f"{p}: {exc}") from None
+    except (TypeError, ValueError) as exc:
+        raise ScheduleError(f"{p}: malformed run.start configuration ({exc})") from None

@@ -163,10 +163,25 @@ class Shrinker:
 
 
 def shrink_file(source: str | Path, out: str | Path | None = None, **kw: Any) -> Shrunk:
+    """Raises ScheduleError for a source it cannot read or a target it cannot write (checked first, so no
+    shrinking is done for nothing)."""
     config, decisions, _recorded = schedule.load(source)
-    shrunk = Shrinker(config, decisions, **kw).shrink()
     target = Path(out) if out else Path(str(source) + ".shrunk.json")
+    probe = target if target.exists() and not target.is_file() else target.with_name(target.name + ".tmp")
+    try:
+        if probe is target:  # a device or a pipe: it must take a write (/dev/full does not)
+            with target.open("wb") as fh:
+                fh.write(b"\n")
+        else:
+            probe.write_bytes(b"")
+            probe.unlink()
+    except OSError as exc:
+        raise schedule.ScheduleError(f"cannot write {target}: {exc.strerror}") from None
+    shrunk = Shrinker(config, decisions, **kw).shrink()
     data = schedule.to_schedule(shrunk.result, fallback=shrunk.fallback)
     data["shrunk_from"] = {"source": str(source), **shrunk.before.__dict__}
-    shrunk.path = schedule.save(target, data)
+    try:
+        shrunk.path = schedule.save(target, data)
+    except OSError as exc:
+        raise schedule.ScheduleError(f"cannot write {target}: {exc.strerror}; the shrunk schedule is lost") from None
     return shrunk

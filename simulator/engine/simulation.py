@@ -12,6 +12,7 @@ from __future__ import annotations
 import hashlib
 import importlib
 import importlib.util
+import logging
 import math
 import os
 import pkgutil
@@ -34,6 +35,7 @@ from simulator.engine.log import LOG_SCHEMA_VERSION, EventLog
 from simulator.engine.oracle import Oracle, Violation
 from simulator.engine.scenario import Scenario, WorkloadError
 from simulator.engine.strategies import STRATEGIES, ReplayStrategy, Strategy, make_strategy
+from simulator.engine.watchdog import STALL_SECONDS, Watchdog
 from simulator.riscv.hart import Hart, IllegalInstruction
 from simulator.riscv.memory import Memory
 from simulator.riscv.observer import Observer
@@ -50,6 +52,18 @@ from simulator.xen.profiles import resolve as resolve_profile
 
 class ConfigError(Exception):
     """Bad input: an unknown name or an impossible configuration (exit code 2)."""
+
+
+class SeedTimeout(Exception):
+    """The run took longer than its time limit (sweep's and matrix's --seed-timeout)."""
+
+    def __init__(self, seq: int, limit: float) -> None:
+        super().__init__(seq, limit)
+        self.seq = seq
+        self.limit = limit
+
+    def __str__(self) -> str:
+        return f"no result in {self.limit:g} s (stopped at step {self.seq:,})"
 
 
 class Interrupted(KeyboardInterrupt):
@@ -141,6 +155,18 @@ def physical_memory() -> int:
         return os.sysconf("SC_PHYS_PAGES") * os.sysconf("SC_PAGE_SIZE")
     except (ValueError, OSError, AttributeError):
         return 1 << 40  # not knowable here: do not refuse
+
+
+STALL_ENV = "P2MSIM_STALL_SECONDS"
+
+
+def stall_seconds() -> float:
+    """How long a run may go without a step (the environment may change it, 0: never stop it)."""
+    try:
+        v = float(os.environ.get(STALL_ENV, STALL_SECONDS))
+    except ValueError:
+        v = STALL_SECONDS
+    return v if v > 0 else float("inf")
 
 
 MACHINE_OPTIONS = ("ad", "svinval", "tlb_negative", "tlb_multi")
@@ -314,6 +340,8 @@ class Result:
     digest: str = ""
     schedule_path: str | None = None  # where a failing run with a log saved its schedule
     notes: list[str] = field(default_factory=list)  # one-line notes for the user (a deprecated name, ...)
+    # files the run could not write (a full disk): the verdict stands, the command exits 2 naming them
+    output_errors: list[str] = field(default_factory=list)
     warning_kinds: dict[str, int] = field(default_factory=dict)  # warnings by kind (see engine.oracle)
 
     @property
@@ -470,6 +498,7 @@ def run(
     decisions: list[tuple[int, int]] | None = None,
     main: Callable[[Scenario], Awaitable[None]] | None = None,
     fallback: str = "exact",
+    time_limit: float | None = None,
 ) -> Result:
     """Run one simulation.  Raises ConfigError for bad input, WorkloadError if the script fails.
 
@@ -505,23 +534,51 @@ def run(
     if config.log:
         from simulator.engine import schedule
 
+        inputs = [Path(config.workload)] if config.workload.endswith(".py") else []
+        inputs += [Path(getattr(mod, "__file__", "") or "")] if getattr(mod, "__file__", None) else []
+        for src in inputs:
+            if src.is_file() and Path(config.log).exists() and Path(config.log).samefile(src):
+                raise ConfigError(f"--log {config.log} is the workload file itself: the log would overwrite it")
+
         # the log is about to be replaced: a schedule beside it belongs to an earlier run
         schedule.schedule_path_for(config.log).unlink(missing_ok=True)
+    dog = Watchdog(lambda: box["conductor"].seq if "conductor" in box else 0, time_limit, stall_seconds())
+    if config.backend == "asyncio":
+        # a run stopped by a second interrupt leaves its task's exception unretrieved; the run reports it
+        logging.getLogger("asyncio").setLevel(logging.CRITICAL)
     try:
-        result: Result = anyio.run(_run, config, mod, params, strategy, box, backend=config.backend)
-    except Interrupted:
-        raise
-    except KeyboardInterrupt:
+        with dog:
+            result: Result = anyio.run(_run, config, mod, params, strategy, box, backend=config.backend)
+    except KeyboardInterrupt as exc:
         # asyncio cancels the run's task and raises here, outside it
         seq = box["conductor"].seq if "conductor" in box else 0
+        if dog.reason == "timeout":
+            raise SeedTimeout(seq, time_limit or 0.0) from None
+        if dog.reason == "stall":
+            raise WorkloadError(
+                f"workload {config.workload} stopped taking steps at step {seq:,} (none for {dog.stall:g} s): it "
+                "loops without awaiting the simulation (a busy loop, or anyio.sleep in a loop); "
+                f"{STALL_ENV}=0 turns this check off"
+            ) from None
+        if isinstance(exc, Interrupted):
+            raise
         raise Interrupted(seq, config.log) from None
     if note:
         result.notes.append(note)
-    if result.violations and config.log:
+    if result.violations and config.log and not result.output_errors:
         from simulator.engine import schedule
 
-        result.schedule_path = str(schedule.save(schedule.schedule_path_for(config.log), schedule.to_schedule(result)))
+        path = schedule.schedule_path_for(config.log)
+        try:
+            result.schedule_path = str(schedule.save(path, schedule.to_schedule(result)))
+        except OSError as exc:
+            result.output_errors.append(_write_error(str(path), exc, "the schedule"))
     return result
+
+
+def _write_error(path: str | None, exc: OSError, what: str) -> str:
+    gone = "" if path is None or Path(path).exists() else "; nothing partial is left"
+    return f"cannot write {what} {path}: {exc.strerror or exc}{gone}"
 
 
 async def _run(
@@ -623,6 +680,14 @@ async def _run(
             )
         except* KeyboardInterrupt:
             raise Interrupted(conductor.seq, config.log) from None  # the finally writes run.interrupted
+        except* SystemExit as eg:
+            code = eg.exceptions[0].code
+            ended = True
+            log.error(None, "run.error", error=f"SystemExit: {code}")
+            raise WorkloadError(
+                f"workload {config.workload} called sys.exit({code!r}) at step {conductor.seq:,}: a workload "
+                "raises WorkloadError to fail a run"
+            ) from None
         except* (WorkloadError, ValueError, HypercallFailed) as eg:
             exc = eg.exceptions[0]
             ended = True
@@ -686,6 +751,9 @@ async def _run(
             decisions=result.decisions,
         )
         ended = True
+        log.close()
+        if log.failed is not None:
+            result.output_errors.append(_write_error(config.log, log.failed, "the log"))
         return result
     finally:
         if not ended:

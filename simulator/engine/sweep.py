@@ -44,6 +44,7 @@ fast when the CLI builds its parser.
 from __future__ import annotations
 
 import argparse
+import contextlib
 import hashlib
 import random
 import signal
@@ -131,6 +132,7 @@ class Task:
     config: Config
     log: str | None = None  # where a failing run's log goes (None: no log)
     drawn: dict[str, Any] | None = None  # the --swarm draw, reported with the result
+    time_limit: float | None = None  # --seed-timeout: longer than this is a timeout, not a hang
 
 
 @dataclass(frozen=True)
@@ -141,6 +143,7 @@ class Sweep:
     seeds: range
     swarm: bool = False
     log_dir: str | None = None
+    seed_timeout: float | None = None
 
     def task(self, seed: int) -> Task:
         config = replace(self.base, seed=seed)
@@ -154,7 +157,7 @@ class Sweep:
                 drawn = dict(drawn, vmid_bits=bits)
                 config = replace(config, vmid_bits=bits)
         log = str(Path(self.log_dir) / log_name(self.base.workload, seed)) if self.log_dir else None
-        return Task(seed, config, log, drawn)
+        return Task(seed, config, log, drawn, self.seed_timeout)
 
     @cached_property
     def vmid_bits_needed(self) -> int:
@@ -176,7 +179,7 @@ def log_name(workload: str, seed: int) -> str:
 @dataclass
 class SeedResult:
     """One seed's outcome, as written to --out.  ``verdict``: clean, violation, incomplete (the step
-    budget ended the run: not clean), crashed or error."""
+    budget ended the run: not clean), timeout (--seed-timeout ended it), crashed or error."""
 
     seed: int
     verdict: str
@@ -251,7 +254,11 @@ def run_seed(task: Task) -> SeedResult:
     Only Ctrl-C propagates.
     """
     from simulator.engine.scenario import WorkloadError
-    from simulator.engine.simulation import ConfigError, replay_command, run
+    from simulator.engine.simulation import ConfigError, SeedTimeout, replay_command
+    from simulator.engine.simulation import run as run_config
+
+    def run(config: Config) -> Any:
+        return run_config(config, time_limit=task.time_limit)
 
     started = time.monotonic()
     config = task.config
@@ -281,6 +288,8 @@ def run_seed(task: Task) -> SeedResult:
     except KeyboardInterrupt:
         # simulation.Interrupted does not survive pickling back to the parent; a plain one does
         raise KeyboardInterrupt from None
+    except SeedTimeout as exc:
+        return outcome("timeout", error=str(exc))
     except (ConfigError, WorkloadError) as exc:
         return outcome("error", error=str(exc))
     except Exception as exc:  # p2msim itself failed on this seed: report it, keep sweeping
@@ -336,6 +345,8 @@ class Tally:
         self.failing: list[int] = []
         self.classes: Counter[str] = Counter()
         self.crashed: dict[int, str] = {}
+        self.timeouts: dict[int, str] = {}
+        self.worker_deaths = 0  # worker processes lost (their seeds ran again alone)
         self.budget_hits = 0
         self.replays: dict[int, str] = {}
         self.logs: dict[int, str] = {}
@@ -346,13 +357,18 @@ class Tally:
         if self.bound is not None and r.seed > self.bound:
             return  # above the first failing seed: abandoned by --stop-on-first
         if self.out is not None:
-            self.out.write(orjson.dumps(r.to_json()) + b"\n")
-            self.out.flush()
+            try:
+                self.out.write(orjson.dumps(r.to_json()) + b"\n")
+                self.out.flush()
+            except OSError as exc:
+                self._out_failed(exc)
         if r.verdict == "error":
             raise SweepError(f"seed {r.seed}: {r.error}")
         self.runs += 1
         if r.verdict == "crashed":
             self.crashed[r.seed] = r.error or "crashed"
+        if r.verdict == "timeout":
+            self.timeouts[r.seed] = r.error or "timeout"
         if r.stop == "budget":
             self.budget_hits += 1
         if r.failing:
@@ -365,6 +381,21 @@ class Tally:
                 self.bound = r.seed if self.bound is None else min(self.bound, r.seed)
         if self.reporter is not None:
             self.reporter.update(self)
+
+    def _out_failed(self, exc: OSError) -> None:
+        """--out cannot be written (a full disk): stop writing it and remove the partial file; the sweep
+        goes on, and its summary names the error."""
+        self.out_error = exc
+        fh, self.out = self.out, None
+        if fh is not None:
+            with contextlib.suppress(OSError):
+                fh.close()
+        name = getattr(fh, "name", None)
+        if isinstance(name, str) and Path(name).is_file():
+            with contextlib.suppress(OSError):
+                Path(name).unlink()
+
+    out_error: OSError | None = None
 
     @property
     def elapsed(self) -> float:
@@ -459,10 +490,13 @@ class Summary:
     crashed: dict[int, str]
     budget_hits: int
     seconds: float
+    timeouts: dict[int, str]
+    worker_deaths: int
     replays: dict[int, str]
     logs: dict[int, str]
     executor: str
     out: str | None = None
+    out_error: str | None = None  # --out could not be written: the summary stands, the exit code is 2
     stopped_early: bool = False
     interrupted: bool = False
 
@@ -480,7 +514,7 @@ class Summary:
             return EXIT_INTERRUPTED
         if self.failing or self.crashed:
             return EXIT_VIOLATION
-        return EXIT_INCOMPLETE if self.budget_hits else EXIT_CLEAN
+        return EXIT_INCOMPLETE if self.budget_hits or self.timeouts else EXIT_CLEAN
 
     def to_json(self) -> dict[str, Any]:
         c = self.sweep.base
@@ -499,6 +533,8 @@ class Summary:
             "crash_errors": {str(s): e for s, e in sorted(self.crashed.items())},
             "budget_hits": self.budget_hits,
             "budget_fraction": round(self.budget_hits / self.runs, 4) if self.runs else 0.0,
+            "timeouts": sorted(self.timeouts),
+            "worker_deaths": self.worker_deaths,
             "runs_per_s": self.runs_per_s,
             "seconds": round(self.seconds, 2),
             "replay": [self.replays[s] for s in self.failing],
@@ -535,6 +571,16 @@ class Summary:
                 out.append(f"  seed {s}: {err}")
         else:
             out.append("crashed seeds: 0")
+        if self.timeouts:
+            out.append(
+                f"TIMEOUT seeds: {len(self.timeouts):,} (INCOMPLETE: no verdict within --seed-timeout): "
+                + ", ".join(str(s) for s in sorted(self.timeouts))
+            )
+        if self.worker_deaths:
+            out.append(
+                f"worker processes lost: {self.worker_deaths} (killed from outside, or a run that exits the "
+                "process); their seeds ran again alone, and one that dies alone is a crashed seed"
+            )
         if self.failing and c.strategy == "uncontrolled" and not self.sweep.swarm:
             out.append("")
             out.append("replay: none - the uncontrolled strategy lets the event loop schedule, so runs do not repeat")
@@ -618,8 +664,11 @@ def run_sweep(
     except KeyboardInterrupt:
         interrupted = True
     finally:
-        if fh is not None:
-            fh.close()
+        if tally.out is not None:
+            try:
+                tally.out.close()
+            except OSError as exc:
+                tally._out_failed(exc)
         if reporter is not None:
             reporter.close(tally)
     return Summary(
@@ -629,14 +678,33 @@ def run_sweep(
         classes=dict(sorted(tally.classes.items(), key=lambda kv: (-kv[1], kv[0]))),
         crashed=dict(sorted(tally.crashed.items())),
         budget_hits=tally.budget_hits,
+        timeouts=dict(sorted(tally.timeouts.items())),
+        worker_deaths=tally.worker_deaths,
         seconds=tally.elapsed,
         replays=tally.replays,
         logs=tally.logs,
         executor=executor,
-        out=out,
+        out=out if tally.out_error is None else None,
+        out_error=None
+        if tally.out_error is None
+        else f"cannot write {out}: {tally.out_error.strerror or tally.out_error}",
         stopped_early=tally.bound is not None,
         interrupted=interrupted,
     )
+
+
+def stop_pool(pool: ProcessPoolExecutor) -> None:
+    """End a pool now: queued work cancelled, its processes terminated (a worker busy in a run, or one
+    that missed the interrupt, must not be left behind), nobody waited for."""
+    processes = list(getattr(pool, "_processes", {}).values())  # the executor has no public handle on them
+    pool.shutdown(wait=False, cancel_futures=True)
+    for proc in processes:
+        if proc.is_alive():
+            proc.terminate()
+    for proc in processes:
+        proc.join(timeout=2)
+        if proc.is_alive():
+            proc.kill()
 
 
 def _new_pool(jobs: int) -> ProcessPoolExecutor:
@@ -650,6 +718,7 @@ def _run_local(tasks: Iterator[Task], jobs: int, tally: Tally) -> None:
     implicates few seeds and --stop-on-first wastes at most ``jobs`` runs.
     """
     suspects: deque[Task] = deque()  # in flight when a worker died: each runs again alone
+    alone: set[int] = set()  # seeds whose worker died while they ran alone: the next death is theirs
     inflight: dict[Future[SeedResult], Task] = {}
     exhausted = False
     pool = _new_pool(jobs)
@@ -661,6 +730,7 @@ def _run_local(tasks: Iterator[Task], jobs: int, tally: Tally) -> None:
             if suspects:
                 if not inflight:  # a suspect runs alone, so a broken pool names it
                     t = suspects.popleft()
+                    alone.add(t.seed)
                     inflight[pool.submit(run_seed, t)] = t
             else:
                 while not exhausted and len(inflight) < jobs:
@@ -681,10 +751,14 @@ def _run_local(tasks: Iterator[Task], jobs: int, tally: Tally) -> None:
             broken += _collect(sorted(rest, key=lambda f: inflight[f].seed), inflight, tally)
             pool.shutdown(wait=True)
             pool = _new_pool(jobs)
-            if len(broken) == 1:
+            tally.worker_deaths += 1
+            if len(broken) == 1 and broken[0].seed in alone:
                 tally.record(_crashed(broken[0], "the worker process died (killed, or exited from inside the run)"))
-            else:
+            else:  # the same with --jobs 1 or 2: each runs again alone, and dies alone to be a crashed seed
                 suspects.extend(sorted(broken, key=lambda t: t.seed))
+    except BaseException:
+        stop_pool(pool)
+        raise
     finally:
         pool.shutdown(wait=True, cancel_futures=True)
 
@@ -797,6 +871,19 @@ def _seed_range(text: str) -> range:
     return range(a, b)
 
 
+SEED_TIMEOUT = 900.0  # seconds: generous (the slowest built-in seed takes a few)
+
+
+def _seconds(text: str) -> float:
+    try:
+        v = float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"{text!r} is not a number of seconds") from None
+    if not v > 0 or v == float("inf"):
+        raise argparse.ArgumentTypeError(f"{text!r}: a positive number of seconds")
+    return v
+
+
 def _jobs(text: str) -> int:
     try:
         v = int(text, 0)
@@ -825,6 +912,13 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         "--swarm", action="store_true", help="draw harts, TLB sizes, VMID bits, strategy and speculation per seed"
     )
     p.add_argument("--cluster", metavar="ADDRESS", help="run on this Dask scheduler (needs p2msim[cluster])")
+    p.add_argument(
+        "--seed-timeout",
+        type=_seconds,
+        default=SEED_TIMEOUT,
+        metavar="S",
+        help=f"a seed with no verdict after S seconds is a TIMEOUT, not a hang (default {SEED_TIMEOUT:g})",
+    )
     p.add_argument("--strategy", default=None, help="random or pct (default random)")
     p.add_argument("--pct-depth", type=_positive, default=None, help="bug depth for --strategy pct (default 3)")
     p.add_argument("--pcpus", type=_positive, default=None, help="harts (default 4)")
@@ -887,7 +981,7 @@ def sweep_from_args(args: argparse.Namespace) -> Sweep:
         tlb_multi=args.tlb_multi,
         **chosen,
     )
-    return Sweep(base, args.seeds, swarm=args.swarm, log_dir=args.log)
+    return Sweep(base, args.seeds, swarm=args.swarm, log_dir=args.log, seed_timeout=args.seed_timeout)
 
 
 def run_cli(args: argparse.Namespace) -> int:
@@ -916,7 +1010,13 @@ def run_cli(args: argparse.Namespace) -> int:
         print(summary.render())
     if summary.interrupted:
         kept = f"; {summary.out} holds every finished seed" if summary.out else ""
-        print(f"p2msim: interrupted after {summary.runs:,} seeds{kept}", file=sys.stderr)
+        from simulator import cli
+
+        how = "terminated" if cli._terminated else "interrupted"
+        print(f"p2msim: {how} after {summary.runs:,} seeds{kept}", file=sys.stderr)
+    if summary.out_error:
+        print(f"p2msim: error: {summary.out_error}", file=sys.stderr)
+        return EXIT_BAD_INPUT
     return summary.exit_code
 
 

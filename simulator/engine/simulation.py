@@ -9,6 +9,7 @@ Ctrl-C.
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import importlib
 import importlib.util
@@ -541,7 +542,8 @@ def run(
                 raise ConfigError(f"--log {config.log} is the workload file itself: the log would overwrite it")
 
         # the log is about to be replaced: a schedule beside it belongs to an earlier run
-        schedule.schedule_path_for(config.log).unlink(missing_ok=True)
+        with contextlib.suppress(OSError):  # (a path that cannot hold a log fails at its open, in one line)
+            schedule.schedule_path_for(config.log).unlink(missing_ok=True)
     dog = Watchdog(lambda: box["conductor"].seq if "conductor" in box else 0, time_limit, stall_seconds())
     if config.backend == "asyncio":
         # a run stopped by a second interrupt leaves its task's exception unretrieved; the run reports it

@@ -693,6 +693,9 @@ def run_sweep(
     )
 
 
+BROKEN_POOL_SECONDS = 10.0  # how long a broken pool may take to fail its other futures
+
+
 def stop_pool(pool: ProcessPoolExecutor) -> None:
     """End a pool now: queued work cancelled, its processes terminated (a worker busy in a run, or one
     that missed the interrupt, must not be left behind), nobody waited for."""
@@ -745,11 +748,12 @@ def _run_local(tasks: Iterator[Task], jobs: int, tally: Tally) -> None:
             broken = _collect(sorted(done, key=lambda f: inflight[f].seed), inflight, tally)
             if not broken:
                 continue
-            # the pool is dead: every future still in flight fails the same way (or finished just before)
-            rest = list(inflight)
-            wait(rest)
-            broken += _collect(sorted(rest, key=lambda f: inflight[f].seed), inflight, tally)
-            pool.shutdown(wait=True)
+            # the pool is dead: every future still in flight fails the same way (or finished just before);
+            # one the dead pool never settles is a suspect too, and the pool is ended, not waited for
+            finished, unsettled = wait(list(inflight), timeout=BROKEN_POOL_SECONDS)
+            broken += _collect(sorted(finished, key=lambda f: inflight[f].seed), inflight, tally)
+            broken += [inflight.pop(f) for f in sorted(unsettled, key=lambda f: inflight[f].seed)]
+            stop_pool(pool)
             pool = _new_pool(jobs)
             tally.worker_deaths += 1
             if len(broken) == 1 and broken[0].seed in alone:

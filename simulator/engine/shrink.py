@@ -167,6 +167,8 @@ def shrink_file(source: str | Path, out: str | Path | None = None, **kw: Any) ->
     shrinking is done for nothing)."""
     config, decisions, _recorded = schedule.load(source)
     target = Path(out) if out else Path(str(source) + ".shrunk.json")
+    if target.resolve() == Path(source).resolve():
+        raise schedule.ScheduleError(f"-o {target} is the source itself: the shrunk schedule would overwrite it")
     probe = target if target.exists() and not target.is_file() else target.with_name(target.name + ".tmp")
     try:
         if probe is target:  # a device or a pipe: it must take a write (/dev/full does not)

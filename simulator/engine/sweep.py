@@ -646,6 +646,8 @@ def run_sweep(
         except OSError as exc:
             raise SweepError(f"cannot create log directory {sweep.log_dir}: {exc.strerror}") from None
         sweep = replace(sweep, log_dir=str(d.resolve()))
+    if out and sweep.base.workload.endswith(".py") and Path(out).resolve() == Path(sweep.base.workload).resolve():
+        raise SweepError(f"--out {out} is the workload file itself: the results would overwrite it")
     try:
         fh = open(out, "wb") if out else None  # noqa: SIM115 - closed in the finally below
     except OSError as exc:

@@ -48,6 +48,12 @@ async def main(sim: Scenario) -> None:
     chunks, dense = p["chunks"], p["dense"]
     if chunks < 2 or not 1 <= dense <= CHUNK:
         raise WorkloadError("teardown-under-load needs chunks >= 2 and 1 <= dense <= 512")
+    need = chunks // 2 * CHUNK + (chunks + 1) // 2 * dense
+    if need > sim.xen.heap.nr_free // 2:  # dom4 and dom5 are built from what dom1 gives back, beside the others
+        raise WorkloadError(
+            f"teardown-under-load -p chunks={chunks} maps {need:,} pages; the machine has {sim.xen.heap.nr_free:,} "
+            "free frames, and the workload needs twice what dom1 maps: fewer chunks, or more --frames"
+        )
 
     # dom1: one table per level between the root and level 0 (one in Sv39x4) + a level-0 table per 4K chunk
     tables = sim.xen.gstage_mode.root_level - 1 + (chunks + 1) // 2

@@ -111,7 +111,7 @@ def build_parser() -> argparse.ArgumentParser:
     r.add_argument("--profile", default="fixed", help="which version of Xen's bookkeeping runs")
     r.add_argument("--bug", action="append", default=[], help="inject a catalogued bug (repeatable)")
     r.add_argument(
-        "--steps", type=_positive, default=0, help="step budget (default: 12,500 x harts squared, at least 400,000)"
+        "--steps", type=_positive, default=0, help="step budget (default: 25,000 x harts squared, at least 400,000)"
     )
     r.add_argument("--mode", default="sv39x4", help="G-stage mode: sv39x4, sv48x4 or sv57x4")
     r.add_argument("--vmid-bits", type=_positive, default=7)

@@ -45,7 +45,7 @@ def one_line(r: subprocess.CompletedProcess[str]) -> str:
 
 def complete_jsonl(path: Path) -> list[dict]:
     raw = path.read_bytes()
-    assert raw.endswith(b"\n"), f"{path} ends mid-line"
+    assert not raw or raw.endswith(b"\n"), f"{path} ends mid-line"
     return [orjson.loads(line) for line in raw.splitlines()]
 
 

@@ -132,7 +132,7 @@ class Config:
 
         The square: workloads run a vCPU per hart, and each hypercall's share of the
         steps shrinks as one over the harts (measured: 106k steps on 4 harts, 1.5M on 16,
-        19M on 64 for teardown-under-load).
+        19M on 64 for teardown-under-load; 461k on 6 with arm-broadcast's flushes to every hart).
         """
         return self.steps or max(MIN_STEPS, STEPS_PER_HART2 * self.pcpus * self.pcpus)
 
@@ -173,7 +173,7 @@ def stall_seconds() -> float:
 MACHINE_OPTIONS = ("ad", "svinval", "tlb_negative", "tlb_multi")
 AD_SCHEMES = {"svade": frozenset({"svade", "svpbmt"}), "svadu": frozenset({"svadu", "svpbmt"})}
 MAX_HARTS = 1024  # hart IDs beyond 64 take several SBI hart-mask windows
-STEPS_PER_HART2 = 12_500
+STEPS_PER_HART2 = 25_000
 MIN_STEPS = 400_000
 DEFAULTS = Config(workload="")
 XEN_OPTS = {"vmid": "use VMIDs (boolean; vmid=0 turns them off, every vCPU then runs with VMID 0)"}
@@ -531,7 +531,7 @@ def run(
         strategy = make_strategy(
             config.strategy, config.seed, pct_depth=config.pct_depth, horizon=min(config.budget, PCT_HORIZON)
         )
-    box: dict[str, Conductor] = {}
+    box: dict[str, Any] = {}
     if config.log:
         from simulator.engine import schedule
 
@@ -545,6 +545,7 @@ def run(
         with contextlib.suppress(OSError):  # (a path that cannot hold a log fails at its open, in one line)
             schedule.schedule_path_for(config.log).unlink(missing_ok=True)
     dog = Watchdog(lambda: box["conductor"].seq if "conductor" in box else 0, time_limit, stall_seconds())
+    box["watchdog"] = dog
     if config.backend == "asyncio":
         # a run stopped by a second interrupt leaves its task's exception unretrieved; the run reports it
         logging.getLogger("asyncio").setLevel(logging.CRITICAL)
@@ -583,9 +584,7 @@ def _write_error(path: str | None, exc: OSError, what: str) -> str:
     return f"cannot write {what} {path}: {exc.strerror or exc}{gone}"
 
 
-async def _run(
-    config: Config, mod: Any, params: dict[str, Any], strategy: Strategy, box: dict[str, Conductor]
-) -> Result:
+async def _run(config: Config, mod: Any, params: dict[str, Any], strategy: Strategy, box: dict[str, Any]) -> Result:
     cls = UncontrolledConductor if config.strategy == "uncontrolled" else Conductor
     conductor = box["conductor"] = cls(strategy, config.budget)
     try:
@@ -703,6 +702,8 @@ async def _run(
                 f"workload {config.workload} raised {type(exc).__name__} at step {conductor.seq:,}: {exc}"
             ) from exc
 
+        if "watchdog" in box:
+            box["watchdog"].stall = float("inf")  # no more steps: the end-of-run checks may take a while
         if stop_reason == "done":
             for problem in invariants.check(xen):
                 oracle.invariant(problem, mfn=problem.mfn, at_end=True)

@@ -930,7 +930,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     p.add_argument("--pcpus", type=_positive, default=None, help="harts (default 4)")
     p.add_argument("--profile", default="fixed", help="which version of Xen's bookkeeping runs")
     p.add_argument("--bug", action="append", default=[], help="inject a catalogued bug (repeatable)")
-    p.add_argument("--steps", type=_positive, default=0, help="step budget per run (default: 12,500 x harts squared)")
+    p.add_argument("--steps", type=_positive, default=0, help="step budget per run (default: 25,000 x harts squared)")
     p.add_argument("--mode", default="sv39x4", help="G-stage mode: sv39x4, sv48x4 or sv57x4")
     p.add_argument("--vmid-bits", type=_positive, default=None, help="(default 7)")
     p.add_argument("--tlb-leaf", type=_positive, default=None, help="leaf TLB entries per hart (default 64)")

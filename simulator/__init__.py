@@ -42,4 +42,12 @@ def run_workload(
     return run(cfg)
 
 
-__all__ = ["__version__", "run_workload"]
+def register_variant(name: str, description: str, apply: Any) -> Any:
+    """Register a variant: ``apply(xen)`` replaces C-named methods on one simulation's hypervisor, as a
+    patch changes C functions.  Call it from a variant file; ``p2msim run W --variant FILE`` applies it."""
+    from simulator.engine.variants import register_variant as register
+
+    return register(name, description, apply)
+
+
+__all__ = ["__version__", "register_variant", "run_workload"]

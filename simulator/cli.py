@@ -111,6 +111,13 @@ def build_parser() -> argparse.ArgumentParser:
     r.add_argument("--profile", default="fixed", help="which version of Xen's bookkeeping runs")
     r.add_argument("--bug", action="append", default=[], help="inject a catalogued bug (repeatable)")
     r.add_argument(
+        "--variant",
+        action="append",
+        default=[],
+        metavar="FILE",
+        help="a variant file: your change to the model, as register_variant(name, description, apply) (repeatable)",
+    )
+    r.add_argument(
         "--steps", type=_positive, default=0, help="step budget (default: 25,000 x harts squared, at least 400,000)"
     )
     r.add_argument("--mode", default="sv39x4", help="G-stage mode: sv39x4, sv48x4 or sv57x4")
@@ -219,6 +226,16 @@ def build_parser() -> argparse.ArgumentParser:
     )
     m.add_argument("--json", action="store_true")
 
+    cp = sub.add_parser("compare", help="your variant against a baseline profile, the same seeds, side by side")
+    cp.add_argument("--variant", action="append", default=[], required=True, metavar="FILE", help="a variant file")
+    cp.add_argument("--against", default="fixed", help="the baseline profile (default fixed); the variant runs on it")
+    cp.add_argument("--workload", action="append", default=[], help="only these workloads (default: every built-in)")
+    cp.add_argument("--seeds", type=_at_least_one, default=20, help="seeds 0..N-1 per workload (default 20)")
+    cp.add_argument("--jobs", type=_at_least_one, default=2)
+    cp.add_argument("--seed-timeout", type=_seconds, default=SEED_TIMEOUT, metavar="S")
+    cp.add_argument("--strict", action="store_true", help="stale use of a freed (not yet reused) frame is a finding")
+    cp.add_argument("--json", action="store_true")
+
     from simulator.engine.sweep import add_arguments as add_sweep_arguments
 
     add_sweep_arguments(sub.add_parser("sweep", help="run a range of seeds in parallel and summarise the failing ones"))
@@ -266,6 +283,8 @@ def _main(argv: list[str] | None = None) -> int:
             return run_cli(args)
         if args.command == "matrix":
             return cmd_matrix(args)
+        if args.command == "compare":
+            return cmd_compare(args)
         if args.command == "inspect":
             return cmd_inspect(args)
         if args.command == "replay":
@@ -318,6 +337,7 @@ def cmd_run(args: argparse.Namespace) -> int:
         debug_build=args.debug_build,
         ad=args.ad,
         svinval=args.svinval,
+        variants=tuple(args.variant),
     )
     try:
         result = run(cfg)
@@ -704,6 +724,80 @@ def cmd_matrix(args: argparse.Namespace) -> int:
     if out["missed"] or out["clean_violations"]:
         return EXIT_VIOLATION
     return EXIT_INCOMPLETE if out["clean_incomplete"] else EXIT_CLEAN
+
+
+def cmd_compare(args: argparse.Namespace) -> int:
+    from simulator.engine.compare import compare
+    from simulator.engine.scenario import WorkloadError
+    from simulator.engine.simulation import ConfigError, builtin_workloads
+
+    names = builtin_workloads()
+    for w in args.workload:
+        if w not in names and not w.endswith(".py"):
+            raise CliError(f"unknown workload {w!r} (built-in: {', '.join(names)}; or a .py file)")
+    from simulator.engine.simulation import Config
+
+    try:
+        out = compare(
+            tuple(args.variant),
+            args.against,
+            args.workload or None,
+            args.seeds,
+            args.jobs,
+            args.seed_timeout,
+            Config("", strict=args.strict),
+        )
+    except (ConfigError, WorkloadError) as exc:
+        raise CliError(str(exc)) from None
+    if args.json:
+        print(orjson.dumps(out).decode())
+    else:
+        print(render_compare(out))
+    return EXIT_VIOLATION if out["adds"] else EXIT_CLEAN
+
+
+def render_compare(out: dict[str, Any]) -> str:
+    def pair(b: int, v: int) -> str:
+        return f"{b:,} -> {v:,}" + ("" if b == v else f" ({100 * (v - b) / b:+.1f}%)" if b else "")
+
+    lines = [
+        f"p2msim {__version__} compare  {', '.join(out['variants'])}  against {out['against']}  "
+        f"seeds 0:{out['seeds']} per workload",
+        "",
+        f"{'workload':<22} {'failing seeds (base -> variant)':<32} {'fences sent':<26} {'frames freed':<24} steps",
+    ]
+    for w, sides in out["workloads"].items():
+        b, v = sides["baseline"], sides["variant"]
+        lines.append(
+            f"{w:<22} {len(b['failing'])} -> {len(v['failing']):<27} {pair(b['fences_sent'], v['fences_sent']):<26} "
+            f"{pair(b['frames_freed'], v['frames_freed']):<24} {pair(b['steps'], v['steps'])}"
+        )
+    tb, tv = out["total"]["baseline"], out["total"]["variant"]
+    fences, freed = pair(tb["fences_sent"], tv["fences_sent"]), pair(tb["frames_freed"], tv["frames_freed"])
+    lines.append(
+        f"{'all':<22} {len(tb['failing'])} -> {len(tv['failing']):<27} {fences:<26} {freed:<24} "
+        f"{pair(tb['steps'], tv['steps'])}"
+    )
+    lines.append(
+        f"warnings {pair(tb['warnings'], tv['warnings'])}; frames reused "
+        f"{pair(tb['frames_reused'], tv['frames_reused'])}; runs without a verdict (budget or timeout) "
+        f"{tb['incomplete']} -> {tv['incomplete']}"
+    )
+    if tv["compared"] < tv["runs"]:
+        lines.append(
+            f"(the numbers are over the {tv['compared']:,} of {tv['runs']:,} seeds that ran to the end on both sides)"
+        )
+    lines.append("")
+    for title, key in (("the variant ADDS", "adds"), ("the variant removes", "removes")):
+        if out[key]:
+            lines.append(f"{title}:")
+            for c in out[key]:
+                lines.append(f"  {c['class']}: {c['case']} in {c['function']} ({c['seeds']} seed(s)); {c['replay']}")
+    if not out["adds"] and not out["removes"]:
+        lines.append("the same findings on both sides" + (": none" if not tb["failing"] else ""))
+    elif not out["adds"]:
+        lines.append("the variant adds no finding")
+    return "\n".join(lines)
 
 
 def cmd_bench(args: argparse.Namespace) -> int:

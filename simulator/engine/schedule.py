@@ -102,6 +102,7 @@ def config_from_identity(identity: dict[str, Any], **overrides: Any) -> Config:
             raise ScheduleError(f"configuration field {name!r} is {type(value).__name__}, not {want.__name__}")
     kw = dict(identity)
     kw["bugs"] = tuple(str(b) for b in kw.get("bugs", ()))
+    kw["variants"] = tuple(str(v) for v in kw.get("variants", ()))
     kw["params"] = tuple((str(k), str(v)) for k, v in dict(kw.get("params", {})).items())
     if "xen_opts" in kw:
         kw["xen_opts"] = tuple((str(k), str(v)) for k, v in dict(kw["xen_opts"]).items())

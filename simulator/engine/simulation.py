@@ -28,7 +28,7 @@ import anyio
 import orjson
 
 from simulator import __version__
-from simulator.engine import calls, invariants
+from simulator.engine import calls, invariants, variants
 from simulator.engine.bugs import BUGS
 from simulator.engine.conductor import Conductor, Deadlock, SimulationStop, UncontrolledConductor
 from simulator.engine.log import LEVELS as LOG_LEVELS
@@ -112,6 +112,8 @@ class Config:
     tlb_negative: int = 0
     # the TLB may hold several entries for one address: a refill keeps the old one, a lookup uses any
     tlb_multi: bool = False
+    # variant files (engine/variants.py): proposed changes to the model, applied before the bugs
+    variants: tuple[str, ...] = ()
 
     def identity(self) -> dict[str, Any]:
         """What determines the run (not where it logs or which event loop runs it)."""
@@ -121,8 +123,9 @@ class Config:
         d["bugs"] = list(self.bugs)
         d["params"] = dict(self.params)
         d["xen_opts"] = dict(self.xen_opts)
+        d["variants"] = list(self.variants)
         for k in MACHINE_OPTIONS:
-            if d[k] == getattr(DEFAULTS, k):
+            if d[k] == getattr(DEFAULTS, k) or (k == "variants" and not d[k]):
                 del d[k]  # machine options added later appear only when set: older logs keep their digests
         return d
 
@@ -170,7 +173,7 @@ def stall_seconds() -> float:
     return v if v > 0 else float("inf")
 
 
-MACHINE_OPTIONS = ("ad", "svinval", "tlb_negative", "tlb_multi")
+MACHINE_OPTIONS = ("ad", "svinval", "tlb_negative", "tlb_multi", "variants")
 AD_SCHEMES = {"svade": frozenset({"svade", "svpbmt"}), "svadu": frozenset({"svadu", "svpbmt"})}
 MAX_HARTS = 1024  # hart IDs beyond 64 take several SBI hart-mask windows
 STEPS_PER_HART2 = 25_000
@@ -434,6 +437,8 @@ def replay_command(c: Config) -> str:
         args += ["--xen-opt", f"{k}={v}"]
     if c.tlb_multi:
         args.append("--tlb-multi")
+    for v in c.variants:
+        args += ["--variant", v]
     if c.debug_build:
         args.append("--debug-build")
     for b in c.bugs:
@@ -645,8 +650,18 @@ async def _run(config: Config, mod: Any, params: dict[str, Any], strategy: Strat
             opt_vmid=config.boot_option("vmid", True),
             debug_build=config.debug_build,
         )
-        for b in config.bugs:
-            BUGS[b].apply(xen)
+        try:
+            for path in config.variants:  # the change under review, then any known-wrong mutation on top
+                for v in variants.load(path):
+                    v.apply(xen)
+                variants.check_overrides(xen, f"variant file {path}")
+            for b in config.bugs:
+                BUGS[b].apply(xen)
+                variants.check_overrides(xen, f"bug {b}")
+        except variants.VariantError as exc:
+            ended = True
+            log.error(None, "run.error", error=str(exc))
+            raise ConfigError(str(exc)) from None
         calls.observe(xen, oracle)  # after the bugs: a mutated hypercall or flush is still seen as one
         driver = conductor.add_actor("driver")
         scenario = Scenario(xen, conductor, driver, strategy.stream("workload"), params)

@@ -930,6 +930,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     p.add_argument("--pcpus", type=_positive, default=None, help="harts (default 4)")
     p.add_argument("--profile", default="fixed", help="which version of Xen's bookkeeping runs")
     p.add_argument("--bug", action="append", default=[], help="inject a catalogued bug (repeatable)")
+    p.add_argument("--variant", action="append", default=[], metavar="FILE", help="a variant file (repeatable)")
     p.add_argument("--steps", type=_positive, default=0, help="step budget per run (default: 25,000 x harts squared)")
     p.add_argument("--mode", default="sv39x4", help="G-stage mode: sv39x4, sv48x4 or sv57x4")
     p.add_argument("--vmid-bits", type=_positive, default=None, help="(default 7)")
@@ -983,6 +984,7 @@ def sweep_from_args(args: argparse.Namespace) -> Sweep:
         debug_build=args.debug_build,
         ad=args.ad,
         svinval=args.svinval,
+        variants=tuple(args.variant),
         tlb_negative=args.tlb_negative,
         tlb_multi=args.tlb_multi,
         **chosen,

@@ -200,7 +200,7 @@ async def _walk_once(hart: Hart, gfn: int, fences: int, write: bool) -> TlbEntry
         path.append((level, table, mem.gen[table]))
         if why:
             if why == INVALID and tlb.negative.capacity:
-                _fill_negative(hart, level, gfn, pte_ghost, table, idx, pte, path, origin, start)
+                _fill(hart, True, level, gfn, 0, 0, pte_ghost, table, idx, pte, path, origin, start, negative=True)
             return Fault(gfn, level, table, idx, pte, why, write)
         if ppn >= mem.nr_frames:
             return None  # beyond RAM: a device (MMIO) access, which the machine does not model further
@@ -225,33 +225,6 @@ async def _walk_once(hart: Hart, gfn: int, fences: int, write: bool) -> TlbEntry
         level -= 1
 
 
-def _fill_negative(
-    hart: Hart,
-    level: int,
-    gfn: int,
-    ghost: int,
-    table: int,
-    idx: int,
-    pte: int,
-    path: list[tuple[int, int, int]],
-    origin: int,
-    start: TlbEntry | None,
-) -> None:
-    """Cache the invalid PTE the walk faulted on (a negative entry, see riscv.tlb)."""
-    vmid = hart.vmid
-    base = gfn >> (9 * level) << (9 * level)
-    e = TlbEntry(
-        tlb_key(vmid, level, gfn), True, vmid, level, base, 0, 0, ghost, table, idx, pte, origin,
-        hart.conductor.seq, tuple(path),
-    )  # fmt: skip
-    e.negative = True
-    e.spec = hart.speculating
-    e.via = start
-    e.set_source(hart.memory.table(table))
-    hart.tlb.fill_negative(e)
-    hart.observer.on_fill(hart.id, e)
-
-
 def _fill(
     hart: Hart,
     leaf: bool,
@@ -266,9 +239,11 @@ def _fill(
     path: list[tuple[int, int, int]],
     origin: int,
     start: TlbEntry | None,
+    negative: bool = False,
 ) -> TlbEntry:
     """Cache the PTE just read (leaf or non-leaf), remembering where it came from (``origin``: the root
-    whose tables the walk read; ``start``: the cached non-leaf entry the walk began below, if any)."""
+    whose tables the walk read; ``start``: the cached non-leaf entry the walk began below, if any).
+    ``negative``: the invalid PTE the walk faulted on, cached as a negative entry (see riscv.tlb)."""
     vmid = hart.vmid
     base = gfn >> (9 * level) << (9 * level)
     e = TlbEntry(
@@ -290,6 +265,10 @@ def _fill(
     e.spec = hart.speculating
     e.via = start
     e.set_source(hart.memory.table(table), hart.ad_hw and not pte & PTE_D)
-    hart.tlb.fill(e)
+    if negative:
+        e.negative = True
+        hart.tlb.fill_negative(e)
+    else:
+        hart.tlb.fill(e)
     hart.observer.on_fill(hart.id, e)
     return e

@@ -12,7 +12,6 @@ from __future__ import annotations
 import contextlib
 import hashlib
 import importlib
-import importlib.util
 import logging
 import math
 import os
@@ -36,6 +35,7 @@ from simulator.engine.log import LOG_SCHEMA_VERSION, EventLog
 from simulator.engine.oracle import Oracle, Violation
 from simulator.engine.scenario import Scenario, WorkloadError
 from simulator.engine.strategies import STRATEGIES, ReplayStrategy, Strategy, make_strategy
+from simulator.engine.userfile import UserFileError, import_file
 from simulator.engine.watchdog import STALL_SECONDS, Watchdog
 from simulator.riscv.hart import Hart, IllegalInstruction
 from simulator.riscv.memory import Memory
@@ -243,14 +243,10 @@ def load_workload(name_or_path: str) -> ModuleType:
     if path.suffix == ".py" or path.exists():
         if not path.is_file():
             raise ConfigError(f"workload file {name_or_path} does not exist")
-        spec = importlib.util.spec_from_file_location(f"p2msim_workload_{path.stem}", path)
-        if spec is None or spec.loader is None:
-            raise ConfigError(f"cannot load workload file {name_or_path}")
-        mod = importlib.util.module_from_spec(spec)
         try:
-            spec.loader.exec_module(mod)
-        except Exception as exc:  # the user's script failed to import
-            raise ConfigError(f"workload file {name_or_path} raised {type(exc).__name__}: {exc}") from None
+            mod = import_file(path, "p2msim_workload")
+        except UserFileError as exc:  # the user's script failed to import
+            raise ConfigError(f"workload file {name_or_path} raised {exc}") from None
         if not callable(getattr(mod, "main", None)):
             raise ConfigError(f"workload file {name_or_path} has no async main(sim) function")
         return mod

@@ -13,13 +13,14 @@ deep inside a hypercall that looks like the workload's fault.
 
 from __future__ import annotations
 
-import importlib.util
 import inspect
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 from types import ModuleType
 from typing import TYPE_CHECKING, Any
+
+from simulator.engine.userfile import UserFileError, import_file
 
 if TYPE_CHECKING:
     from simulator.xen.hypervisor import Xen
@@ -85,27 +86,12 @@ def load(path: str) -> list[Variant]:
 
 
 def _import(p: Path) -> ModuleType:
-    spec = importlib.util.spec_from_file_location(f"p2msim_variant_{p.stem}", p)
-    if spec is None or spec.loader is None:
-        raise VariantError(f"{p} is not a Python file")
-    mod = importlib.util.module_from_spec(spec)
     try:
-        spec.loader.exec_module(mod)
-    except VariantError:
-        raise
-    except Exception as exc:
-        raise VariantError(f"{p}: {type(exc).__name__}: {exc}{_where(exc, p)}") from None
-    return mod
-
-
-def _where(exc: BaseException, p: Path) -> str:
-    tb = exc.__traceback__
-    line = None
-    while tb is not None:
-        if Path(tb.tb_frame.f_code.co_filename).resolve() == p.resolve():
-            line = tb.tb_lineno
-        tb = tb.tb_next
-    return f" (line {line})" if line else ""
+        return import_file(p, "p2msim_variant")
+    except UserFileError as exc:
+        if isinstance(exc.__cause__, VariantError):
+            raise exc.__cause__ from None  # register_variant's own complaint, as it is
+        raise VariantError(f"{p}: {exc}") from None
 
 
 def check_overrides(xen: Xen, what: str) -> None:

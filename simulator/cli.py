@@ -21,7 +21,7 @@ import orjson
 
 from simulator import __version__
 
-EXIT_CLEAN, EXIT_VIOLATION, EXIT_BAD_INPUT, EXIT_INCOMPLETE = 0, 1, 2, 3
+EXIT_CLEAN, EXIT_VIOLATION, EXIT_BAD_INPUT, EXIT_INCOMPLETE, EXIT_VACUOUS = 0, 1, 2, 3, 5
 EXIT_NOTHING_TO_COMPARE = 4  # replay: the source recorded no digest or verdict to hold the replay to
 
 
@@ -355,10 +355,15 @@ def cmd_run(args: argparse.Namespace) -> int:
         for err in result.output_errors:  # the verdict above stands; the files it names are not there
             print(f"p2msim: error: {err}", file=sys.stderr)
         return EXIT_BAD_INPUT
-    return {"violation": EXIT_VIOLATION, "incomplete": EXIT_INCOMPLETE}.get(result.verdict, EXIT_CLEAN)
+    return VERDICT_EXIT.get(result.verdict, EXIT_CLEAN)
+
+
+VERDICT_EXIT = {"violation": EXIT_VIOLATION, "incomplete": EXIT_INCOMPLETE, "vacuous": EXIT_VACUOUS}
 
 
 def render(result) -> str:  # type: ignore[no-untyped-def]
+    from simulator.engine import windows
+
     c = result.config
     s = result.stats
     hit_rate = 100.0 * s["tlb_hits"] / max(1, s["accesses"])
@@ -394,12 +399,19 @@ def render(result) -> str:  # type: ignore[no-untyped-def]
             f"INCOMPLETE: the step budget ({c.budget:,} steps) ended the run before the workload finished: no "
             "violation so far, and the end-of-run invariants were not checked (give --steps more)"
         )
+    elif result.vacuous:
+        out.append(
+            f"VACUOUS: no violation, but {result.vacuous}: this run proves nothing (exit {EXIT_VACUOUS}; "
+            "see the README's race windows)"
+        )
     else:
         warn = f", {result.warning_count} warning(s)" if result.warning_count else ", no warning"
         out.append(
             f"CLEAN: no violation{warn}, all invariants held "
             f"({len(result.destroyed)} domains destroyed, nothing left behind)"
         )
+    if result.windows and result.stop_reason != "budget":
+        out.extend(windows.block(result.windows))
     if result.warnings:
         out.append("")
         kinds = ", ".join(f"{k} {n:,}" for k, n in sorted(result.warning_kinds.items(), key=lambda kv: -kv[1]))

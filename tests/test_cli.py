@@ -20,6 +20,7 @@ JSON_KEYS = {
     "steps",
     "stats",
     "warnings",
+    "windows",
     "verdict",
     "violations",
     "violation_count",

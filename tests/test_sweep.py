@@ -295,7 +295,8 @@ def test_a_worker_that_dies_is_a_crashed_seed_and_the_sweep_goes_on(
     results = by_seed(out)
     assert sorted(results) == list(range(8))  # every seed has its line: none lost with the pool
     assert {s for s, r in results.items() if r["verdict"] == "crashed"} == {2, 3}
-    assert all(r["verdict"] == "clean" and r["digest"] for s, r in results.items() if s not in (2, 3))
+    # the rogue workload runs no vCPU: a real verdict, and an honest one (it could not have found anything)
+    assert all(r["verdict"] == "vacuous" and r["digest"] for s, r in results.items() if s not in (2, 3))
     assert results[2]["replay"].startswith("p2msim run ") and "--seed 2" in results[2]["replay"]
 
 

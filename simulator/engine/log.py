@@ -27,7 +27,9 @@ import structlog
 if TYPE_CHECKING:
     from simulator.engine.conductor import Conductor
 
-LOG_SCHEMA_VERSION = 3  # 2: frame.assign, frame.scrub, warning kinds, p2m_free_subtree.leaf; 3: a violation's cause
+LOG_SCHEMA_VERSION = 4  # 2: frame.assign, frame.scrub, warning kinds, p2m_free_subtree.leaf; 3: a violation's cause;
+# 4: tlb.gone (an entry leaves a TLB, with the race window it was in) and the windows in run.end
+READABLE_VERSIONS = (3, 4)  # 4 only adds events and fields: a v3 log reads the same
 LEVELS = {"debug": logging.DEBUG, "info": logging.INFO, "error": logging.ERROR}
 
 

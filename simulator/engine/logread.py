@@ -13,7 +13,7 @@ from typing import Any
 
 import orjson
 
-from simulator.engine.log import LOG_SCHEMA_VERSION
+from simulator.engine.log import LOG_SCHEMA_VERSION, READABLE_VERSIONS
 
 
 class LogError(Exception):
@@ -47,7 +47,7 @@ def read_events(path: str | Path) -> Iterator[dict[str, Any]]:
             if lineno == 1:
                 if ev["event"] != "run.start":
                     raise LogError(f"{path}:1: the first line is {ev['event']!r}, not run.start: not a p2msim log")
-                if ev.get("v") != LOG_SCHEMA_VERSION:
+                if ev.get("v") not in READABLE_VERSIONS:
                     raise LogError(
                         f"{path}:1: log schema version {ev.get('v')!r}, this p2msim reads {LOG_SCHEMA_VERSION}"
                     )

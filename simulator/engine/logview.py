@@ -79,6 +79,7 @@ class Summary:
             ],
             "distinct_violations": self.distinct,
             "warnings": self.warnings,
+            "windows": (self.end or {}).get("windows"),
             "events": dict(sorted(self.events.items())),
         }
 
@@ -198,6 +199,10 @@ def render_summary(s: Summary) -> str:
     else:
         out.append("violations: none")
     out.append(f"warnings: {s.warnings}")
+    if s.end is not None and s.end.get("windows"):
+        from simulator.engine import windows
+
+        out.extend(windows.block(s.end["windows"], indent=""))
     return "\n".join(out)
 
 

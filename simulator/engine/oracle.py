@@ -47,6 +47,7 @@ from simulator.engine.calls import FlushLog
 from simulator.engine.cause import FLUSH_ON_VMID, Cause, Diagnosis, Stale, covers
 from simulator.engine.conductor import SimulationStop
 from simulator.engine.rmap import ReverseMap
+from simulator.engine.windows import EVICTED, MARK_ALIAS, REFILLED, STILL_CACHED, Windows, origin
 from simulator.riscv import memory as M
 from simulator.riscv.observer import Observer
 from simulator.riscv.pte import ROOT_PAGES, GStageMode
@@ -192,6 +193,9 @@ class Oracle(Observer):
         self.last_store: dict[tuple[int, int], tuple[int, int | None, int]] = {}  # slot -> (step, hart, value)
         self.dying: set[int] = set()  # domains domain_kill has begun to tear down
         self.freed_mapped_dying = 0  # frames freed while only a dying domain's p2m still mapped them
+        self.windows = Windows()  # race windows opened and what closed them (engine.windows)
+        self.dom_roots: dict[int, int] = {}  # domain -> its p2m root now
+        self.fence_origin: dict[int, str] = {}  # remote request id -> the Xen function that sent it
 
     # -- who is doing what ---------------------------------------------------------
 
@@ -369,6 +373,8 @@ class Oracle(Observer):
         raise SimulationStop("livelock")
 
     def on_fill(self, hart: int, entry: TlbEntry) -> None:
+        if self.harts[hart].tlb.gone:
+            self._gone(hart, None, entry.key)
         if self.log.enabled:
             self.log.debug(
                 hart,
@@ -383,6 +389,12 @@ class Oracle(Observer):
 
     def on_fence(self, hart: int, what: str, req: FenceRequest) -> None:
         self.fences.append((self.conductor.seq, hart, what, req))
+        if what == "sent":
+            self.fence_origin[req.id] = origin()
+        elif what == "local":
+            self._gone(hart, origin(), -1)
+        elif what == "taken":
+            self._gone(hart, self.fence_origin.pop(req.id, "HFENCE.GVMA"), -1, req.id)
         flush = self.flushlog.current(hart) if what in ("sent", "local") else None
         if flush is not None:
             flush.fences.append((self.conductor.seq, what, req))
@@ -390,7 +402,59 @@ class Oracle(Observer):
             gfns = None if req.gfns is None else list(req.gfns)
             self.log.debug(hart, f"fence.{what}", id=req.id, src=req.src, dst=req.dst, vmid=req.vmid, gfns=gfns)
 
+    def _gone(self, hart: int, defence: str | None, refill_key: int, fence: int | None = None) -> None:
+        """Judge the entries the hart's TLB dropped since the last call (``defence`` None: by a fill)."""
+        tlb = self.harts[hart].tlb
+        gone = tlb.gone
+        if not gone:
+            return
+        seq = self.conductor.seq
+        for e in gone:
+            why = defence if defence is not None else REFILLED if e.key == refill_key else EVICTED
+            window = self.windows.close(self.memory, e, why, seq)
+            if self.log.enabled:
+                self.log.debug(
+                    hart,
+                    "tlb.gone",
+                    leaf=e.leaf,
+                    vmid=e.vmid,
+                    level=e.level,
+                    gfn=e.gfn_base,
+                    mfn=e.ppn,
+                    why="fence" if defence is not None else "refill" if e.key == refill_key else "capacity",
+                    fence=fence,
+                    by=why,
+                    window=window,
+                )
+        gone.clear()
+
+    def close_windows(self) -> None:
+        """The run ended: judge what every TLB still holds (a window nothing closed)."""
+        for h in self.harts:
+            tlb = h.tlb
+            if tlb.gone is None:
+                continue
+            self._gone(h.id, None, -1)
+            held = [*tlb.leaf.entries.values(), *tlb.nonleaf.entries.values()]
+            for cache in (tlb.leaf, tlb.nonleaf):
+                if cache.shadows:
+                    held.extend(s for k in cache.keys for s in cache.shadows.get(k, ()))
+            for e in held:
+                self.windows.close(self.memory, e, STILL_CACHED, self.conductor.seq)
+
+    def _mark_alias(self, harts: list[Hart], vmid: int, root: int) -> None:
+        """VMID ``vmid`` now names the address space at ``root`` on these harts: entries of another one
+        that they hold under it are a window (engine.windows), open until a fence removes them."""
+        for h in harts:
+            for cache in (h.tlb.leaf, h.tlb.nonleaf):
+                for e in cache.entries.values():
+                    if e.vmid == vmid and e.root_mfn != root:
+                        e.marks |= MARK_ALIAS
+
     def on_hgatp(self, hart: int, hgatp: int) -> None:
+        h = self.harts[hart]
+        if h.root_mfn:
+            self._mark_alias([h], h.vmid, h.root_mfn)
         self.hgatp_hist.setdefault(hart, []).append((self.conductor.seq, hgatp, self.hart_ctx[hart]))
         if self.log.enabled:
             self.log.debug(hart, "hgatp.write", hgatp=hgatp)
@@ -439,6 +503,7 @@ class Oracle(Observer):
                 flush.errors.append((self.conductor.seq, fields["rc"], fields["text"]))
         elif name == "p2m_alloc_root_table":
             self.roots.setdefault(fields["mfn"], []).append((self.conductor.seq, fields["dom"]))
+            self.dom_roots[fields["dom"]] = fields["mfn"]
             self.rmap.add_root(fields["mfn"], ROOT_PAGES)
         elif name == "put_page":
             self.puts.setdefault(fields["mfn"], []).append((self.conductor.seq, hart, *self._call(hart)))
@@ -454,7 +519,11 @@ class Oracle(Observer):
         elif name in ("hsm.stop", "hsm.started"):  # the machine's own word, whatever Xen's code did
             self.cpu_events.setdefault(hart, []).append((self.conductor.seq, "down" if name == "hsm.stop" else "up"))
         elif name == "vmid.assign":
-            key = (hart if fields.get("vcpu", -1) >= 0 else None, fields["vmid"])
+            per_hart = fields.get("vcpu", -1) >= 0
+            root = self.dom_roots.get(fields["dom"])
+            if root is not None:
+                self._mark_alias([self.harts[hart]] if per_hart else self.harts, fields["vmid"], root)
+            key = (hart if per_hart else None, fields["vmid"])
             self.vmid_assigns.setdefault(key, []).append(
                 (self.conductor.seq, fields["dom"], fields["vcpu"], fields["generation"])
             )
@@ -561,7 +630,9 @@ class Oracle(Observer):
     ) -> None:
         if not frame_free:
             self.stale_benign += 1
+            self.windows.use("used-unlinked")
             return
+        self.windows.use("used-freed")
         mem = self.memory
         if write and mem.scrubbed[mfn] and mfn not in self.survivors:
             # it lands in a frame already scrubbed: unless scrubbed again, it survives into the next owner
@@ -631,6 +702,7 @@ class Oracle(Observer):
         return -1
 
     def on_alias_use(self, hart: int, entry: TlbEntry, gfn: int, root_mfn: int) -> None:
+        self.windows.use("used-alias")
         self.violation_count += 1
         key = ("alias", hart, entry.root_mfn, root_mfn)
         if key in self._seen:
@@ -811,6 +883,7 @@ class Oracle(Observer):
     def on_reused_use(
         self, hart: int, kind: str, entry: TlbEntry | None, mfn: int, gfn: int, write: bool, pte: int = 0
     ) -> None:
+        self.windows.use("used-reused")
         harm = self._harm(kind, mfn, write, pte)
         if harm is not None:
             self._harmless(hart, kind, entry, mfn, gfn, write, harm)

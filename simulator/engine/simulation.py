@@ -27,7 +27,7 @@ import anyio
 import orjson
 
 from simulator import __version__
-from simulator.engine import calls, invariants, variants
+from simulator.engine import calls, invariants, variants, windows
 from simulator.engine.bugs import BUGS
 from simulator.engine.conductor import Conductor, Deadlock, SimulationStop, UncontrolledConductor
 from simulator.engine.log import LEVELS as LOG_LEVELS
@@ -343,6 +343,8 @@ class Result:
     # files the run could not write (a full disk): the verdict stands, the command exits 2 naming them
     output_errors: list[str] = field(default_factory=list)
     warning_kinds: dict[str, int] = field(default_factory=dict)  # warnings by kind (see engine.oracle)
+    # race windows: {"opened": {window: n}, "closed_by": {defence: n}, "first": {defence: step}} (engine.windows)
+    windows: dict[str, Any] = field(default_factory=dict)
 
     @property
     def clean(self) -> bool:
@@ -351,10 +353,18 @@ class Result:
 
     @property
     def verdict(self) -> str:
-        """violation, incomplete (the step budget ended the run first) or clean."""
+        """violation, incomplete (the step budget ended the run first), vacuous (it finished but opened
+        no race window or made no guest access: it could not have found anything) or clean."""
         if self.violations:
             return "violation"
-        return "incomplete" if self.stop_reason == "budget" else "clean"
+        if self.stop_reason == "budget":
+            return "incomplete"
+        return "vacuous" if self.vacuous else "clean"
+
+    @property
+    def vacuous(self) -> str:
+        """Why this run could not have found a stale use ('' when it could)."""
+        return windows.vacuous(self.windows, self.stats.get("accesses", 0)) if self.windows else ""
 
     @property
     def replay_command(self) -> str:
@@ -387,6 +397,7 @@ class Result:
                 if k in self.stats
             },
             "warnings": self.warning_count,
+            "windows": self.windows,
             "violations": [v.to_json() for v in self.violations],
             "violation_count": self.violation_count,
             "stop": self.stop_reason,
@@ -401,8 +412,11 @@ class Result:
                 f"incomplete: the step budget ({self.config.budget:,}) ended the run before the workload finished; "
                 f"no violation so far, invariants not checked ({self.replay_command} --steps N)"
             )
+        if not self.violations and self.vacuous:
+            return f"vacuous: no violation, but {self.vacuous} ({self.replay_command})"
         if not self.violations:
-            return f"clean: no violation in {self.stats['steps']:,} steps ({self.replay_command})"
+            why = windows.summary(self.windows)
+            return f"clean: no violation in {self.stats['steps']:,} steps; {why} ({self.replay_command})"
         parts = [f"VIOLATION {i} of {len(self.violations)}: {v.explain()}" for i, v in enumerate(self.violations, 1)]
         parts.append(f"replay: {self.replay_command}")
         return "\n\n".join(parts)
@@ -610,7 +624,7 @@ async def _run(config: Config, mod: Any, params: dict[str, Any], strategy: Strat
             actor = conductor.add_actor(f"hart{i}")
             tlb = Tlb(
                 config.tlb_leaf, config.tlb_nonleaf, strategy.stream(f"tlb/hart{i}"), config.tlb_negative,
-                config.tlb_multi,
+                config.tlb_multi, watched=True,
             )  # fmt: skip
             harts.append(
                 Hart(i, conductor, actor, memory, tlb, memory.observer, strategy.stream, speculate=config.speculate)
@@ -718,6 +732,7 @@ async def _run(config: Config, mod: Any, params: dict[str, Any], strategy: Strat
         if stop_reason == "done":
             for problem in invariants.check(xen):
                 oracle.invariant(problem, mfn=problem.mfn, at_end=True)
+        oracle.close_windows()
 
         stats = {
             "steps": conductor.seq,
@@ -748,8 +763,10 @@ async def _run(config: Config, mod: Any, params: dict[str, Any], strategy: Strat
             list(conductor.preemptive),
         )
         result.warning_kinds = dict(oracle.warning_kinds)
+        result.windows = oracle.windows.to_json()
         body = result.to_json()
         body.pop("digest")
+        body.pop("windows")  # derived from the run: the digest is of what happened, as before windows existed
         body["decisions"] = result.decisions
         body["version"] = __version__
         result.digest = hashlib.blake2b(orjson.dumps(body, option=orjson.OPT_SORT_KEYS), digest_size=8).hexdigest()
@@ -761,6 +778,7 @@ async def _run(config: Config, mod: Any, params: dict[str, Any], strategy: Strat
             violations=oracle.violation_count,
             classes=sorted({v.cls for v in oracle.violations}),
             warnings=oracle.warning_count,
+            windows=result.windows,
             digest=result.digest,
             decisions=result.decisions,
         )

@@ -62,10 +62,12 @@ from typing import IO, TYPE_CHECKING, Any, Protocol
 
 import orjson
 
+from simulator.engine import windows
+
 if TYPE_CHECKING:
     from simulator.engine.simulation import Config
 
-EXIT_CLEAN, EXIT_VIOLATION, EXIT_BAD_INPUT, EXIT_INCOMPLETE, EXIT_INTERRUPTED = 0, 1, 2, 3, 130
+EXIT_CLEAN, EXIT_VIOLATION, EXIT_BAD_INPUT, EXIT_INCOMPLETE, EXIT_VACUOUS, EXIT_INTERRUPTED = 0, 1, 2, 3, 5, 130
 REPLAYS_SHOWN = 10  # failing seeds whose replay command the human summary prints
 
 # --swarm: inclusive ranges drawn per seed.  Every built-in workload needs at most 3 harts, so drawing
@@ -179,7 +181,8 @@ def log_name(workload: str, seed: int) -> str:
 @dataclass
 class SeedResult:
     """One seed's outcome, as written to --out.  ``verdict``: clean, violation, incomplete (the step
-    budget ended the run: not clean), timeout (--seed-timeout ended it), crashed or error."""
+    budget ended the run: not clean), vacuous (it opened no race window), timeout (--seed-timeout
+    ended it), crashed or error."""
 
     seed: int
     verdict: str
@@ -195,6 +198,8 @@ class SeedResult:
     log: str | None = None
     schedule: str | None = None
     error: str | None = None
+    warnings: int = 0
+    windows: dict[str, Any] | None = None  # the run's race windows (engine.windows)
 
     @property
     def failing(self) -> bool:
@@ -212,8 +217,9 @@ class SeedResult:
             "digest": self.digest,
             "replay": self.replay,
             "seconds": self.seconds,
+            "warnings": self.warnings,
         }
-        for key in ("drawn", "log", "schedule", "error"):
+        for key in ("windows", "drawn", "log", "schedule", "error"):
             value = getattr(self, key)
             if value is not None:
                 out["swarm" if key == "drawn" else key] = value
@@ -304,6 +310,8 @@ def run_seed(task: Task) -> SeedResult:
         digest=result.digest,
         log=log,
         schedule=schedule,
+        warnings=result.warning_count,
+        windows=result.windows,
     )
 
 
@@ -351,6 +359,9 @@ class Tally:
         self.replays: dict[int, str] = {}
         self.logs: dict[int, str] = {}
         self.bound: int | None = None  # --stop-on-first: the lowest failing seed so far
+        self.vacuous: list[int] = []  # seeds that finished clean but opened no race window
+        self.warnings = 0
+        self.windows: dict[str, Any] = {}  # the race windows of every seed, added up
 
     def record(self, r: SeedResult) -> None:
         """Write the result line at once (flushed: an interrupted sweep keeps it) and count it."""
@@ -371,6 +382,11 @@ class Tally:
             self.timeouts[r.seed] = r.error or "timeout"
         if r.stop == "budget":
             self.budget_hits += 1
+        if r.verdict == "vacuous":
+            self.vacuous.append(r.seed)
+        self.warnings += r.warnings
+        if r.windows:
+            windows.add(self.windows, r.windows)
         if r.failing:
             self.failing.append(r.seed)
             self.classes.update(r.classes)
@@ -499,6 +515,9 @@ class Summary:
     out_error: str | None = None  # --out could not be written: the summary stands, the exit code is 2
     stopped_early: bool = False
     interrupted: bool = False
+    vacuous: list[int] = field(default_factory=list)  # seeds that opened no race window, ascending
+    warnings: int = 0
+    windows: dict[str, Any] = field(default_factory=dict)  # race windows over all seeds
 
     @property
     def first_failing(self) -> int | None:
@@ -514,7 +533,9 @@ class Summary:
             return EXIT_INTERRUPTED
         if self.failing or self.crashed:
             return EXIT_VIOLATION
-        return EXIT_INCOMPLETE if self.budget_hits or self.timeouts else EXIT_CLEAN
+        if self.budget_hits or self.timeouts:
+            return EXIT_INCOMPLETE
+        return EXIT_VACUOUS if self.runs and len(self.vacuous) == self.runs else EXIT_CLEAN
 
     def to_json(self) -> dict[str, Any]:
         c = self.sweep.base
@@ -541,6 +562,9 @@ class Summary:
             "logs": [self.logs[s] for s in self.failing if s in self.logs],
             "stopped_early": self.stopped_early,
             "interrupted": self.interrupted,
+            "vacuous": self.vacuous,
+            "warnings": self.warnings,
+            "windows": self.windows,
             "out": self.out,
         }
 
@@ -565,6 +589,11 @@ class Summary:
         out.append(f"failing seeds: {len(self.failing):,} ({100 * len(self.failing) / runs:.1f}%){first}")
         incomplete = " (INCOMPLETE: not clean; give --steps more)" if self.budget_hits else ""
         out.append(f"hit step budget: {self.budget_hits:,} ({100 * self.budget_hits / runs:.1f}%){incomplete}")
+        if self.vacuous:
+            every = " (every seed: VACUOUS, exit 5)" if len(self.vacuous) == self.runs else ""
+            shown = ", ".join(str(s) for s in self.vacuous[:REPLAYS_SHOWN])
+            more = f", ... {len(self.vacuous) - REPLAYS_SHOWN:,} more" if len(self.vacuous) > REPLAYS_SHOWN else ""
+            out.append(f"vacuous seeds (no race window opened): {len(self.vacuous):,}{every}: {shown}{more}")
         if self.crashed:
             out.append(f"CRASHED seeds: {len(self.crashed):,}: {', '.join(str(s) for s in sorted(self.crashed))}")
             for s, err in sorted(self.crashed.items())[:REPLAYS_SHOWN]:
@@ -575,6 +604,12 @@ class Summary:
             out.append(
                 f"TIMEOUT seeds: {len(self.timeouts):,} (INCOMPLETE: no verdict within --seed-timeout): "
                 + ", ".join(str(s) for s in sorted(self.timeouts))
+            )
+        if self.windows:
+            out.append(f"warnings: {self.warnings:,} (stale uses that could do no harm)")
+            out.extend(
+                line.replace("race windows:", f"race windows over {self.runs:,} seeds:", 1)
+                for line in windows.block(self.windows, indent="")
             )
         if self.worker_deaths:
             out.append(
@@ -692,6 +727,9 @@ def run_sweep(
         else f"cannot write {out}: {tally.out_error.strerror or tally.out_error}",
         stopped_early=tally.bound is not None,
         interrupted=interrupted,
+        vacuous=sorted(tally.vacuous),
+        warnings=tally.warnings,
+        windows=tally.windows,
     )
 
 

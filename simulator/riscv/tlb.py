@@ -37,6 +37,7 @@ class TlbEntry:
         "key",
         "leaf",
         "level",
+        "marks",
         "negative",
         "path",
         "perms",
@@ -90,6 +91,7 @@ class TlbEntry:
         self.via: TlbEntry | None = None  # the cached non-leaf entry the walk started from
         self.negative = False  # an invalid PTE, cached (see Tlb)
         self.faults = 0  # for a negative entry: the faults it raised once the PTE was valid
+        self.marks = 0  # bits an observer sets (engine.windows); the hardware never reads them
         self.hot: tuple[Any, ...] = ()  # what a TLB hit reads, in one load (see Hart.run_guest)
 
     def set_source(self, table: array[int], clean: bool = False) -> None:
@@ -121,9 +123,11 @@ class _Cache:
     beside it, and goes with it when the key is evicted.
     """
 
-    __slots__ = ("capacity", "entries", "keys", "pos", "shadows")
+    __slots__ = ("capacity", "entries", "gone", "keys", "pos", "shadows")
 
-    def __init__(self, capacity: int, multi: bool = False) -> None:
+    def __init__(self, capacity: int, multi: bool = False, gone: list[TlbEntry] | None = None) -> None:
+        # gone: where every entry this cache drops is appended, for an observer to judge (Tlb.gone)
+        self.gone = gone
         self.entries: dict[int, TlbEntry] = {}
         self.keys: list[int] = []
         self.pos: dict[int, int] = {}
@@ -142,7 +146,11 @@ class _Cache:
                 kept = self.shadows.setdefault(e.key, [])
                 kept.append(old)
                 if len(kept) > MAX_SHADOWS:
+                    if self.gone is not None:
+                        self.gone.append(kept[0])
                     del kept[0]
+            elif self.gone is not None:
+                self.gone.append(old)  # replaced by the refill
             self.entries[e.key] = e
             return None
         if len(self.keys) >= self.capacity:
@@ -160,9 +168,13 @@ class _Cache:
         if last != key:
             self.keys[i] = last
             self.pos[last] = i
-        del self.entries[key]
+        e = self.entries.pop(key)
         if self.shadows:
-            self.shadows.pop(key, None)
+            kept = self.shadows.pop(key, None)
+            if kept and self.gone is not None:
+                self.gone.extend(kept)
+        if self.gone is not None:
+            self.gone.append(e)
 
     def remove_if(self, pred) -> int:  # type: ignore[no-untyped-def]
         shadows = self.shadows
@@ -170,6 +182,8 @@ class _Cache:
         if shadows:
             for k in [k for k in self.keys if k in shadows]:
                 kept = [s for s in shadows[k] if not pred(s)]
+                if self.gone is not None:
+                    self.gone.extend(s for s in shadows[k] if pred(s))
                 removed += len(shadows[k]) - len(kept)
                 if kept:
                     shadows[k] = kept
@@ -178,6 +192,8 @@ class _Cache:
         doomed = [k for k in self.keys if pred(self.entries[k])]
         for k in doomed:
             if shadows and k in shadows:
+                if self.gone is not None:
+                    self.gone.append(self.entries[k])
                 self.entries[k] = shadows[k].pop()  # an older translation the fence did not cover stays
                 if not shadows[k]:
                     del shadows[k]
@@ -194,6 +210,11 @@ class _Cache:
 
     def clear(self) -> int:
         n = len(self.keys) + (sum(len(v) for v in self.shadows.values()) if self.shadows else 0)
+        if self.gone is not None:
+            self.gone.extend(self.entries[k] for k in self.keys)
+            if self.shadows:
+                for k in self.keys:
+                    self.gone.extend(self.shadows.get(k, ()))
         self.entries.clear()
         self.keys.clear()
         self.pos.clear()
@@ -214,15 +235,23 @@ class Tlb:
     """
 
     def __init__(
-        self, leaf_capacity: int, nonleaf_capacity: int, rng: random.Random, negative: int = 0, multi: bool = False
+        self,
+        leaf_capacity: int,
+        nonleaf_capacity: int,
+        rng: random.Random,
+        negative: int = 0,
+        multi: bool = False,
+        watched: bool = False,
     ) -> None:
         if leaf_capacity < 1 or nonleaf_capacity < 0 or negative < 0:
             raise ValueError("TLB needs at least one leaf entry and a non-negative walk cache")
         # multi: several entries for one address - a refill keeps the old translation, and a lookup
         # may return any entry that matches, at any level (Hart._quantum_multi, lookup_nonleaf)
         self.multi = multi
-        self.leaf = _Cache(leaf_capacity, multi)
-        self.nonleaf = _Cache(max(nonleaf_capacity, 0), multi)
+        # every entry dropped, in order, until an observer takes them (None: nobody watches)
+        self.gone: list[TlbEntry] | None = [] if watched else None
+        self.leaf = _Cache(leaf_capacity, multi, self.gone)
+        self.nonleaf = _Cache(max(nonleaf_capacity, 0), multi, self.gone)
         self.negative = _Cache(negative)
         self.leaf_entries = self.leaf.entries  # the hot path probes this dict directly
         self.rng = rng

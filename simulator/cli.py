@@ -652,6 +652,7 @@ def cmd_matrix(args: argparse.Namespace) -> int:
     from rich.console import Console
     from rich.table import Table
 
+    from simulator.engine import windows
     from simulator.engine.bugs import BUGS
     from simulator.engine.matrix import STRATEGIES, Cell, matrix
     from simulator.engine.simulation import builtin_workloads
@@ -711,9 +712,21 @@ def cmd_matrix(args: argparse.Namespace) -> int:
                 c["cls"] or "-",
             )
         c2 = Table(title=f"clean profiles ({args.clean_seeds} seeds each)", title_justify="left")
-        for col in ("profile", "workload", "seeds", "failing seeds", "classes", "hit step budget", "timed out"):
+        for col in (
+            "profile",
+            "workload",
+            "seeds",
+            "failing seeds",
+            "classes",
+            "hit step budget",
+            "timed out",
+            "vacuous",
+            "warnings",
+            "race windows opened",
+        ):
             c2.add_column(col)
         for r in out["clean"]:
+            opened = r["windows"].get("opened", {})
             c2.add_row(
                 r["profile"],
                 r["workload"],
@@ -722,6 +735,10 @@ def cmd_matrix(args: argparse.Namespace) -> int:
                 ", ".join(f"{k} {v}" for k, v in r["classes"].items()) or "-",
                 str(r["budget_hits"]),
                 str(r["timeouts"]),
+                str(r["vacuous"]),
+                f"{r['warnings']:,}",
+                f"{sum(opened.get(k, 0) for k in windows.CACHED):,} stale entries, "
+                f"{sum(opened.get(k, 0) for k in windows.USES):,} stale uses",
             )
         con = Console(width=160)
         con.print(t)
@@ -769,6 +786,8 @@ def cmd_compare(args: argparse.Namespace) -> int:
 
 
 def render_compare(out: dict[str, Any]) -> str:
+    from simulator.engine import windows
+
     def pair(b: int, v: int) -> str:
         return f"{b:,} -> {v:,}" + ("" if b == v else f" ({100 * (v - b) / b:+.1f}%)" if b else "")
 
@@ -799,6 +818,21 @@ def render_compare(out: dict[str, Any]) -> str:
         lines.append(
             f"(the numbers are over the {tv['compared']:,} of {tv['runs']:,} seeds that ran to the end on both sides)"
         )
+    wb, wv = tb["windows"], tv["windows"]
+    opened = [k for k in windows.WINDOWS if wb.get("opened", {}).get(k) or wv.get("opened", {}).get(k)]
+    if opened:
+        lines.append("")
+        lines.append("race windows opened (base -> variant):")
+        for k in opened:
+            lines.append(f"  {k:<26} {pair(wb.get('opened', {}).get(k, 0), wv.get('opened', {}).get(k, 0))}")
+        closers = sorted(
+            {*wb.get("closed_by", {}), *wv.get("closed_by", {})},
+            key=lambda d: (-(wb.get("closed_by", {}).get(d, 0) + wv.get("closed_by", {}).get(d, 0)), d),
+        )
+        lines.append("removed by (base -> variant):")
+        width = max(len(d) for d in closers)
+        for d in closers:
+            lines.append(f"  {d:<{width}} {pair(wb.get('closed_by', {}).get(d, 0), wv.get('closed_by', {}).get(d, 0))}")
     lines.append("")
     for title, key in (("the variant ADDS", "adds"), ("the variant removes", "removes")):
         if out[key]:

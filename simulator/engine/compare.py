@@ -17,6 +17,7 @@ from concurrent.futures import ProcessPoolExecutor
 from dataclasses import dataclass, field, replace
 from typing import Any
 
+from simulator.engine import windows
 from simulator.engine.scenario import WorkloadError
 from simulator.engine.simulation import Config, ConfigError, SeedTimeout, builtin_workloads, replay_command, run
 from simulator.engine.sweep import _interruptible, _worker_init, stop_pool
@@ -37,6 +38,7 @@ class Side:
     frames_freed: int = 0
     frames_reused: int = 0
     steps: int = 0
+    windows: dict[str, Any] = field(default_factory=dict)  # race windows over the compared runs
 
     def add(self, seed: int, r: dict[str, Any], numbers: bool) -> None:
         """``numbers``: both sides of this seed ran to the end, so its counts compare like for like."""
@@ -51,6 +53,7 @@ class Side:
             self.compared += 1
             for k in ("warnings", "fences_sent", "frames_freed", "frames_reused", "steps"):
                 setattr(self, k, getattr(self, k) + r[k])
+            windows.add(self.windows, r["windows"])
 
     def to_json(self) -> dict[str, Any]:
         return {
@@ -66,6 +69,7 @@ class Side:
             "frames_freed": self.frames_freed,
             "frames_reused": self.frames_reused,
             "steps": self.steps,
+            "windows": self.windows,
         }
 
 
@@ -85,14 +89,25 @@ def _one(args: tuple[Config, float | None]) -> dict[str, Any]:
     causes = sorted(
         {(v.cls, v.cause.case if v.cause else "", v.cause.function if v.cause else "") for v in r.violations}
     )
-    return _result(config, causes, r.stop_reason, r.stats, r.warning_count)
+    return _result(config, causes, r.stop_reason, r.stats, r.warning_count, r.windows)
 
 
-def _result(config: Config, causes: list[Cause], stop: str, stats: dict[str, int], warnings: int = 0) -> dict[str, Any]:
+def _result(
+    config: Config,
+    causes: list[Cause],
+    stop: str,
+    stats: dict[str, int],
+    warnings: int = 0,
+    opened: dict[str, Any] | None = None,
+) -> dict[str, Any]:
     keys = ("fences_sent", "frames_freed", "frames_reused", "steps")
-    return {"causes": causes, "stop": stop, "replay": replay_command(config), "warnings": warnings} | {
-        k: stats.get(k, 0) for k in keys
-    }
+    return {
+        "causes": causes,
+        "stop": stop,
+        "replay": replay_command(config),
+        "warnings": warnings,
+        "windows": opened or {},
+    } | {k: stats.get(k, 0) for k in keys}
 
 
 def compare(
@@ -142,6 +157,7 @@ def compare(
                 t.example.setdefault(c, e)
             for f in ("incomplete", "compared", "warnings", "fences_sent", "frames_freed", "frames_reused", "steps"):
                 setattr(t, f, getattr(t, f) + getattr(sd, f))
+            windows.add(t.windows, sd.windows)
     added = sorted(set(total["variant"].causes) - set(total["baseline"].causes))
     removed = sorted(set(total["baseline"].causes) - set(total["variant"].causes))
     return {

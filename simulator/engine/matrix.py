@@ -15,6 +15,7 @@ from concurrent.futures import ProcessPoolExecutor
 from dataclasses import dataclass, field
 from typing import Any
 
+from simulator.engine import windows
 from simulator.engine.bugs import BUGS
 from simulator.engine.scenario import WorkloadError
 from simulator.engine.simulation import Config, ConfigError, SeedTimeout, builtin_workloads, run
@@ -47,9 +48,15 @@ class CleanRow:
     classes: dict[str, int] = field(default_factory=dict)
     budget_hits: int = 0
     timeouts: int = 0  # --seed-timeout ended the run: no verdict, not clean
+    vacuous: int = 0  # seeds that finished without a finding but opened no race window
+    warnings: int = 0
+    windows: dict[str, Any] = field(default_factory=dict)  # race windows over the seeds (engine.windows)
 
 
-def _one(args: tuple[Config, float | None]) -> tuple[int, list[str], str, float]:
+Outcome = tuple[int, list[str], str, float, dict[str, Any]]  # seed, classes, stop, seconds, the run's numbers
+
+
+def _one(args: tuple[Config, float | None]) -> Outcome:
     config, limit = args
     t = time.monotonic()
     try:
@@ -58,10 +65,11 @@ def _one(args: tuple[Config, float | None]) -> tuple[int, list[str], str, float]
     except KeyboardInterrupt:
         raise KeyboardInterrupt from None  # (simulation.Interrupted does not pickle back)
     except SeedTimeout:
-        return config.seed, [], "timeout", time.monotonic() - t
+        return config.seed, [], "timeout", time.monotonic() - t, {}
     except (ConfigError, WorkloadError) as exc:  # a broken run is a finding of its own, not a crash of the matrix
-        return config.seed, [f"error: {exc}"], "error", time.monotonic() - t
-    return config.seed, [v.cls for v in r.violations], r.stop_reason, time.monotonic() - t
+        return config.seed, [f"error: {exc}"], "error", time.monotonic() - t, {}
+    numbers = {"verdict": r.verdict, "warnings": r.warning_count, "windows": r.windows}
+    return config.seed, [v.cls for v in r.violations], r.stop_reason, time.monotonic() - t, numbers
 
 
 def _config(workload: str, seed: int, **kw: Any) -> Config:
@@ -78,7 +86,7 @@ def hunt(
     started = time.monotonic()
     for lo in range(0, seeds, batch):
         cfgs = [(_config(workload, s, bug=bug, strategy=strategy), limit) for s in range(lo, min(seeds, lo + batch))]
-        for seed, classes, stop, _secs in pool.map(_one, cfgs):
+        for seed, classes, stop, _secs, _numbers in pool.map(_one, cfgs):
             cell.seeds_run += 1
             cell.incomplete += stop in ("budget", "timeout")
             if classes and not cell.detected:
@@ -94,7 +102,11 @@ def hunt(
 def clean(pool: ProcessPoolExecutor, profile: str, workload: str, seeds: int, limit: float | None) -> CleanRow:
     row = CleanRow(profile, workload, seeds)
     cfgs = [(Config(workload, seed=s, profile=profile), limit) for s in range(seeds)]
-    for seed, classes, stop, _secs in pool.map(_one, cfgs, chunksize=8):
+    for seed, classes, stop, _secs, numbers in pool.map(_one, cfgs, chunksize=8):
+        if numbers:
+            row.vacuous += numbers["verdict"] == "vacuous"
+            row.warnings += numbers["warnings"]
+            windows.add(row.windows, numbers["windows"])
         if classes:
             row.violations += 1
             row.failing.append(seed)

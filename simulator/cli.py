@@ -189,8 +189,18 @@ def build_parser() -> argparse.ArgumentParser:
     i.add_argument("--from", dest="seq_from", type=_positive, metavar="SEQ")
     i.add_argument("--to", dest="seq_to", type=_positive, metavar="SEQ")
     i.add_argument("--json", action="store_true")
-    i.add_argument("--format", choices=("text", "html"), default="text")
-    i.add_argument("-o", "--out", help="where --format html writes (default: LOG.html)")
+    i.add_argument(
+        "--format",
+        choices=("text", "html", "perfetto"),
+        default="text",
+        help="text (default), html (a page), or perfetto (Chrome/Perfetto trace-event JSON: ui.perfetto.dev)",
+    )
+    i.add_argument(
+        "-o", "--out", help="where --format html or perfetto writes (default: LOG.html, LOG.trace.json; - for stdout)"
+    )
+    i.add_argument(
+        "--no-tlb", action="store_true", help="perfetto: leave out the TLB entries' lives (most of a trace's size)"
+    )
 
     rp = sub.add_parser("replay", help="re-execute a logged run or a schedule and confirm the same verdict")
     rp.add_argument("source", help="a log or a schedule file")
@@ -362,7 +372,7 @@ VERDICT_EXIT = {"violation": EXIT_VIOLATION, "incomplete": EXIT_INCOMPLETE, "vac
 
 
 def render(result) -> str:  # type: ignore[no-untyped-def]
-    from simulator.engine import windows
+    from simulator.engine import findings, windows
 
     c = result.config
     s = result.stats
@@ -388,12 +398,10 @@ def render(result) -> str:  # type: ignore[no-untyped-def]
     ]
 
     if result.violations:
-        n = len(result.violations)
-        more = f" ({result.violation_count:,} stale uses in all)" if result.violation_count > n else ""
-        out.append(f"VIOLATIONS: {n} distinct{more}")
-        for i, v in enumerate(result.violations, 1):
-            out.append("")
-            out.append(f"VIOLATION {i} of {n}: {v.explain()}")
+        out.append(f"VIOLATIONS: {result.counts}")
+        out += findings.render(
+            result.causes, {v.n: v.explain() for v in result.violations}, len(result.violations), result.findings
+        )
     elif result.stop_reason == "budget":
         out.append(
             f"INCOMPLETE: the step budget ({c.budget:,} steps) ended the run before the workload finished: no "
@@ -411,6 +419,8 @@ def render(result) -> str:  # type: ignore[no-untyped-def]
             f"({len(result.destroyed)} domains destroyed, nothing left behind)"
         )
     if result.windows and result.stop_reason != "budget":
+        if result.violations:
+            out.append("")
         out.extend(windows.block(result.windows))
     if result.warnings:
         out.append("")
@@ -477,6 +487,18 @@ def cmd_inspect(args: argparse.Namespace) -> int:
                 raise CliError(f"cannot write {target}: {exc.strerror}") from None
             print(f"wrote {out}")
             return EXIT_CLEAN
+        if args.format == "perfetto":
+            from simulator.engine.perfetto import write_trace
+
+            target = args.out or path + ".trace.json"
+            sink = sys.stdout.buffer if target == "-" else target
+            try:
+                stats = write_trace(path, sink, seq_from=args.seq_from, seq_to=args.seq_to, tlb=not args.no_tlb)
+            except OSError as exc:
+                raise CliError(f"cannot write {target}: {exc.strerror}") from None
+            if target != "-":
+                print(f"{stats.describe()} to {target}   open it in https://ui.perfetto.dev or chrome://tracing")
+            return EXIT_CLEAN
         if args.violation is not None:
             summary = logview.summarize(path)
             t = logview.violation_timeline(path, args.violation, filters if filtering else None)
@@ -533,7 +555,7 @@ def cmd_replay(args: argparse.Namespace) -> int:
             ).decode()
         )
     else:
-        verdict = f"{r.violation_count} violation(s): {', '.join(classes)}" if classes else "clean"
+        verdict = f"{r.counts}: {', '.join(classes)}" if classes else r.verdict
         if rp.nothing_to_compare:
             print(
                 f"NOTHING TO COMPARE: {verdict}; digest {r.digest}: {rp.source} records no digest or verdict "

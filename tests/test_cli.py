@@ -24,6 +24,8 @@ JSON_KEYS = {
     "verdict",
     "violations",
     "violation_count",
+    "findings",
+    "causes",
     "stop",
     "digest",
     "replay",

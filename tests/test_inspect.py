@@ -35,8 +35,9 @@ def test_summary_json(failing_log: Path, capsys: pytest.CaptureFixture[str]) -> 
     assert cli_main(["inspect", str(failing_log), "--json"]) == 0
     s = orjson.loads(capsys.readouterr().out)
     assert s["schema"] == LOG_SCHEMA_VERSION and s["run"]["seed"] == 0 and s["stop"] == "done"
-    assert s["distinct_violations"] == len(s["violations"]) >= 1
-    assert s["events"]["run.start"] == 1 and s["events"]["oracle.violation"] == s["distinct_violations"]
+    assert s["findings"] == len(s["violations"]) >= 1 and s["violation_count"] >= s["findings"]
+    assert s["events"]["run.start"] == 1 and s["events"]["oracle.violation"] == s["findings"]
+    assert sum(c["violations"] for c in s["causes"]) == s["findings"]
     assert s["lines"] == sum(s["events"].values())
 
 

@@ -75,7 +75,7 @@ def test_the_readme_example_is_what_the_command_prints(line: int, block: list[st
             [sys.executable, "-m", "simulator", *argv[1:]], cwd=tmp_path, capture_output=True, text=True, env=env
         )
         actual = p.stdout.splitlines()
-        assert p.returncode in (0, 1), (cmd, p.returncode, p.stderr)
+        assert p.returncode in (0, 1, 5), (cmd, p.returncode, p.stderr)
         assert _match(expected, actual), f"README.md:{line}: `{cmd}` now prints:\n" + "\n".join(actual[:60])
 
 

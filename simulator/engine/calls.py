@@ -11,6 +11,7 @@ fences, SBI errors, puts and frees are attributed to it whatever its body does.
 
 from __future__ import annotations
 
+import sys
 from typing import TYPE_CHECKING, Any
 
 if TYPE_CHECKING:
@@ -147,3 +148,31 @@ def observe(xen: Xen, observer: Any) -> None:
 
     xen.p2m_tlb_flush = observed_p2m_tlb_flush  # type: ignore[method-assign]
     xen.filtered_flush_tlb_mask = observed_filtered_flush_tlb_mask  # type: ignore[method-assign]
+
+
+_SKIP = ("/simulator/riscv/", "/simulator/engine/conductor", "/simulator/engine/calls", "/simulator/engine/oracle",
+         "/simulator/engine/windows")  # fmt: skip
+
+
+def _c_named(path: str, name: str) -> bool:
+    """A frame of the hypervisor model (or of a user's variant or bug, whose functions carry the C names
+    they replace), not the machine's, the engine's plumbing, a library's or a wrapper's."""
+    if name.startswith(("_", "<", "observed_")) or name in ("apply", "body", "call", "main", "run_job"):
+        return False
+    if "/simulator/" in path:
+        return not any(s in path for s in _SKIP)
+    return "site-packages" not in path and "/lib/python" not in path
+
+
+def c_stack(depth: int = 1, limit: int = 64) -> list[str]:
+    """The C-named functions on the current hart's stack, innermost first (coroutines that await one
+    another share one Python stack).  What called what, as Xen's code did: for explanations, never
+    for decisions."""
+    f = sys._getframe(depth)
+    out: list[str] = []
+    while f is not None and len(out) < limit:
+        code = f.f_code
+        if _c_named(code.co_filename.replace("\\", "/"), code.co_name):
+            out.append(code.co_name)
+        f = f.f_back  # type: ignore[assignment]
+    return out

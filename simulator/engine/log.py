@@ -28,13 +28,30 @@ if TYPE_CHECKING:
     from simulator.engine.conductor import Conductor
 
 LOG_SCHEMA_VERSION = 4  # 2: frame.assign, frame.scrub, warning kinds, p2m_free_subtree.leaf; 3: a violation's cause;
-# 4: tlb.gone (an entry leaves a TLB, with the race window it was in) and the windows in run.end
-READABLE_VERSIONS = (3, 4)  # 4 only adds events and fields: a v3 log reads the same
+# 4: tlb.gone (an entry leaves a TLB, with the race window it was in), the windows, findings and causes in
+# run.end, and 64-bit values (WIDE) as hex strings
+READABLE_VERSIONS = (3, 4)  # a v3 log reads the same (readers take a PTE value as an int or a hex string)
+# 64-bit values: PTEs and hgatp.  As hex strings, so that jq and browsers (IEEE doubles) never round them.
+WIDE = frozenset({"old", "new", "pte", "hgatp", "src_pte"})
 LEVELS = {"debug": logging.DEBUG, "info": logging.INFO, "error": logging.ERROR}
 
 
 def _dumps(obj: Any, **_: Any) -> bytes:
     return orjson.dumps(obj)
+
+
+def _hex_wide(_logger: Any, _method: str, event_dict: dict[str, Any]) -> dict[str, Any]:
+    """64-bit values as "0x..." strings (WIDE): a JSON number above 2**53 is rounded by most readers."""
+    for k in WIDE.intersection(event_dict):
+        v = event_dict[k]
+        if type(v) is int:
+            event_dict[k] = f"{v:#x}"
+    return event_dict
+
+
+def wide(v: int | str | None) -> int | None:
+    """A 64-bit field read back from a log (a hex string since schema 4, an int before)."""
+    return int(v, 16) if isinstance(v, str) else v
 
 
 def _schema_order(_logger: Any, method: str, event_dict: dict[str, Any]) -> dict[str, Any]:
@@ -65,7 +82,7 @@ class EventLog:
         self.debug_enabled = LEVELS[level] <= logging.DEBUG
         self._logger = structlog.wrap_logger(
             structlog.BytesLogger(self._fh),
-            processors=[_schema_order, structlog.processors.JSONRenderer(serializer=_dumps)],
+            processors=[_hex_wide, _schema_order, structlog.processors.JSONRenderer(serializer=_dumps)],
             wrapper_class=structlog.make_filtering_bound_logger(LEVELS[level]),
             cache_logger_on_first_use=True,
         )
@@ -75,7 +92,8 @@ class EventLog:
         try:
             if event in ALWAYS and LEVELS[method] < self.level:
                 # past the level filter: the same line the logger would write
-                line = _schema_order(None, method, {"seq": self.conductor.seq, "hart": hart, "event": event, **fields})
+                ev = {"seq": self.conductor.seq, "hart": hart, "event": event, **fields}
+                line = _schema_order(None, method, _hex_wide(None, method, ev))
                 assert self._fh is not None
                 self._fh.write(orjson.dumps(line) + b"\n")
             else:

@@ -41,7 +41,9 @@ class Filters:
             return False
         if self.event is not None and not str(ev.get("event", ev.get("kind", ""))).startswith(self.event):
             return False
-        if self.mfn is not None and ev.get("mfn") != self.mfn and self.mfn not in ev.get("path", ()):
+        # about this frame: the event's frame, a PTE's table or target, or a table on a walk's path
+        frames = (ev.get("mfn"), ev.get("table"), ev.get("target_mfn"))
+        if self.mfn is not None and self.mfn not in frames and self.mfn not in ev.get("path", ()):
             return False
         if self.gfn is not None and ev.get("gfn") != self.gfn:
             return False
@@ -60,6 +62,7 @@ class Summary:
     warnings: int = 0
     events: Counter[str] = field(default_factory=Counter)
     last_seq: int = 0
+    causes: list[dict[str, Any]] = field(default_factory=list)  # the violations by root cause (engine.findings)
 
     def to_json(self) -> dict[str, Any]:
         cfg = self.start.get("config", {})
@@ -77,7 +80,9 @@ class Summary:
                 {k: v.get(k) for k in ("n", "cls", "seq", "hart", "dom", "gfn", "mfn", "headline", "missing")}
                 for v in self.violations
             ],
-            "distinct_violations": self.distinct,
+            "violation_count": (self.end or {}).get("violations"),  # harmful uses, as in run --json
+            "findings": self.distinct,
+            "causes": self.causes,
             "warnings": self.warnings,
             "windows": (self.end or {}).get("windows"),
             "events": dict(sorted(self.events.items())),
@@ -103,9 +108,38 @@ def summarize(path: str | Path) -> Summary:
                 s.violations.append(ev)
         elif name == "oracle.warning":
             s.warnings += 1  # the distinct ones the log kept
+    if s.end is not None and isinstance(s.end.get("causes"), list):
+        s.causes = s.end["causes"]
+    else:  # an interrupted run's log: group what it recorded, as the run would have
+        s.causes = _group(s.violations)
     if s.end is not None and isinstance(s.end.get("warnings"), int):
         s.warnings = s.end["warnings"]  # every one the run counted, as the run itself reports
     return s
+
+
+def _group(violations: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    from simulator.engine.findings import Groups
+    from simulator.engine.oracle import Violation
+
+    groups = Groups()
+    for ev in violations:
+        c = ev.get("cause") or None
+        v = Violation(
+            ev.get("cls", "?"),
+            ev.get("hart"),
+            ev.get("dom"),
+            ev.get("gfn"),
+            ev.get("mfn"),
+            ev["seq"],
+            ev.get("headline", ""),
+            missing=ev.get("missing", ""),
+        )
+        if c:
+            from simulator.engine.cause import Cause
+
+            v.cause = Cause(c.get("defence", ""), c.get("case", ""), c.get("function", ""), ev.get("missing", ""))
+        groups.add(ev.get("n", 0), v)
+    return groups.to_json()
 
 
 def find_violation(path: str | Path, n: int) -> dict[str, Any]:
@@ -187,11 +221,18 @@ def render_summary(s: Summary) -> str:
     else:
         out.append(f"no run.end line: the log ends at step {s.last_seq:,}")
     if s.violations:
-        out.append(f"violations: {s.distinct} distinct")
+        from simulator.engine import findings
+
+        uses = (s.end or {}).get("violations", s.distinct)
+        out.append(f"violations: {findings.counts(uses, s.distinct, len(s.causes))}")
+        cause_of = {m: i for i, c in enumerate(s.causes, 1) for m in c.get("members", ())}
+        for i, c in enumerate(s.causes, 1):
+            out.append(f"  cause {i}: {c['title']}  [{findings.plural(c['violations'], 'violation')}]")
         for v in s.violations[:20]:
+            cause = f"  cause {cause_of[v['n']]}" if v.get("n") in cause_of else ""
             out.append(
                 f"  {v.get('n'):>3}  {v.get('cls'):<26} step {v['seq']:>9,}  hart {v.get('hart')}  "
-                f"gfn {_hex(v.get('gfn'))}  mfn {_hex(v.get('mfn'))}"
+                f"gfn {_hex(v.get('gfn'))}  mfn {_hex(v.get('mfn'))}{cause}"
             )
         if s.distinct > 20:
             out.append(f"  ... and {s.distinct - 20} more (--json lists them)")

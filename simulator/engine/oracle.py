@@ -43,9 +43,10 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
-from simulator.engine.calls import FlushLog
+from simulator.engine.calls import FlushLog, c_stack
 from simulator.engine.cause import FLUSH_ON_VMID, Cause, Diagnosis, Stale, covers
 from simulator.engine.conductor import SimulationStop
+from simulator.engine.findings import Groups
 from simulator.engine.rmap import ReverseMap
 from simulator.engine.windows import EVICTED, MARK_ALIAS, REFILLED, STILL_CACHED, Windows, origin
 from simulator.riscv import memory as M
@@ -79,6 +80,7 @@ class Violation:
     missing: str = ""
     cause: Cause | None = None
     access: str = ""  # read or write (a guest access), walk (a walk read a table), free, load or store (Xen's)
+    n: int = 0  # its number in the run (1-based; the log's ``n``), set when the oracle records it
 
     def __post_init__(self) -> None:
         if not self.access:
@@ -125,6 +127,11 @@ class Violation:
         return "\n".join(lines)
 
 
+def _from(path: list[str], fn: str) -> list[str]:
+    """The stack from ``fn`` outward (the helpers it called to report are not part of the story)."""
+    return path[path.index(fn) :] if fn in path else path
+
+
 def _hex(v: int | None) -> str:
     return "-" if v is None else f"{v:#x}"
 
@@ -154,7 +161,8 @@ class Oracle(Observer):
         self.spurious: dict[int, int] = {}  # hart: the step of its latest first spurious fault
         self.violations: list[Violation] = []
         self.violation_count = 0
-        self.distinct = 0
+        self.distinct = 0  # violations recorded (each is in the log with its chain)
+        self.groups = Groups()  # the violations by root cause (engine.findings)
         self.warnings: list[str] = []
         self.warning_count = 0
         # warnings by kind: freed (not reused), hand-out (reused, not yet given away), wiped (a write the
@@ -194,6 +202,7 @@ class Oracle(Observer):
         self.dying: set[int] = set()  # domains domain_kill has begun to tear down
         self.freed_mapped_dying = 0  # frames freed while only a dying domain's p2m still mapped them
         self.windows = Windows()  # race windows opened and what closed them (engine.windows)
+        self.put_paths: dict[int, list[str]] = {}  # mfn -> the C functions of its last put_page, innermost first
         self.dom_roots: dict[int, int] = {}  # domain -> its p2m root now
         self.fence_origin: dict[int, str] = {}  # remote request id -> the Xen function that sent it
 
@@ -321,7 +330,24 @@ class Oracle(Observer):
         if old & 1:
             self.pte_hist.setdefault((mfn, idx), []).append((self.conductor.seq, hart, old, new, self._op(hart)))
         if self.log.enabled:
-            self.log.debug(hart, "pte.write", mfn=mfn, idx=idx, old=old, new=new)
+            self.log.debug(hart, "pte.write", table=mfn, idx=idx, old=old, new=new, **self._slot(mfn, idx, new or old))
+
+    def _slot(self, table: int, idx: int, pte: int) -> dict[str, Any]:
+        """What the log can say about a PTE slot beyond its address: whose p2m, which gfn, which level,
+        and the frame the PTE names (only for a slot the reverse map has seen linked)."""
+        rmap = self.rmap
+        level = rmap.level.get(table)
+        if level is None:
+            return {}
+        out: dict[str, Any] = {"level": level}
+        root = rmap.root_of(table)
+        owners = self.roots.get(root, ()) if root is not None else ()
+        if owners:
+            out["dom"] = owners[-1][1]
+            out["gfn"] = rmap.gfn_of(table, idx)
+        if pte & 1:
+            out["target_mfn"] = (pte >> 10) & ((1 << 44) - 1)
+        return out
 
     def _spurious(self, hart: int, fault: Fault) -> None:
         """A fault from a cached invalid PTE that is valid now.  Only a fence removes that entry: if one
@@ -379,6 +405,7 @@ class Oracle(Observer):
             self.log.debug(
                 hart,
                 "tlb.fill",
+                dom=self.roots[entry.root_mfn][-1][1] if entry.root_mfn in self.roots else None,
                 leaf=entry.leaf,
                 vmid=entry.vmid,
                 level=entry.level,
@@ -507,6 +534,7 @@ class Oracle(Observer):
             self.rmap.add_root(fields["mfn"], ROOT_PAGES)
         elif name == "put_page":
             self.puts.setdefault(fields["mfn"], []).append((self.conductor.seq, hart, *self._call(hart)))
+            self.put_paths[fields["mfn"]] = _from(c_stack(2, 8), "put_page")
         elif name == "dirty_cpumask":
             self.dirty_hist.setdefault((fields["dom"], fields["cpu"]), []).append(
                 (self.conductor.seq, fields["set"], fields["fn"])
@@ -1009,8 +1037,9 @@ class Oracle(Observer):
         if count:
             self.violation_count += 1
         self.distinct += 1
-        if len(self.violations) < MAX_REPORTED:
-            self.violations.append(v)
+        v.n = self.distinct
+        if self.groups.add(v.n, v) or len(self.violations) < MAX_REPORTED:
+            self.violations.append(v)  # the first of every cause is kept, whatever the cap
         self.log.error(v.hart, "oracle.violation", n=self.distinct, **v.to_log())
         if self.stop_at_first and self.conductor.current is not None:
             raise SimulationStop("violation")
@@ -1020,7 +1049,24 @@ class Oracle(Observer):
         v = Violation("invariant", hart, None, None, mfn, self.conductor.seq, what)
         if at_end and mfn is not None and mfn in self.leaf_puts:
             self._explain_lost_reference(v, mfn)
+        elif what.startswith("refcount underflow") and mfn is not None:
+            self._explain_underflow(v, mfn, _from(c_stack(2, 8), "put_page"))
         self._record(v)
+
+    def _explain_underflow(self, v: Violation, mfn: int, path: list[str]) -> None:
+        """A put with no reference left: which calls put the frame, from the stack of each."""
+        now = " <- ".join(path[1:]) or "?"
+        v.chain.append((self.conductor.seq, v.hart, "free", f"put_page(mfn {mfn:#x}) from {now}: no reference left"))
+        before = self.puts.get(mfn, [])
+        if before:
+            seq, hart, op, _dom = before[-1]
+            last = " <- ".join(self.put_paths.get(mfn, [])[1:]) or op
+            v.chain.insert(0, (seq, hart, "free", f"put_page(mfn {mfn:#x}) from {last}: the last reference dropped"))
+        caller = path[1] if len(path) > 1 else "put_page"
+        same = before and self.put_paths.get(mfn, [])[1:2] == path[1:2]
+        v.missing = f"one put_page too many in {caller}: mfn {mfn:#x} had no reference left" + (
+            f", and {caller} had dropped the last one itself at step {before[-1][0]:,}" if same else ""
+        )
 
     def _explain_lost_reference(self, v: Violation, mfn: int) -> None:
         """A reference nobody dropped: the last time a mapping of the frame was freed, what type was read?"""
@@ -1054,6 +1100,13 @@ class Oracle(Observer):
         v.gfn = gfn if gfn >= 0 else None
         v.dom = dom
         if f["type"] in ("p2m_map_foreign_rw", "p2m_map_foreign_ro"):
+            if not any(p[0] >= seq for p in self.puts.get(mfn, ())):
+                v.headline = f"{v.headline}: the foreign mapping at {where} (PTE {table:#x}[{idx}]) was removed"
+                v.missing = (
+                    f"the put_page of {where}'s foreign reference to mfn {mfn:#x}: p2m_free_subtree read its type "
+                    f"{f['type']} at step {seq:,} and called p2m_put_page, and no put_page of mfn {mfn:#x} "
+                    "followed (p2m_put_foreign_page dropped nothing)"
+                )
             return
         v.headline = (
             f"{v.headline}: the foreign mapping at {where} (PTE {table:#x}[{idx}]) was replaced, and the reference "

@@ -79,6 +79,7 @@ from typing import IO, Any
 
 import orjson
 
+from simulator.engine.log import wide
 from simulator.engine.logread import LogError, read_events
 from simulator.riscv.pte import hgatp_fields
 
@@ -88,7 +89,9 @@ TIME_UNIT = "ms"  # the spec's two choices are ms and ns; ts stays in µs either
 CHAIN_FLOW_BASE = 1 << 40  # flow ids of violation chains (fence flows use the request id)
 
 # args holding addresses, frame numbers or PTE/CSR values: written as hex strings
-HEX_FIELDS = frozenset({"mfn", "gfn", "fgfn", "old", "new", "pte", "hgatp", "table", "path", "gfns", "ppn", "root"})
+HEX_FIELDS = frozenset(
+    {"mfn", "gfn", "fgfn", "old", "new", "pte", "hgatp", "table", "path", "gfns", "ppn", "root", "target_mfn"}
+)
 NOT_ARGS = frozenset({"seq", "hart", "event", "log_level", "decisions"})
 
 # after a hypercall: events that show its hart doing something else (the call has returned)
@@ -632,8 +635,8 @@ class _Trace:
         span = self.vcpu.get(tid)
         if span is not None and name == "vmid.assign" and ev.get("vcpu", -1) >= 0:
             span.args["vmid"] = ev.get("vmid")
-        if name == "hgatp.write" and type(ev.get("hgatp")) is int:
-            value = ev["hgatp"]
+        if name == "hgatp.write" and isinstance(ev.get("hgatp"), (int, str)):
+            value = wide(ev["hgatp"])  # a hex string since log schema 4
             mode, vmid, ppn = hgatp_fields(value)
             if span is not None:
                 span.args["hgatp"] = _hx(value)
@@ -658,7 +661,8 @@ class _Trace:
         if name == "frame.free":
             return f"free mfn {_hx(ev.get('mfn'))}"
         if name == "pte.write":
-            return f"PTE {_hx(ev.get('mfn'))}[{ev.get('idx')}] {_hx(ev.get('old'))} -> {_hx(ev.get('new'))}"
+            table = ev.get("table", ev.get("mfn"))  # "table" since log schema 4
+            return f"PTE {_hx(table)}[{ev.get('idx')}] {_hx(ev.get('old'))} -> {_hx(ev.get('new'))}"
         if name == "guest.fault":
             return f"guest fault gfn {_hx(ev.get('gfn'))}"
         if name in ("oracle.warning", "warning"):

@@ -27,7 +27,7 @@ import anyio
 import orjson
 
 from simulator import __version__
-from simulator.engine import calls, invariants, variants, windows
+from simulator.engine import calls, findings, invariants, variants, windows
 from simulator.engine.bugs import BUGS
 from simulator.engine.conductor import Conductor, Deadlock, SimulationStop, UncontrolledConductor
 from simulator.engine.log import LEVELS as LOG_LEVELS
@@ -345,6 +345,9 @@ class Result:
     warning_kinds: dict[str, int] = field(default_factory=dict)  # warnings by kind (see engine.oracle)
     # race windows: {"opened": {window: n}, "closed_by": {defence: n}, "first": {defence: step}} (engine.windows)
     windows: dict[str, Any] = field(default_factory=dict)
+    # every violation recorded (``violations`` keeps the first MAX_REPORTED and the first of each cause)
+    findings: int = 0
+    causes: list[dict[str, Any]] = field(default_factory=list)  # by root cause (engine.findings)
 
     @property
     def clean(self) -> bool:
@@ -400,6 +403,8 @@ class Result:
             "windows": self.windows,
             "violations": [v.to_json() for v in self.violations],
             "violation_count": self.violation_count,
+            "findings": self.findings,
+            "causes": self.causes,
             "stop": self.stop_reason,
             "verdict": self.verdict,
             "digest": self.digest,
@@ -417,9 +422,16 @@ class Result:
         if not self.violations:
             why = windows.summary(self.windows)
             return f"clean: no violation in {self.stats['steps']:,} steps; {why} ({self.replay_command})"
-        parts = [f"VIOLATION {i} of {len(self.violations)}: {v.explain()}" for i, v in enumerate(self.violations, 1)]
-        parts.append(f"replay: {self.replay_command}")
-        return "\n\n".join(parts)
+        lines = [f"VIOLATIONS: {self.counts}"]
+        lines += findings.render(
+            self.causes, {v.n: v.explain() for v in self.violations}, len(self.violations), self.findings
+        )
+        return "\n".join(lines) + f"\n\nreplay: {self.replay_command}"
+
+    @property
+    def counts(self) -> str:
+        """'2 violations, 1 cause (3 harmful uses, ...)': the numbers run, replay and inspect all print."""
+        return findings.counts(self.violation_count, self.findings, len(self.causes))
 
 
 def replay_command(c: Config) -> str:
@@ -764,9 +776,12 @@ async def _run(config: Config, mod: Any, params: dict[str, Any], strategy: Strat
         )
         result.warning_kinds = dict(oracle.warning_kinds)
         result.windows = oracle.windows.to_json()
+        result.findings = oracle.distinct
+        result.causes = oracle.groups.to_json()
         body = result.to_json()
         body.pop("digest")
-        body.pop("windows")  # derived from the run: the digest is of what happened, as before windows existed
+        for derived in ("windows", "findings", "causes"):
+            body.pop(derived)  # derived from the run: the digest is of what happened, as before these existed
         body["decisions"] = result.decisions
         body["version"] = __version__
         result.digest = hashlib.blake2b(orjson.dumps(body, option=orjson.OPT_SORT_KEYS), digest_size=8).hexdigest()
@@ -776,6 +791,8 @@ async def _run(config: Config, mod: Any, params: dict[str, Any], strategy: Strat
             stop=stop_reason,
             stats=stats,
             violations=oracle.violation_count,
+            findings=oracle.distinct,
+            causes=result.causes,
             classes=sorted({v.cls for v in oracle.violations}),
             warnings=oracle.warning_count,
             windows=result.windows,

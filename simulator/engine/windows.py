@@ -16,10 +16,10 @@ are facts of the run whatever the hypervisor model did.
 
 from __future__ import annotations
 
-import sys
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
+from simulator.engine.calls import c_stack
 from simulator.riscv import memory as M
 from simulator.riscv.pte import PTE_A, PTE_D
 
@@ -48,7 +48,6 @@ STILL_CACHED = "nothing: still cached when the run ended"
 MARK_ALIAS = 1  # TlbEntry.marks: the hart loaded this VMID for another address space while it was cached
 
 _FLUSHY = ("flush", "fence", "sbi_", "hfence")
-_SKIP = ("/simulator/riscv/", "/simulator/engine/conductor", "/simulator/engine/calls", "/simulator/engine/oracle")
 
 
 @dataclass
@@ -134,35 +133,20 @@ def judge(mem: M.Memory, e: TlbEntry) -> str | None:
     return None
 
 
-def _c_named(path: str, name: str) -> bool:
-    """A frame of the hypervisor model (or of a user's variant or bug file, whose functions carry the C
-    names they replace), not the machine's, the engine's plumbing, a library's or a wrapper's."""
-    if name.startswith(("_", "<", "observed_")) or name in ("apply", "body", "call", "main", "run_job"):
-        return False
-    if "/simulator/" in path:
-        return not any(s in path for s in _SKIP)
-    return "site-packages" not in path and "/lib/python" not in path
-
-
 def origin(depth: int = 2) -> str:
     """Which Xen function asked for the fence being run: "<flush function> in <its caller>".
 
-    Read from the Python stack of the hart that runs it (coroutines that await
-    one another are on one stack): the outermost flush-like model function
-    (``p2m_tlb_flush_sync``, ``filtered_flush_tlb_mask``, ``local_hfence_gvma_all``, ...)
-    and the first C-named function outside it (``p2m_free_subtree``,
-    ``alloc_heap_pages``, ``p2m_handle_vmenter``...).  Deterministic: names, not addresses.
+    Read from the Python stack of the hart that runs it (``calls.c_stack``): the
+    outermost flush-like model function (``p2m_tlb_flush_sync``,
+    ``filtered_flush_tlb_mask``, ``local_hfence_gvma_all``, ...) and the first
+    C-named function outside it (``p2m_free_subtree``, ``alloc_heap_pages``,
+    ``p2m_handle_vmenter`` ...).  Deterministic: names, not addresses.
     """
-    f = sys._getframe(depth)
     flush = "HFENCE.GVMA"
-    while f is not None:
-        code = f.f_code
-        name = code.co_name
-        if _c_named(code.co_filename.replace("\\", "/"), name):
-            if not any(s in name for s in _FLUSHY):
-                return f"{flush} in {name}"
-            flush = name
-        f = f.f_back  # type: ignore[assignment]
+    for name in c_stack(depth + 1):
+        if not any(s in name for s in _FLUSHY):
+            return f"{flush} in {name}"
+        flush = name
     return flush
 
 

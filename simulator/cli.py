@@ -29,7 +29,22 @@ class CliError(Exception):
     pass
 
 
+class _Help(argparse.HelpFormatter):
+    """Every option's help ends with its default, when it has one worth saying."""
+
+    def _get_help_string(self, action: argparse.Action) -> str:
+        text = action.help or ""
+        d = action.default
+        if "default" in text or d in (None, False, "", [], argparse.SUPPRESS) or action.option_strings == []:
+            return text
+        return f"{text} (default: {d})" if text else f"(default: {d})"
+
+
 class _Parser(argparse.ArgumentParser):
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        kwargs.setdefault("formatter_class", _Help)
+        super().__init__(*args, **kwargs)
+
     def error(self, message: str) -> NoReturn:
         raise CliError(message)
 
@@ -174,6 +189,8 @@ def build_parser() -> argparse.ArgumentParser:
     r.add_argument("--json", action="store_true", help="print one JSON object instead of the summary")
 
     ls = sub.add_parser("list", help="list workloads, profiles, bugs and strategies")
+    ls.add_argument("workload", nargs="?", help="one workload: its parameters, with defaults and meanings")
+    ls.add_argument("--json", action="store_true", help="print one JSON object")
     ls.add_argument(
         "--functions", action="store_true", help="every C function the model mirrors: upstream, glue, or model"
     )
@@ -631,6 +648,11 @@ def cmd_list(args: argparse.Namespace) -> int:
     from simulator.xen.profiles import ALIASES, PROFILES, UPSTREAM_COMMIT
 
     console = Console(width=120)
+    if args.json:
+        print(orjson.dumps(_list_json(args), option=orjson.OPT_INDENT_2).decode())
+        return EXIT_CLEAN
+    if args.workload:
+        return _list_workload(args.workload, console)
     if args.functions:
         t = Table(title=f"model functions against the Xen tree at {UPSTREAM_COMMIT[:10]}", title_justify="left")
         for col in ("model", "async", "upstream", "verdict", "how it differs, or where it comes from"):
@@ -670,6 +692,100 @@ def cmd_list(args: argparse.Namespace) -> int:
     return EXIT_CLEAN
 
 
+def _workload_json(name: str, mod: Any) -> dict[str, Any]:
+    from simulator.engine.params import params
+
+    pcpus = getattr(mod, "PCPUS", (1, ""))
+    return {
+        "name": name,
+        "description": getattr(mod, "DESCRIPTION", ""),
+        "pcpus": pcpus[0],
+        "pcpus_why": pcpus[1],
+        # the most domains alive at once (a function of the parameters, for some workloads: its defaults')
+        "domains": _domains(mod),
+        "params": [{"name": k, "default": v, "meaning": m} for k, v, m in params(mod)],
+    }
+
+
+def _domains(mod: Any) -> Any:
+    d = getattr(mod, "DOMAINS", None)
+    return d(dict(getattr(mod, "PARAMS", {}))) if callable(d) else d
+
+
+def _load(name: str) -> Any:
+    from simulator.engine.simulation import ConfigError, load_workload
+
+    try:
+        return load_workload(name)
+    except ConfigError as exc:
+        raise CliError(str(exc)) from None
+
+
+def _list_workload(name: str, console: Any) -> int:
+    from rich.table import Table
+
+    w = _workload_json(name, _load(name))
+    console.print(f"[bold]{w['name']}[/bold]: {w['description']}")
+    console.print(f"harts: at least {w['pcpus']} ({w['pcpus_why']})" if w["pcpus_why"] else "harts: any number")
+    if not w["params"]:
+        console.print("parameters: none")
+        return EXIT_CLEAN
+    t = Table(title="parameters (-p NAME=VALUE)", title_justify="left")
+    for col in ("name", "default", "meaning"):
+        t.add_column(col)
+    for p in w["params"]:
+        t.add_row(p["name"], str(p["default"]), p["meaning"])
+    console.print(t)
+    return EXIT_CLEAN
+
+
+def _list_json(args: argparse.Namespace) -> dict[str, Any]:
+    from simulator.engine import exposure, windows
+    from simulator.engine.bugs import BUGS
+    from simulator.engine.simulation import builtin_workloads
+    from simulator.engine.strategies import STRATEGIES
+    from simulator.xen import fidelity
+    from simulator.xen.profiles import ALIASES, PROFILES, UPSTREAM_COMMIT
+
+    if args.workload:
+        return _workload_json(args.workload, _load(args.workload))
+    if args.functions:
+        return {
+            "upstream": UPSTREAM_COMMIT,
+            "functions": [
+                {
+                    "model": f"{r.module}.{r.method}",
+                    "async": r.is_async,
+                    "kind": r.origin.kind,
+                    "file": r.origin.file,
+                    "c_name": r.origin.c_name,
+                    "verdict": r.origin.verdict,
+                    "differs": r.origin.differs,
+                    "fixes": list(r.origin.fixes),
+                }
+                for r in fidelity.rows()
+            ],
+        }
+    return {
+        "version": __version__,
+        "workloads": [_workload_json(n, m) for n, m in builtin_workloads().items()],
+        "profiles": [{"name": n, "description": p.description, "shows": p.shows} for n, p in PROFILES.items()],
+        "aliases": dict(ALIASES),
+        "bugs": [
+            {
+                "name": n,
+                "description": b.description,
+                "shape_of": b.shape_of,
+                "workloads": list(b.workloads),
+                "found": exposure.describe(n),
+            }
+            for n, b in BUGS.items()
+        ],
+        "strategies": dict(STRATEGIES),
+        "windows": windows.WINDOWS,
+    }
+
+
 def cmd_matrix(args: argparse.Namespace) -> int:
     from rich.console import Console
     from rich.table import Table
@@ -677,15 +793,15 @@ def cmd_matrix(args: argparse.Namespace) -> int:
     from simulator.engine import windows
     from simulator.engine.bugs import BUGS
     from simulator.engine.matrix import STRATEGIES, Cell, matrix
-    from simulator.engine.simulation import builtin_workloads
+    from simulator.engine.simulation import builtin_workloads, did_you_mean
 
     for b in args.bug:
         if b not in BUGS:
-            raise CliError(f"unknown bug {b!r} (see `p2msim list`)")
+            raise CliError(f"unknown bug {b!r} (see `p2msim list`)" + did_you_mean(b, list(BUGS)))
     names = builtin_workloads()
     for w in args.workload:
         if w not in names:
-            raise CliError(f"unknown workload {w!r} (built-in: {', '.join(names)})")
+            raise CliError(f"unknown workload {w!r} (built-in: {', '.join(names)})" + did_you_mean(w, list(names)))
     for s in args.strategy:
         if s not in STRATEGIES:
             raise CliError(f"unknown strategy {s!r} (choose from {', '.join(STRATEGIES)})")
@@ -780,12 +896,14 @@ def cmd_matrix(args: argparse.Namespace) -> int:
 def cmd_compare(args: argparse.Namespace) -> int:
     from simulator.engine.compare import compare
     from simulator.engine.scenario import WorkloadError
-    from simulator.engine.simulation import ConfigError, builtin_workloads
+    from simulator.engine.simulation import ConfigError, builtin_workloads, did_you_mean
 
     names = builtin_workloads()
     for w in args.workload:
         if w not in names and not w.endswith(".py"):
-            raise CliError(f"unknown workload {w!r} (built-in: {', '.join(names)}; or a .py file)")
+            raise CliError(
+                f"unknown workload {w!r} (built-in: {', '.join(names)}; or a .py file)" + did_you_mean(w, list(names))
+            )
     from simulator.engine.simulation import Config
 
     try:

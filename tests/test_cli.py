@@ -196,3 +196,41 @@ def test_a_workload_file_runs_standalone() -> None:
     r = subprocess.run([sys.executable, str(script), "--seed", "2"], capture_output=True, text=True, timeout=300)
     assert r.returncode == 0, r.stderr
     assert "CLEAN: no violation" in r.stdout
+
+
+def test_list_json_and_one_workload_with_its_parameters() -> None:
+    r = p2msim("list", "--json")
+    assert r.returncode == 0, r.stderr
+    out = orjson.loads(r.stdout)
+    names = [w["name"] for w in out["workloads"]]
+    assert "teardown-under-load" in names and len(out["bugs"]) >= 13 and "freed-cached" in out["windows"]
+    for w in out["workloads"]:  # every parameter is documented where it is declared
+        assert all(p["meaning"] for p in w["params"]), (w["name"], w["params"])
+    one = p2msim("list", "teardown-under-load")
+    assert one.returncode == 0 and "harts: at least 2" in one.stdout
+    assert "pool_slack" in one.stdout and "spare pages in dom1's p2m pool" in one.stdout
+    bad = p2msim("list", "teardwn-under-load")
+    assert bad.returncode == 2 and "did you mean 'teardown-under-load'?" in bad.stderr and bad.stderr.count("\n") == 1
+    fns = orjson.loads(p2msim("list", "--functions", "--json").stdout)
+    assert any(f["c_name"] == "p2m_free_subtree" and f["async"] for f in fns["functions"])
+
+
+def test_help_shows_defaults_and_names_get_a_did_you_mean() -> None:
+    h = " ".join(p2msim("run", "--help").stdout.split())  # argparse wraps
+    assert "(default: fixed)" in h and "(default: random)" in h and "(default: 64)" in h
+    r = p2msim("run", "teardown-under-load", "--bug", "no-reuse-flsh")
+    assert r.returncode == 2 and "did you mean 'no-reuse-flush'?" in r.stderr
+    r = p2msim("run", "teardown-under-load", "--log", "x.jsonl", "--log-level", "verbose")
+    assert r.returncode == 2 and r.stderr.startswith("p2msim: error: unknown log level 'verbose'")
+    assert "Traceback" not in r.stderr
+
+
+def test_inspect_writes_a_perfetto_trace(tmp_path: Path) -> None:
+    assert p2msim("run", "pool-churn", "--seed", "1", "--log", "r.jsonl", cwd=tmp_path).returncode == 0
+    r = p2msim("inspect", "r.jsonl", "--format", "perfetto", cwd=tmp_path)
+    assert r.returncode == 0 and "to r.jsonl.trace.json" in r.stdout, r.stderr
+    trace = orjson.loads((tmp_path / "r.jsonl.trace.json").read_bytes())
+    names = {e.get("args", {}).get("name") for e in trace["traceEvents"] if e.get("ph") == "M"}
+    assert {"hart 0", "hart 3"} <= names
+    bad = p2msim("inspect", "r.jsonl", "--format", "perfetto", "-o", "/nonexistent/t.json", cwd=tmp_path)
+    assert bad.returncode == 2 and bad.stderr.startswith("p2msim: error: cannot write /nonexistent/t.json")

@@ -46,7 +46,7 @@ PARAMS = {
     "batch": 3,  # most 4K runs in one 4K batch
     "backend": 6,  # dom1 pages dom0 keeps mapped foreign
     "hot": 0.8,  # probability that a dom1 access aims at what is being given back
-    "settle": 1000,
+    "settle": 1000,  # steps the guests run before the first change
 }
 # the fewest harts it runs on, and why (`p2msim run` refuses fewer, naming the reason)
 PCPUS = (3, "dom0 on hart 0, dom1 on the others")

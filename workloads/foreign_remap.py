@@ -30,7 +30,7 @@ PARAMS = {
     "mmio": False,  # replace them by MMIO (map_mmio_regions) instead of RAM
     "dying": True,  # dom1 dies before the remap (its pages live on, held by dom0)
     "hot": 0.7,  # probability that a dom0 access reads the foreign window
-    "settle": 800,
+    "settle": 800,  # steps the guests run before the first change
 }
 # the fewest harts it runs on, and why (`p2msim run` refuses fewer, naming the reason)
 PCPUS = (1, "")

@@ -32,7 +32,7 @@ PARAMS = {
     "small": 16,  # foreign 4K mappings
     "superpages": 0,  # foreign 2M mappings (the model's extension; ARM maps foreign pages 4K at a time)
     "hot": 0.85,  # probability that a dom0 access reads the foreign range
-    "settle": 1500,
+    "settle": 1500,  # steps the guests run before the first change
     "reserve": 8,  # free pages left once dom9 took the rest of memory (-1: no memory pressure)
 }
 # the fewest harts it runs on, and why (`p2msim run` refuses fewer, naming the reason)

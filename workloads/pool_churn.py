@@ -43,7 +43,7 @@ PARAMS = {
     "max_pages": 8,  # most 4K pages one "map 4K" maps
     "resize": True,  # the toolstack resizes the pool during rounds that only free tables
     "hot": 0.8,  # probability that a guest access aims at the regions being changed
-    "settle": 800,
+    "settle": 800,  # steps the guests run before the first change
 }
 # the fewest harts it runs on, and why (`p2msim run` refuses fewer, naming the reason)
 PCPUS = (2, "dom1 changes its p2m from hart 0 while its vCPUs run on the others")

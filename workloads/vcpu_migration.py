@@ -44,7 +44,7 @@ PARAMS = {
     "hops": 3,  # most scheduler moves while one change runs
     "pool_slack": 0,  # spare pages in dom1's p2m pool
     "hot": 0.8,  # probability that a dom1 access aims at the chunks being changed
-    "settle": 1000,
+    "settle": 1000,  # steps the guests run before the first change
 }
 # the fewest harts it runs on, and why (`p2msim run` refuses fewer, naming the reason)
 PCPUS = (3, "one changes the p2m, two swap vCPUs")

@@ -40,7 +40,7 @@ PARAMS = {
     "live": 2,  # most short-lived domains alive at once
     "switches": 6,  # most scheduler moves per new domain
     "pages": 20,  # 4K pages of every domain at 0x2000
-    "settle": 600,
+    "settle": 600,  # steps the guests run before the first change
 }
 # the fewest harts it runs on, and why (`p2msim run` refuses fewer, naming the reason)
 PCPUS = (1, "")

@@ -252,6 +252,7 @@ def load_workload(name_or_path: str) -> ModuleType:
         return mod
     raise ConfigError(
         f"unknown workload {name_or_path!r} (built-in: {', '.join(builtins)}; or give a path to a .py file)"
+        + did_you_mean(name_or_path, list(builtins))
     )
 
 
@@ -270,7 +271,10 @@ def validate(config: Config, bugs: bool = True) -> None:
         raise ConfigError(str(exc)) from None
     for b in config.bugs if bugs else ():
         if b not in BUGS:
-            raise ConfigError(f"unknown bug {b!r} (see `p2msim list`; a workload file may register its own)")
+            raise ConfigError(
+                f"unknown bug {b!r} (see `p2msim list`; a workload file may register its own)"
+                + did_you_mean(b, list(BUGS))
+            )
     if config.mode not in MODES:
         raise ConfigError(f"unknown G-stage mode {config.mode!r} (choose from {', '.join(MODES)})")
     if not 1 <= config.pcpus <= MAX_HARTS:

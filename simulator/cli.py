@@ -187,6 +187,9 @@ def build_parser() -> argparse.ArgumentParser:
     r.add_argument("--log-level", default="debug", help="debug (every event), info or error")
     r.add_argument("--backend", default="trio", help="trio or asyncio")
     r.add_argument("--json", action="store_true", help="print one JSON object instead of the summary")
+    r.add_argument(
+        "--traceback", action="store_true", help="on an error in the workload or a variant, print its whole traceback"
+    )
 
     ls = sub.add_parser("list", help="list workloads, profiles, bugs and strategies")
     ls.add_argument("workload", nargs="?", help="one workload: its parameters, with defaults and meanings")
@@ -224,6 +227,7 @@ def build_parser() -> argparse.ArgumentParser:
     rp.add_argument("--backend", default=None)
     rp.add_argument("--log", help="log the replay here")
     rp.add_argument("--json", action="store_true")
+    rp.add_argument("--traceback", action="store_true", help="on an error in the workload, print its whole traceback")
 
     sh = sub.add_parser("shrink", help="minimise a failing run to the smallest schedule that fails the same way")
     sh.add_argument("source", help="a log or a schedule file of a failing run")
@@ -369,7 +373,7 @@ def cmd_run(args: argparse.Namespace) -> int:
     try:
         result = run(cfg)
     except (ConfigError, WorkloadError) as exc:
-        raise CliError(str(exc)) from None
+        raise _user_error(exc, args.traceback) from None
     for note in result.notes:
         print(f"p2msim: note: {note}", file=sys.stderr)
     if args.json:
@@ -383,6 +387,20 @@ def cmd_run(args: argparse.Namespace) -> int:
             print(f"p2msim: error: {err}", file=sys.stderr)
         return EXIT_BAD_INPUT
     return VERDICT_EXIT.get(result.verdict, EXIT_CLEAN)
+
+
+def _user_error(exc: BaseException, wanted: bool) -> CliError:
+    """The one-line error for a failure in the user's code; with --traceback, the whole Python traceback
+    first (for authors)."""
+    original = getattr(exc, "original", None)
+    if original is None:
+        return CliError(str(exc))
+    if wanted:
+        import traceback
+
+        traceback.print_exception(original, file=sys.stderr)
+        return CliError(str(exc))
+    return CliError(f"{exc}; --traceback shows the whole traceback")
 
 
 VERDICT_EXIT = {"violation": EXIT_VIOLATION, "incomplete": EXIT_INCOMPLETE, "vacuous": EXIT_VACUOUS}
@@ -544,7 +562,7 @@ def cmd_replay(args: argparse.Namespace) -> int:
     try:
         rp = replay(args.source, backend=args.backend, log=args.log)
     except (ScheduleError, ConfigError, WorkloadError) as exc:
-        raise CliError(str(exc)) from None
+        raise _user_error(exc, args.traceback) from None
     written_by = rp.recorded.get("version")
     if written_by is not None and written_by != __version__:
         print(
@@ -564,6 +582,7 @@ def cmd_replay(args: argparse.Namespace) -> int:
                     "same_digest": rp.same_digest,
                     "same_verdict": rp.same_verdict,
                     "diverged_at": rp.diverged_at,
+                    "changed": list(rp.changed),
                     "digest": r.digest,
                     "recorded_digest": rp.recorded.get("digest"),
                     "classes": classes,
@@ -580,6 +599,13 @@ def cmd_replay(args: argparse.Namespace) -> int:
             )
         elif rp.reproduced:
             print(f"REPRODUCED: {verdict}; digest {r.digest} (same as recorded)")
+            for why in rp.changed:
+                print(f"  note: {why}, and the run is the same")
+        elif rp.changed:
+            # a changed input explains the difference: say that, not a step where the schedules part
+            print(f"CHANGED: {verdict}; digest {r.digest}, recorded {rp.recorded.get('digest')}")
+            for why in rp.changed:
+                print(f"  {why}")
         else:
             print(f"DIVERGED: {verdict}; digest {r.digest}, recorded {rp.recorded.get('digest')}")
             if rp.diverged_at is not None:

@@ -14,7 +14,7 @@ from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any
 
-from simulator.engine import schedule
+from simulator.engine import provenance, schedule
 from simulator.engine.simulation import Result, run
 
 
@@ -28,6 +28,7 @@ class Replay:
     diverged_at: int | None
 
     compared: tuple[str, ...] = ()  # what the source recorded and the replay was held to
+    changed: tuple[str, ...] = ()  # the recorded files or model that differ now (engine.provenance)
 
     @property
     def nothing_to_compare(self) -> bool:
@@ -59,7 +60,7 @@ def replay(path: str | Path, backend: str | None = None, log: str | None = None)
                 f"{path}: decision {i} (step {seq:,}) names actor {actor}, but the run has actors 0-{actors - 1} "
                 f"(harts 0-{actors - 2}, then the driver)"
             )
-    overrides: dict[str, Any] = {"log": log}
+    overrides: dict[str, Any] = {"log": log, "paths": _located(config, recorded.get("sources"), Path(path).parent)}
     if backend:
         overrides["backend"] = backend
     result = run(replace(config, **overrides), decisions=decisions, fallback=recorded.get("fallback", "exact"))
@@ -72,4 +73,18 @@ def replay(path: str | Path, backend: str | None = None, log: str | None = None)
     )
     # schedules hold the exact switches of the run they came from, so the lists must agree
     diverged = first_divergence(decisions, result.decisions)
-    return Replay(str(path), result, recorded, same_digest, same_verdict, diverged, compared)
+    changed = tuple(provenance.changes(recorded.get("sources"), result.sources))
+    return Replay(str(path), result, recorded, same_digest, same_verdict, diverged, compared, changed)
+
+
+def _located(config: Any, sources: dict[str, Any] | None, beside: Path) -> tuple[tuple[str, str], ...]:
+    """The recorded workload and variant files, found again from here (see provenance.locate)."""
+    sources = sources or {}
+    found = []
+    named = [(config.workload, sources.get("workload"))]
+    named += list(zip(config.variants, sources.get("variants") or [None] * len(config.variants), strict=False))
+    for name, rec in named:
+        where = provenance.locate(name, rec, beside)
+        if where is not None:
+            found.append((name, where))
+    return tuple(found)

@@ -43,6 +43,7 @@ def to_schedule(result: Result, fallback: str = "exact") -> dict[str, Any]:
         "fallback": fallback,
         "decisions": [list(d) for d in result.decisions],
         "verdict": verdict(result),
+        "sources": result.sources,  # the files that ran, by path and hash (engine.provenance)
     }
 
 
@@ -134,6 +135,7 @@ def load(path: str | Path) -> tuple[Config, list[tuple[int, int]], dict[str, Any
             if not isinstance(verdict_, dict):
                 raise TypeError(f"verdict is {type(verdict_).__name__}, not an object")
             recorded = dict(verdict_, fallback=data.get("fallback", "exact"), version=data.get("version"))
+            recorded["sources"] = data.get("sources")
             config = config_from_identity(data["config"])
         except ScheduleError as exc:
             raise ScheduleError(f"{path}: {exc}") from None
@@ -192,6 +194,7 @@ def _from_log(p: Path) -> tuple[Config, list[tuple[int, int]], dict[str, Any]]:
         "stop": end.get("stop"),
         "fallback": "exact",
         "version": start.get("version"),
+        "sources": start.get("sources"),
     }
     if end["event"] == "run.end":
         recorded["violations"] = end.get("violations")

@@ -27,7 +27,7 @@ import anyio
 import orjson
 
 from simulator import __version__
-from simulator.engine import calls, findings, invariants, variants, windows
+from simulator.engine import calls, findings, invariants, provenance, variants, windows
 from simulator.engine.bugs import BUGS
 from simulator.engine.conductor import Conductor, Deadlock, SimulationStop, UncontrolledConductor
 from simulator.engine.log import LEVELS as LOG_LEVELS
@@ -114,11 +114,18 @@ class Config:
     tlb_multi: bool = False
     # variant files (engine/variants.py): proposed changes to the model, applied before the bugs
     variants: tuple[str, ...] = ()
+    # where a recorded workload or variant file is now, by the name the run gave it (a replay from
+    # another directory); not part of the run's identity
+    paths: tuple[tuple[str, str], ...] = ()
+
+    def where(self, name: str) -> str:
+        """The file to load for ``name`` (a workload or a variant, as the run names it)."""
+        return dict(self.paths).get(name, name)
 
     def identity(self) -> dict[str, Any]:
         """What determines the run (not where it logs or which event loop runs it)."""
         d = asdict(self)
-        for k in ("backend", "log", "log_level"):
+        for k in ("backend", "log", "log_level", "paths"):
             d.pop(k)
         d["bugs"] = list(self.bugs)
         d["params"] = dict(self.params)
@@ -352,6 +359,7 @@ class Result:
     # every violation recorded (``violations`` keeps the first MAX_REPORTED and the first of each cause)
     findings: int = 0
     causes: list[dict[str, Any]] = field(default_factory=list)  # by root cause (engine.findings)
+    sources: dict[str, Any] = field(default_factory=dict, repr=False)  # what ran (engine.provenance)
 
     @property
     def clean(self) -> bool:
@@ -520,7 +528,7 @@ def vmid_bits_needed(config: Config, mod: Any = None, params: dict[str, Any] | N
     if config.vmid_bits <= 1 or not config.boot_option("vmid", True):
         return 0
     if mod is None:
-        mod = load_workload(config.workload)
+        mod = load_workload(config.where(config.workload))
     n = live_domains(mod, _params(mod, config) if params is None else params)
     return max(n, 1).bit_length() if n else 0
 
@@ -541,7 +549,7 @@ def run(
     if note:
         config = replace(config, profile=profile)
     validate(config, bugs=False)
-    mod = SimpleNamespace(main=main, PARAMS={}) if main is not None else load_workload(config.workload)
+    mod = SimpleNamespace(main=main, PARAMS={}) if main is not None else load_workload(config.where(config.workload))
     validate(config)  # now with the bugs a workload file may have registered
     params = _params(mod, config)
     least, why = getattr(mod, "PCPUS", (1, ""))
@@ -610,6 +618,32 @@ def run(
     return result
 
 
+_PACKAGE = str(Path(__file__).resolve().parents[1]) + os.sep  # simulator/
+
+
+def user_frame(exc: BaseException) -> str:
+    """' (at FILE:LINE in FUNCTION)' for the innermost frame of the user's own code (a workload, a variant,
+    a bug file) in ``exc``'s traceback; '' when the error came from p2msim alone."""
+    tb, found = exc.__traceback__, None
+    while tb is not None:
+        path = tb.tb_frame.f_code.co_filename
+        ours = path.startswith((_PACKAGE, "<")) or "site-packages" in path or "/lib/python" in path
+        if not ours:
+            found = tb
+        tb = tb.tb_next
+    if found is None:
+        return ""
+    return f" (at {found.tb_frame.f_code.co_filename}:{found.tb_lineno} in {found.tb_frame.f_code.co_name})"
+
+
+def _user_error(exc: BaseException, message: str) -> WorkloadError:
+    """The one-line error for a workload that failed, naming the user's line; the original exception is kept
+    (``original``) for ``--traceback``."""
+    err = WorkloadError(message + user_frame(exc))
+    err.original = exc  # type: ignore[attr-defined]
+    return err
+
+
 def _write_error(path: str | None, exc: OSError, what: str) -> str:
     gone = "" if path is None or Path(path).exists() else "; nothing partial is left"
     return f"cannot write {what} {path}: {exc.strerror or exc}{gone}"
@@ -625,6 +659,11 @@ async def _run(config: Config, mod: Any, params: dict[str, Any], strategy: Strat
     mode = MODES[config.mode]
     stop_reason = "done"
     ended = False
+    sources = provenance.record(
+        config.workload,
+        getattr(mod, "__file__", None),
+        [(v, str(variants.resolve(config.where(v)))) for v in config.variants],
+    )
     try:
         log.info(
             None,
@@ -633,6 +672,7 @@ async def _run(config: Config, mod: Any, params: dict[str, Any], strategy: Strat
             version=__version__,
             config=config.identity(),
             config_digest=config.digest(),
+            sources=sources,
         )
         memory = Memory(config.frames, Observer())
         harts: list[Hart] = []
@@ -678,7 +718,7 @@ async def _run(config: Config, mod: Any, params: dict[str, Any], strategy: Strat
         )
         try:
             for path in config.variants:  # the change under review, then any known-wrong mutation on top
-                for v in variants.load(path):
+                for v in variants.load(config.where(path)):
                     v.apply(xen)
                 variants.check_overrides(xen, f"variant file {path}")
             for b in config.bugs:
@@ -734,14 +774,14 @@ async def _run(config: Config, mod: Any, params: dict[str, Any], strategy: Strat
             exc = eg.exceptions[0]
             ended = True
             log.error(None, "run.error", error=f"{type(exc).__name__}: {exc}")
-            raise WorkloadError(f"workload {config.workload} failed at step {conductor.seq:,}: {exc}") from None
+            raise _user_error(exc, f"workload {config.workload} failed at step {conductor.seq:,}: {exc}") from None
         except* Exception as eg:
             exc = eg.exceptions[0]
             ended = True
             log.error(None, "run.error", error=f"{type(exc).__name__}: {exc}")
-            raise WorkloadError(
-                f"workload {config.workload} raised {type(exc).__name__} at step {conductor.seq:,}: {exc}"
-            ) from exc
+            raise _user_error(
+                exc, f"workload {config.workload} raised {type(exc).__name__} at step {conductor.seq:,}: {exc}"
+            ) from None
 
         if "watchdog" in box:
             box["watchdog"].stall = float("inf")  # no more steps: the end-of-run checks may take a while
@@ -779,6 +819,7 @@ async def _run(config: Config, mod: Any, params: dict[str, Any], strategy: Strat
             list(conductor.preemptive),
         )
         result.warning_kinds = dict(oracle.warning_kinds)
+        result.sources = sources
         result.windows = oracle.windows.to_json()
         result.findings = oracle.distinct
         result.causes = oracle.groups.to_json()

@@ -312,7 +312,7 @@ def test_the_log_dir_keeps_the_log_and_schedule_of_failing_items_only(pytester: 
     assert p.returncode == 0 and "reused-other-domain" in p.stdout, p.stdout + p.stderr
     (replay,) = re.findall(r"replay: (p2msim replay .*)$", out, re.M)
     p = _run_printed(replay, pytester.path)
-    assert p.returncode == 0 and p.stdout.startswith("REPRODUCED: 3 violation(s)"), p.stdout + p.stderr
+    assert p.returncode == 0 and p.stdout.startswith("REPRODUCED: 3 violations"), p.stdout + p.stderr
 
     # the other side: once the item passes, its old log goes
     pytester.makepyfile(

@@ -57,6 +57,7 @@ NOT_MARK_OPTIONS = {
     "seed": "use seeds=[N] (or --p2msim-seeds N)",
     "log": "every seed would write the same file: use --p2msim-log-dir DIR, which keeps the logs of failing items",
     "params": "pass workload parameters as keywords of the mark",
+    "paths": "the workload is found by its name or path, as given",
 }
 SHOWN_VIOLATIONS = 3  # violations a failure report explains in full (-vv: all)
 SHOWN_RUNS = 3  # runs through the p2msim fixture a failure report shows

@@ -210,6 +210,12 @@ def build_parser() -> argparse.ArgumentParser:
     i.add_argument("--to", dest="seq_to", type=_positive, metavar="SEQ")
     i.add_argument("--json", action="store_true")
     i.add_argument(
+        "--check",
+        action="store_true",
+        help="validate LOG (or a schedule) against its published JSON Schema and the log's own rules (first line "
+        "run.start, last run.end, run.error or run.interrupted, seq never decreasing); exit 1 if not valid",
+    )
+    i.add_argument(
         "--format",
         choices=("text", "html", "perfetto"),
         default="text",
@@ -511,6 +517,12 @@ def cmd_inspect(args: argparse.Namespace) -> int:
     filters = logview.Filters(args.mfn, args.gfn, args.dom, args.hart, args.event, args.seq_from, args.seq_to)
     filtering = any(x is not None for x in vars(filters).values())
     try:
+        if args.check:  # before a schedule is replayed: the file itself is checked
+            from simulator.engine import schema
+
+            c = schema.check(args.log)
+            print(c.render())
+            return EXIT_CLEAN if c.ok else EXIT_VIOLATION
         path = _log_or_replayed(args.log)
         if args.format == "html":
             from simulator.engine.html import write_html
@@ -873,7 +885,7 @@ def cmd_matrix(args: argparse.Namespace) -> int:
                 "yes" if c["detected"] else "no",
                 str(c["seeds_to_first"] or "-"),
                 str(c["seconds_to_first"] or "-"),
-                c["cls"] or "-",
+                c["class"] or "-",
             )
         c2 = Table(title=f"clean profiles ({args.clean_seeds} seeds each)", title_justify="left")
         for col in (

@@ -188,7 +188,7 @@ def test_violations_have_an_instant_and_a_flow_through_their_chain(
         assert (
             inst["ts"] == v["seq"] and inst["tid"] == tid_of(v["hart"]) and inst["name"].startswith(f"VIOLATION {n}:")
         )
-        assert inst["args"]["mfn"] == f"{v['mfn']:#x}" and inst["args"]["cls"] == v["cls"]
+        assert inst["args"]["mfn"] == f"{v['mfn']:#x}" and inst["args"]["class"] == v["class"]
         flow = [ev for ev in events if ev["ph"] in "stf" and ev.get("id") == CHAIN_FLOW_BASE + n]
         chain = v["chain"]
         assert [ev["ph"] for ev in flow] == ["s"] + ["t"] * (len(chain) - 2) + ["f"]

@@ -766,7 +766,8 @@ def write_html(
             f"<h2>the race, zoomed in: steps {race[0]:,}..{race[1]:,}</h2>\n" + _draw("race", race[0], race[1], ctx)
         )
 
-    title = f"violation {v['n']}: {v['cls']}" if v else f"{cfg.get('workload')} seed {cfg.get('seed')}"
+    run_name = f"{cfg.get('workload')} seed {cfg.get('seed')}"
+    title = f"violation {v['n']}: {logview.violation_class(v)}" if v else run_name
     shown = len(scan.dots)
     meta = html.escape(
         f"{cfg.get('workload')}  seed {cfg.get('seed')}  profile {cfg.get('profile')}  strategy "

@@ -77,7 +77,8 @@ class Summary:
             "stats": (self.end or {}).get("stats"),
             "digest": (self.end or {}).get("digest"),
             "violations": [
-                {k: v.get(k) for k in ("n", "cls", "seq", "hart", "dom", "gfn", "mfn", "headline", "missing")}
+                {"class": violation_class(v)}
+                | {k: v.get(k) for k in ("n", "seq", "hart", "dom", "gfn", "mfn", "headline", "missing")}
                 for v in self.violations
             ],
             "violation_count": (self.end or {}).get("violations"),  # harmful uses, as in run --json
@@ -117,6 +118,11 @@ def summarize(path: str | Path) -> Summary:
     return s
 
 
+def violation_class(ev: dict[str, Any]) -> str:
+    """An oracle.violation's class: ``class`` since log schema 4, ``cls`` before."""
+    return str(ev.get("class", ev.get("cls", "?")))
+
+
 def _group(violations: list[dict[str, Any]]) -> list[dict[str, Any]]:
     from simulator.engine.findings import Groups
     from simulator.engine.oracle import Violation
@@ -125,7 +131,7 @@ def _group(violations: list[dict[str, Any]]) -> list[dict[str, Any]]:
     for ev in violations:
         c = ev.get("cause") or None
         v = Violation(
-            ev.get("cls", "?"),
+            violation_class(ev),
             ev.get("hart"),
             ev.get("dom"),
             ev.get("gfn"),
@@ -183,7 +189,8 @@ def violation_timeline(path: str | Path, n: int, filters: Filters | None = None)
     if filters is not None:
         events = [e for e in events if filters.match(e)]
     return {
-        "violation": {k: v.get(k) for k in ("n", "cls", "seq", "hart", "dom", "gfn", "mfn", "headline", "missing")},
+        "violation": {"class": violation_class(v)}
+        | {k: v.get(k) for k in ("n", "seq", "hart", "dom", "gfn", "mfn", "headline", "missing")},
         "harts": sorted(harts),
         "timeline": events,
     }
@@ -231,7 +238,7 @@ def render_summary(s: Summary) -> str:
         for v in s.violations[:20]:
             cause = f"  cause {cause_of[v['n']]}" if v.get("n") in cause_of else ""
             out.append(
-                f"  {v.get('n'):>3}  {v.get('cls'):<26} step {v['seq']:>9,}  hart {v.get('hart')}  "
+                f"  {v.get('n'):>3}  {violation_class(v):<26} step {v['seq']:>9,}  hart {v.get('hart')}  "
                 f"gfn {_hex(v.get('gfn'))}  mfn {_hex(v.get('mfn'))}{cause}"
             )
         if s.distinct > 20:
@@ -249,7 +256,7 @@ def render_summary(s: Summary) -> str:
 
 def render_violation(t: dict[str, Any], nr_harts: int) -> str:
     v = t["violation"]
-    out = [f"VIOLATION {v['n']}: {v['cls']}", f"  {v.get('headline', '')}", ""]
+    out = [f"VIOLATION {v['n']}: {v['class']}", f"  {v.get('headline', '')}", ""]
     lanes = max(nr_harts, 1 + max((e["hart"] for e in t["timeline"] if e["hart"] is not None), default=0))
     header = " ".join(f"h{i}" for i in range(lanes))
     out.append(f"     step  {header}  event")

@@ -170,7 +170,7 @@ def summarise(cells: list[Cell], rows: list[CleanRow], seeds: int) -> dict[str, 
     ]
     return {
         "seeds": seeds,
-        "cells": [c.__dict__ for c in cells],
+        "cells": [{("class" if k == "cls" else k): v for k, v in c.__dict__.items()} for c in cells],
         "clean": [r.__dict__ for r in rows],
         "bugs_found": sum(found.values()),
         "bugs": len(found),

@@ -91,7 +91,7 @@ class Violation:
     def to_log(self) -> dict[str, Any]:
         """The structured form written to the log, from which `p2msim inspect` draws timelines."""
         return {
-            "cls": self.cls,
+            "class": self.cls,
             "dom": self.dom,
             "gfn": self.gfn,
             "mfn": self.mfn,

@@ -81,6 +81,7 @@ import orjson
 
 from simulator.engine.log import wide
 from simulator.engine.logread import LogError, read_events
+from simulator.engine.logview import violation_class
 from simulator.riscv.pte import hgatp_fields
 
 PID = 1
@@ -559,7 +560,7 @@ class _Trace:
             for i, c in enumerate(chain)
         ]
         self._flow("chain", f"violation {n} chain", CHAIN_FLOW_BASE + n, points)
-        self._instant(tid, seq, "violation", f"VIOLATION {n}: {ev.get('cls')}", _args(ev) | {"chain": len(chain)})
+        self._instant(tid, seq, "violation", f"VIOLATION {n}: {violation_class(ev)}", _args(ev) | {"chain": len(chain)})
 
     # -- events -----------------------------------------------------------------------------------
 

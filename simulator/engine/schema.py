@@ -713,7 +713,8 @@ EVENTS: dict[str, Event] = {
         "a violation, with its causal chain",
         {
             "n": f(POS, "its number in the run (1-based)"),
-            "cls": f(STR, "its class"),
+            "cls": f(STR, "its class (version 3's name for class)", until=3),
+            "class": f(STR, "its class", since=4),
             "dom": f(Nullable(DOM), "the domain (null: not known)"),
             "gfn": f(Nullable(GFN), "the guest frame (null: not known)"),
             "mfn": f(Nullable(MFN), "the frame (null: not known)"),
@@ -885,7 +886,7 @@ RUN = Object(
 _VIOLATION_SUMMARY = Object(
     {
         "n": f(Nullable(POS), "its number"),
-        "cls": f(Nullable(STR), "its class"),
+        "class": f(Nullable(STR), "its class"),
         "seq": f(NAT, "the step"),
         "hart": f(Nullable(HART), "the hart"),
         "dom": f(Nullable(DOM), "the domain"),
@@ -1040,7 +1041,7 @@ MATRIX = Object(
                         "detected": f(BOOL, "found"),
                         "seeds_to_first": f(Nullable(POS), "seeds run to the first detection"),
                         "seconds_to_first": f(Nullable(NUM), "seconds to it"),
-                        "cls": f(Nullable(STR), "the class found"),
+                        "class": f(Nullable(STR), "the class found"),
                         "seeds_run": f(NAT, "seeds run"),
                         "incomplete": f(NAT, "seeds the budget or --seed-timeout ended"),
                     },

@@ -10,9 +10,9 @@ from __future__ import annotations
 import pytest
 
 from simulator.cli import main as cli_main
-from simulator.engine import exposure
 from simulator.engine.bugs import BUGS
 from simulator.engine.simulation import Config, run
+from simulator.hunt import exposure
 
 RECORD = exposure.load()
 CATALOGUE = sorted(b for b in BUGS if not b.startswith("t-"))  # tests register their own

@@ -24,7 +24,7 @@ import orjson
 import pytest
 
 from simulator.engine.simulation import Config
-from simulator.engine.sweep import Sweep, swarm_draw
+from simulator.hunt.sweep import Sweep, swarm_draw
 
 P2MSIM = [sys.executable, "-m", "simulator"]
 BUG = ("--bug", "no-flush-before-table-free")  # teardown-under-load seed 0 finds it

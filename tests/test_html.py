@@ -19,10 +19,10 @@ import orjson
 import pytest
 
 from simulator.cli import main as cli_main
-from simulator.engine import html as report
 from simulator.engine.log import LOG_SCHEMA_VERSION
 from simulator.engine.logread import read_events
 from simulator.engine.simulation import Config, run
+from simulator.report import html as report
 
 CHROMIUM = shutil.which("chromium") or shutil.which("chromium-browser")
 CHROMEDRIVER = shutil.which("chromedriver")

@@ -1,4 +1,4 @@
-"""The Chrome/Perfetto trace export (engine/perfetto.py): valid Trace Event Format, and true to the log.
+"""The Chrome/Perfetto trace export (report/perfetto.py): valid Trace Event Format, and true to the log.
 
 Besides a JSON Schema of the format, the checks follow how Perfetto's JSON
 importer reads a trace: complete slices on one thread must nest (a slice that
@@ -21,8 +21,8 @@ import pytest
 
 from simulator.engine.log import LOG_SCHEMA_VERSION
 from simulator.engine.logread import LogError, read_events
-from simulator.engine.perfetto import CHAIN_FLOW_BASE, DRIVER_TID, has_tlb_gone, write_trace
 from simulator.engine.simulation import Config, run
+from simulator.report.perfetto import CHAIN_FLOW_BASE, DRIVER_TID, has_tlb_gone, write_trace
 
 HEX = {"type": "string", "pattern": "^-?0x[0-9a-f]+$"}
 HEX_OR_LIST = {"anyOf": [HEX, {"type": "array", "items": HEX}, {"type": "null"}]}  # null: none (malformed-pte)

@@ -84,9 +84,9 @@ def test_there_are_checked_examples() -> None:
 
 
 def test_the_readme_event_table_is_generated_from_the_one_definition() -> None:
-    from simulator.engine import schema
+    from simulator.report import schema
 
-    p = subprocess.run([sys.executable, "-m", "simulator.engine.schema", "--table"], capture_output=True, text=True)
-    regenerate = "run: python3 -m simulator.engine.schema --table"
+    p = subprocess.run([sys.executable, "-m", "simulator.report.schema", "--table"], capture_output=True, text=True)
+    regenerate = "run: python3 -m simulator.report.schema --table"
     assert p.returncode == 0 and p.stdout.strip() in README.read_text(), regenerate
     assert len(schema.EVENTS) >= 40

@@ -8,9 +8,9 @@ import orjson
 import pytest
 
 from simulator.cli import main as cli_main
-from simulator.engine.reproduce import replay
-from simulator.engine.shrink import shrink_file
 from simulator.engine.simulation import Config, run
+from simulator.hunt.replay import replay
+from simulator.hunt.shrink import shrink_file
 
 # bug -> (workload, seed that fails), from the detection tests' catalogue
 FAILING = {

@@ -1,4 +1,4 @@
-"""The published JSON Schemas (simulator/engine/schema.py): one definition of the log's events, the
+"""The published JSON Schemas (simulator/report/schema.py): one definition of the log's events, the
 schedule and every --json output, shipped in simulator/schemas/, and held to real outputs both ways:
 what p2msim writes passes, and a log with one wrong line gets one message naming that line."""
 
@@ -14,10 +14,10 @@ import orjson
 import pytest
 from jsonschema import Draft202012Validator
 
-from simulator.engine import schema
 from simulator.engine.log import LOG_SCHEMA_VERSION, READABLE_VERSIONS, WIDE
 from simulator.engine.scenario import Scenario, WorkloadError
 from simulator.engine.simulation import DEFAULTS, MACHINE_OPTIONS, Config, builtin_workloads, run
+from simulator.report import schema
 from tests.conftest import simulate
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -145,10 +145,10 @@ def test_a_wrong_output_is_named_field_by_field(real: dict[str, Any]) -> None:
 def test_the_shipped_schemas_are_the_generated_ones() -> None:
     made = schema.schemas()
     shipped = sorted(p.name for p in schema.SCHEMA_DIR.glob("*.json"))
-    assert shipped == sorted(made), "run: python3 -m simulator.engine.schema --write"
+    assert shipped == sorted(made), "run: python3 -m simulator.report.schema --write"
     for name, s in made.items():
         assert (schema.SCHEMA_DIR / name).read_bytes() == schema.render(s), (
-            f"{name} differs from the definition: run python3 -m simulator.engine.schema --write"
+            f"{name} differs from the definition: run python3 -m simulator.report.schema --write"
         )
 
 
@@ -425,12 +425,12 @@ def test_check_takes_a_schedule_too(real: dict[str, Any], tmp_path: Path) -> Non
 
 def test_the_module_checks_from_the_command_line(real: dict[str, Any], tmp_path: Path) -> None:
     ok = subprocess.run(
-        [sys.executable, "-m", "simulator.engine.schema", "--check", str(V3_LOG)], capture_output=True, text=True
+        [sys.executable, "-m", "simulator.report.schema", "--check", str(V3_LOG)], capture_output=True, text=True
     )
     assert ok.returncode == 0 and "valid" in ok.stdout and "log-line/3.json" in ok.stdout
     bad = tmp_path / "bad.jsonl"
     bad.write_bytes(V3_LOG.read_bytes()[:-1])
-    r = subprocess.run([sys.executable, "-m", "simulator.engine.schema", "--check", str(bad)], capture_output=True)
+    r = subprocess.run([sys.executable, "-m", "simulator.report.schema", "--check", str(bad)], capture_output=True)
     assert r.returncode == 1 and b"truncated line" in r.stdout and b"NOT VALID: 1 problem against" in r.stdout
 
 

@@ -1,7 +1,7 @@
 """`p2msim sweep`: many seeds in worker processes, results streamed as they finish, crashes survived.
 
-The command is exercised through ``sweep.main`` (the sweep's options on the CLI's own parser class and
-its error handling, exactly what `p2msim sweep` runs once wired into cli.py) and through the library
+The command is exercised through ``simulator.cli.sweep.main`` (the sweep's options on the CLI's parser class and
+its error handling, exactly what `p2msim sweep` runs) and through the library
 function ``run_sweep``.  Seed ranges stay small: the whole file runs in well under a minute on 2 cores.
 """
 
@@ -20,9 +20,10 @@ import orjson
 import pytest
 
 from simulator.cli import main as cli_main
-from simulator.engine import sweep
-from simulator.engine.reproduce import replay
+from simulator.cli import sweep as sweep_cli
 from simulator.engine.simulation import Config, ConfigError, run
+from simulator.hunt import sweep
+from simulator.hunt.replay import replay
 
 ROOT = Path(__file__).resolve().parent.parent
 FOREIGN_BUG = ["foreign-unmap-reuse", "--bug", "no-reuse-flush"]
@@ -86,7 +87,7 @@ def by_seed(path: Path) -> dict[int, dict[str, Any]]:
 
 
 def sweep_json(argv: list[str], capsys: pytest.CaptureFixture[str]) -> tuple[int, dict[str, Any]]:
-    rc = sweep.main([*argv, "--json"])
+    rc = sweep_cli.main([*argv, "--json"])
     out = capsys.readouterr().out
     assert out.count("\n") == 1, out  # one object, nothing else on stdout
     return rc, orjson.loads(out)
@@ -96,10 +97,10 @@ def sweep_json(argv: list[str], capsys: pytest.CaptureFixture[str]) -> tuple[int
 
 
 def test_seed_range_is_half_open_and_bad_ranges_are_one_line_errors(capsys: pytest.CaptureFixture[str]) -> None:
-    assert sweep._seed_range("3:7") == range(3, 7)
-    assert sweep._seed_range("0x10:0x12") == range(16, 18)
+    assert sweep_cli.seed_range("3:7") == range(3, 7)
+    assert sweep_cli.seed_range("0x10:0x12") == range(16, 18)
     for bad in ("5:5", "7:3", "4", "a:b", "-1:3", ":3"):
-        assert sweep.main(["teardown-under-load", "--seeds", bad]) == 2
+        assert sweep_cli.main(["teardown-under-load", "--seeds", bad]) == 2
         err = capsys.readouterr().err
         assert err.startswith("p2msim: error: ") and err.count("\n") == 1, err
         assert "Traceback" not in err
@@ -122,7 +123,7 @@ def test_seed_range_is_half_open_and_bad_ranges_are_one_line_errors(capsys: pyte
 def test_bad_input_is_exit_2_with_one_line(argv: list[str], message: str, capsys: pytest.CaptureFixture[str]) -> None:
     if "--cluster" in argv:
         pytest.importorskip("dask.distributed")
-    assert sweep.main(argv) == 2
+    assert sweep_cli.main(argv) == 2
     err = capsys.readouterr().err
     assert err.startswith("p2msim: error: ") and err.count("\n") == 1, err
     assert message in err
@@ -131,13 +132,13 @@ def test_bad_input_is_exit_2_with_one_line(argv: list[str], message: str, capsys
 def test_log_that_names_a_file_is_bad_input(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
     f = tmp_path / "a-file"
     f.write_text("")
-    assert sweep.main(["teardown-under-load", "--seeds", "0:2", "--log", str(f)]) == 2
+    assert sweep_cli.main(["teardown-under-load", "--seeds", "0:2", "--log", str(f)]) == 2
     assert "names a directory" in capsys.readouterr().err
 
 
 def test_missing_dask_is_a_one_line_error(monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]) -> None:
     monkeypatch.setitem(sys.modules, "dask.distributed", None)  # import fails as if not installed
-    assert sweep.main([*FOREIGN_BUG, "--seeds", "0:2", "--cluster", "tcp://127.0.0.1:8786"]) == 2
+    assert sweep_cli.main([*FOREIGN_BUG, "--seeds", "0:2", "--cluster", "tcp://127.0.0.1:8786"]) == 2
     err = capsys.readouterr().err
     assert "install p2msim[cluster]" in err and err.count("\n") == 1
 
@@ -232,7 +233,7 @@ def test_failing_sweep_json_matches_the_result_lines(tmp_path: Path, capsys: pyt
 
 
 def test_human_summary_and_plain_progress(capsys: pytest.CaptureFixture[str]) -> None:
-    assert sweep.main([*FOREIGN_BUG, "--seeds", "0:14"]) == 1
+    assert sweep_cli.main([*FOREIGN_BUG, "--seeds", "0:14"]) == 1
     captured = capsys.readouterr()
     text = captured.out
     assert "failing seeds: 10 (71.4%)   first: 0   classes: reused-" in text
@@ -246,7 +247,7 @@ def test_human_summary_and_plain_progress(capsys: pytest.CaptureFixture[str]) ->
 
 def test_rich_progress_bar_on_a_terminal(monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]) -> None:
     monkeypatch.setattr(sys.stderr, "isatty", lambda: True)
-    assert sweep.main([*FOREIGN_BUG, "--seeds", "0:3"]) == 1
+    assert sweep_cli.main([*FOREIGN_BUG, "--seeds", "0:3"]) == 1
     captured = capsys.readouterr()
     assert "3/3" in captured.err and "failing 3" in captured.err
     assert "sweep: 3/3 seeds" not in captured.err  # the bar, not the plain lines
@@ -287,7 +288,7 @@ def test_a_worker_that_dies_is_a_crashed_seed_and_the_sweep_goes_on(
     # seed 1 sleeps, so it is still running in the other worker when seed 2 kills its own: the pool breaks
     # under both, and seed 1 must get its real result from a re-run, not be blamed
     argv = [rogue, "--seeds", "0:8", "--pcpus", "2", "-p", "crash=2,3", "-p", "slow=1", "--out", str(out)]
-    rc = sweep.main(argv)
+    rc = sweep_cli.main(argv)
     assert rc == 1
     text = capsys.readouterr().out
     assert "CRASHED seeds: 2: 2, 3" in text and "seed 2: the worker process died" in text
@@ -310,7 +311,7 @@ def test_a_workload_that_raises_is_bad_input_naming_the_seed(
     rogue: str, tmp_path: Path, capsys: pytest.CaptureFixture[str]
 ) -> None:
     out = tmp_path / "err.jsonl"
-    assert sweep.main([rogue, "--seeds", "0:6", "--pcpus", "2", "-p", "fail=1", "--out", str(out)]) == 2
+    assert sweep_cli.main([rogue, "--seeds", "0:6", "--pcpus", "2", "-p", "fail=1", "--out", str(out)]) == 2
     err = capsys.readouterr().err.splitlines()
     assert err[-1].startswith("p2msim: error: seed 1: ") and "asked for the impossible" in err[-1]
     assert "Traceback" not in "\n".join(err)
@@ -336,7 +337,7 @@ def test_log_dir_keeps_the_failing_seeds_logs_and_schedules_only(tmp_path: Path)
 
 def test_ctrl_c_keeps_every_finished_line_and_exits_130(tmp_path: Path) -> None:
     out = tmp_path / "int.jsonl"
-    cmd = [sys.executable, "-m", "simulator.engine.sweep", "teardown-under-load", "--seeds", "0:200"]
+    cmd = [sys.executable, "-m", "simulator", "sweep", "teardown-under-load", "--seeds", "0:200"]
     proc = subprocess.Popen(
         [*cmd, "--out", str(out)],
         cwd=ROOT,

@@ -310,69 +310,6 @@ class Conductor:
         return "; ".join(waits) or "no actor is waiting"
 
 
-class SpinLock:
-    """A lock that blocks through the conductor, so contention is a scheduling choice."""
-
-    __slots__ = ("conductor", "holder", "name")
-
-    def __init__(self, conductor: Conductor, name: str) -> None:
-        self.conductor = conductor
-        self.name = name
-        self.holder: str | None = None
-
-    async def acquire(self, who: str, wait: Callable[[Cond, str], Awaitable[None]]) -> None:
-        if self.holder is not None:
-            if self.holder == who:
-                raise ConductorError(f"{who} takes {self.name} twice")
-            await wait(lambda: self.holder is None, f"{self.name} held by {self.holder}")
-        self.holder = who
-
-    def release(self, who: str) -> None:
-        if self.holder != who:
-            raise ConductorError(f"{who} releases {self.name} held by {self.holder}")
-        self.holder = None
-        self.conductor.notify()
-
-
-class RwLock:
-    """p2m->lock: many readers or one writer; writers are not starved by design here."""
-
-    __slots__ = ("conductor", "name", "readers", "writer")
-
-    def __init__(self, conductor: Conductor, name: str) -> None:
-        self.conductor = conductor
-        self.name = name
-        self.writer: str | None = None
-        self.readers: list[str] = []
-
-    def _desc(self) -> str:
-        if self.writer:
-            return f"{self.name} (write-held by {self.writer})"
-        return f"{self.name} (read-held by {', '.join(self.readers)})"
-
-    async def write_lock(self, who: str, wait: Callable[[Cond, str], Awaitable[None]]) -> None:
-        if self.writer == who:
-            raise ConductorError(f"{who} write-locks {self.name} twice")
-        if self.writer is not None or self.readers:
-            await wait(lambda: self.writer is None and not self.readers, self._desc())
-        self.writer = who
-
-    def write_unlock(self, who: str) -> None:
-        if self.writer != who:
-            raise ConductorError(f"{who} write-unlocks {self.name} held by {self.writer}")
-        self.writer = None
-        self.conductor.notify()
-
-    async def read_lock(self, who: str, wait: Callable[[Cond, str], Awaitable[None]]) -> None:
-        if self.writer is not None:
-            await wait(lambda: self.writer is None, self._desc())
-        self.readers.append(who)
-
-    def read_unlock(self, who: str) -> None:
-        self.readers.remove(who)
-        self.conductor.notify()
-
-
 class UncontrolledConductor(Conductor):
     """Strategy ``uncontrolled``: no serialisation; the event loop's own scheduler decides.
 

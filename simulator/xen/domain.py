@@ -23,7 +23,6 @@ import sys
 from collections.abc import Callable
 from typing import TYPE_CHECKING, Any
 
-from simulator.engine.conductor import RwLock, SpinLock
 from simulator.riscv import pte as P
 from simulator.xen.base import HypercallFailed
 from simulator.xen.fidelity import glue, upstream
@@ -38,6 +37,7 @@ from simulator.xen.p2m import (
 )
 from simulator.xen.page_alloc import MEMF_no_tlbflush
 from simulator.xen.paging import ENOMEM, PagingDomain
+from simulator.xen.spinlock import RwLock, SpinLock
 from simulator.xen.vmid import Vmid
 
 if TYPE_CHECKING:

@@ -25,13 +25,13 @@ from __future__ import annotations
 from array import array
 from typing import TYPE_CHECKING, NamedTuple
 
-from simulator.engine.conductor import RwLock
 from simulator.riscv import memory as M
 from simulator.riscv import pte as P
 from simulator.xen.base import XenPanic
 from simulator.xen.fidelity import glue, model, upstream
 from simulator.xen.page_alloc import MEMF_no_owner
 from simulator.xen.paging import ENOMEM, Paging
+from simulator.xen.spinlock import RwLock
 
 if TYPE_CHECKING:
     from simulator.xen.domain import Domain

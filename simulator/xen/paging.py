@@ -17,11 +17,11 @@ from __future__ import annotations
 from collections import deque
 from typing import TYPE_CHECKING
 
-from simulator.engine.conductor import SpinLock
 from simulator.riscv import memory as M
 from simulator.xen.fidelity import model, upstream
 from simulator.xen.mm import Mm
 from simulator.xen.page_alloc import MEMF_no_owner
+from simulator.xen.spinlock import SpinLock
 
 if TYPE_CHECKING:
     from simulator.xen.domain import Domain

@@ -19,7 +19,7 @@ from simulator.engine import windows
 from simulator.engine.bugs import BUGS
 from simulator.engine.scenario import WorkloadError
 from simulator.engine.simulation import Config, ConfigError, SeedTimeout, builtin_workloads, run
-from simulator.engine.sweep import _interruptible, _worker_init, stop_pool
+from simulator.hunt.sweep import _interruptible, _worker_init, stop_pool
 
 STRATEGIES = ("random", "pct", "uncontrolled")
 CLEAN_PROFILES = ("fixed", "arm-broadcast")

@@ -15,60 +15,15 @@ import signal
 import sys
 import threading
 from pathlib import Path
-from typing import Any, NoReturn
+from typing import Any
 
 import orjson
 
 from simulator import __version__
+from simulator.cli.args import CliError, Parser, at_least_one, param, positive, seconds
 
 EXIT_CLEAN, EXIT_VIOLATION, EXIT_BAD_INPUT, EXIT_INCOMPLETE, EXIT_VACUOUS = 0, 1, 2, 3, 5
 EXIT_NOTHING_TO_COMPARE = 4  # replay: the source recorded no digest or verdict to hold the replay to
-
-
-class CliError(Exception):
-    pass
-
-
-class _Help(argparse.HelpFormatter):
-    """Every option's help ends with its default, when it has one worth saying."""
-
-    def _get_help_string(self, action: argparse.Action) -> str:
-        text = action.help or ""
-        d = action.default
-        if "default" in text or d in (None, False, "", [], argparse.SUPPRESS) or action.option_strings == []:
-            return text
-        return f"{text} (default: {d})" if text else f"(default: {d})"
-
-
-class _Parser(argparse.ArgumentParser):
-    def __init__(self, *args: Any, **kwargs: Any) -> None:
-        kwargs.setdefault("formatter_class", _Help)
-        super().__init__(*args, **kwargs)
-
-    def error(self, message: str) -> NoReturn:
-        raise CliError(message)
-
-
-INT_LIMIT = 1 << 63  # what the logs, arrays and JSON of a run hold
-
-
-def _positive(text: str) -> int:
-    try:
-        v = int(text, 0)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"{text!r} is not a whole number") from None
-    if v < 0:
-        raise argparse.ArgumentTypeError(f"{text!r} must not be negative")
-    if v >= INT_LIMIT:
-        raise argparse.ArgumentTypeError(f"{text!r} is too large (at most 2^63 - 1)")
-    return v
-
-
-def _at_least_one(text: str) -> int:
-    v = _positive(text)
-    if v < 1:
-        raise argparse.ArgumentTypeError(f"{text!r}: at least 1")
-    return v
 
 
 class _PipeSafeStdout:
@@ -103,26 +58,20 @@ class _PipeSafeStdout:
         return getattr(self._stream, name)
 
 
-def _param(text: str) -> tuple[str, str]:
-    if "=" not in text:
-        raise argparse.ArgumentTypeError(f"{text!r} is not key=value")
-    k, v = text.split("=", 1)
-    return k.strip(), v.strip()
-
-
 def build_parser() -> argparse.ArgumentParser:
-    from simulator.engine.sweep import SEED_TIMEOUT, _seconds
+    from simulator.cli.sweep import add_arguments as add_sweep_arguments
+    from simulator.hunt.sweep import SEED_TIMEOUT
 
-    p = _Parser(prog="p2msim", description="Hunt stale-translation races in Xen's RISC-V P2M code.")
+    p = Parser(prog="p2msim", description="Hunt stale-translation races in Xen's RISC-V P2M code.")
     p.add_argument("--version", action="version", version=f"p2msim {__version__}")
-    sub = p.add_subparsers(dest="command", required=True, parser_class=_Parser)
+    sub = p.add_subparsers(dest="command", required=True, parser_class=Parser)
 
     r = sub.add_parser("run", help="run one seeded race hunt on a workload")
     r.add_argument("workload", help="a built-in workload name (see `p2msim list`) or a path to a .py file")
-    r.add_argument("--seed", type=_positive, default=0)
+    r.add_argument("--seed", type=positive, default=0)
     r.add_argument("--strategy", default="random", help="random or pct")
-    r.add_argument("--pct-depth", type=_positive, default=3, help="bug depth for --strategy pct")
-    r.add_argument("--pcpus", type=_positive, default=4, help="harts (physical CPUs)")
+    r.add_argument("--pct-depth", type=positive, default=3, help="bug depth for --strategy pct")
+    r.add_argument("--pcpus", type=positive, default=4, help="harts (physical CPUs)")
     r.add_argument("--profile", default="fixed", help="which version of Xen's bookkeeping runs")
     r.add_argument("--bug", action="append", default=[], help="inject a catalogued bug (repeatable)")
     r.add_argument(
@@ -133,15 +82,15 @@ def build_parser() -> argparse.ArgumentParser:
         help="a variant file: your change to the model, as register_variant(name, description, apply) (repeatable)",
     )
     r.add_argument(
-        "--steps", type=_positive, default=0, help="step budget (default: 25,000 x harts squared, at least 400,000)"
+        "--steps", type=positive, default=0, help="step budget (default: 25,000 x harts squared, at least 400,000)"
     )
     r.add_argument("--mode", default="sv39x4", help="G-stage mode: sv39x4, sv48x4 or sv57x4")
-    r.add_argument("--vmid-bits", type=_positive, default=7)
-    r.add_argument("--tlb-leaf", type=_positive, default=64, help="leaf TLB entries per hart")
-    r.add_argument("--tlb-nonleaf", type=_positive, default=16, help="non-leaf (walk cache) entries per hart")
+    r.add_argument("--vmid-bits", type=positive, default=7)
+    r.add_argument("--tlb-leaf", type=positive, default=64, help="leaf TLB entries per hart")
+    r.add_argument("--tlb-nonleaf", type=positive, default=16, help="non-leaf (walk cache) entries per hart")
     r.add_argument(
         "--tlb-negative",
-        type=_positive,
+        type=positive,
         default=0,
         help="negative entries per hart: invalid PTEs a faulting walk caches (default 0: none)",
     )
@@ -150,7 +99,7 @@ def build_parser() -> argparse.ArgumentParser:
         action="store_true",
         help="the TLB may hold several entries for one address (a refill keeps the old one; a lookup uses any)",
     )
-    r.add_argument("--frames", type=_positive, default=16384, help="host memory in 4 KiB frames")
+    r.add_argument("--frames", type=positive, default=16384, help="host memory in 4 KiB frames")
     r.add_argument(
         "--speculate",
         type=float,
@@ -161,7 +110,7 @@ def build_parser() -> argparse.ArgumentParser:
     )
     r.add_argument(
         "--xen-opt",
-        type=_param,
+        type=param,
         action="append",
         default=[],
         metavar="KEY=VALUE",
@@ -181,7 +130,7 @@ def build_parser() -> argparse.ArgumentParser:
         help="harts with Svinval ('all' or IDs like 0,2): their remote fences run as SFENCE.W.INVAL, "
         "HINVAL.GVMA..., SFENCE.INVAL.IR",
     )
-    r.add_argument("-p", "--param", type=_param, action="append", default=[], help="workload parameter key=value")
+    r.add_argument("-p", "--param", type=param, action="append", default=[], help="workload parameter key=value")
     r.add_argument("--strict", action="store_true", help="stale use of a freed (not yet reused) frame is a violation")
     r.add_argument("--log", help="write the JSON-lines event log here")
     r.add_argument("--log-level", default="debug", help="debug (every event), info or error")
@@ -200,14 +149,14 @@ def build_parser() -> argparse.ArgumentParser:
 
     i = sub.add_parser("inspect", help="summarise a log, or show a violation's causal chain as a timeline")
     i.add_argument("log", help="a JSON-lines log from `p2msim run --log`, or a schedule file (replayed first)")
-    i.add_argument("--violation", type=_positive, metavar="N", help="the timeline of violation N")
-    i.add_argument("--mfn", type=_positive, help="only events about this host frame")
-    i.add_argument("--gfn", type=_positive, help="only events about this guest frame (with --dom)")
-    i.add_argument("--dom", type=_positive)
-    i.add_argument("--hart", type=_positive)
+    i.add_argument("--violation", type=positive, metavar="N", help="the timeline of violation N")
+    i.add_argument("--mfn", type=positive, help="only events about this host frame")
+    i.add_argument("--gfn", type=positive, help="only events about this guest frame (with --dom)")
+    i.add_argument("--dom", type=positive)
+    i.add_argument("--hart", type=positive)
     i.add_argument("--event", help="only events whose name starts with this")
-    i.add_argument("--from", dest="seq_from", type=_positive, metavar="SEQ")
-    i.add_argument("--to", dest="seq_to", type=_positive, metavar="SEQ")
+    i.add_argument("--from", dest="seq_from", type=positive, metavar="SEQ")
+    i.add_argument("--to", dest="seq_to", type=positive, metavar="SEQ")
     i.add_argument("--json", action="store_true")
     i.add_argument(
         "--check",
@@ -238,25 +187,25 @@ def build_parser() -> argparse.ArgumentParser:
     sh = sub.add_parser("shrink", help="minimise a failing run to the smallest schedule that fails the same way")
     sh.add_argument("source", help="a log or a schedule file of a failing run")
     sh.add_argument("-o", "--out", help="where to write the minimal schedule (default: SOURCE.shrunk.json)")
-    sh.add_argument("--max-tests", type=_positive, default=400)
-    sh.add_argument("--max-seconds", type=_positive, default=180)
+    sh.add_argument("--max-tests", type=positive, default=400)
+    sh.add_argument("--max-seconds", type=positive, default=180)
     sh.add_argument("--json", action="store_true")
 
     m = sub.add_parser("matrix", help="every bug against the workloads that can expose it, and the clean profiles")
-    m.add_argument("--seeds", type=_positive, default=50, help="seeds per bug, workload and strategy")
-    m.add_argument("--clean-seeds", type=_positive, default=500, help="seeds per clean profile and workload")
-    m.add_argument("--jobs", type=_at_least_one, default=2)
+    m.add_argument("--seeds", type=positive, default=50, help="seeds per bug, workload and strategy")
+    m.add_argument("--clean-seeds", type=positive, default=500, help="seeds per clean profile and workload")
+    m.add_argument("--jobs", type=at_least_one, default=2)
     m.add_argument("--bug", action="append", default=[], help="only these bugs (repeatable)")
     m.add_argument("--workload", action="append", default=[], help="only these workloads (repeatable)")
     m.add_argument("--strategy", action="append", default=[], help="random, pct, uncontrolled (repeatable)")
     m.add_argument(
         "--record",
         action="store_true",
-        help="write where each bug was found into the record `p2msim list` shows (simulator/engine/exposed.json)",
+        help="write where each bug was found into the record `p2msim list` shows (simulator/hunt/exposed.json)",
     )
     m.add_argument(
         "--seed-timeout",
-        type=_seconds,
+        type=seconds,
         default=SEED_TIMEOUT,
         metavar="S",
         help=f"a seed with no verdict after S seconds is a timeout, not a hang (default {SEED_TIMEOUT:g})",
@@ -267,21 +216,19 @@ def build_parser() -> argparse.ArgumentParser:
     cp.add_argument("--variant", action="append", default=[], required=True, metavar="FILE", help="a variant file")
     cp.add_argument("--against", default="fixed", help="the baseline profile (default fixed); the variant runs on it")
     cp.add_argument("--workload", action="append", default=[], help="only these workloads (default: every built-in)")
-    cp.add_argument("--seeds", type=_at_least_one, default=20, help="seeds 0..N-1 per workload (default 20)")
-    cp.add_argument("--jobs", type=_at_least_one, default=2)
-    cp.add_argument("--seed-timeout", type=_seconds, default=SEED_TIMEOUT, metavar="S")
+    cp.add_argument("--seeds", type=at_least_one, default=20, help="seeds 0..N-1 per workload (default 20)")
+    cp.add_argument("--jobs", type=at_least_one, default=2)
+    cp.add_argument("--seed-timeout", type=seconds, default=SEED_TIMEOUT, metavar="S")
     cp.add_argument("--strict", action="store_true", help="stale use of a freed (not yet reused) frame is a finding")
     cp.add_argument("--json", action="store_true")
-
-    from simulator.engine.sweep import add_arguments as add_sweep_arguments
 
     add_sweep_arguments(sub.add_parser("sweep", help="run a range of seeds in parallel and summarise the failing ones"))
 
     b = sub.add_parser("bench", help="measure the hot path against a dict-lookup baseline")
     b.add_argument("--json", action="store_true")
     b.add_argument("--backend", default="trio")
-    b.add_argument("--steps", type=_at_least_one, default=600_000)
-    b.add_argument("--repeat", type=_at_least_one, default=3)
+    b.add_argument("--steps", type=at_least_one, default=600_000)
+    b.add_argument("--repeat", type=at_least_one, default=3)
     return p
 
 
@@ -315,7 +262,7 @@ def _main(argv: list[str] | None = None) -> int:
         if args.command == "bench":
             return cmd_bench(args)
         if args.command == "sweep":
-            from simulator.engine.sweep import run_cli
+            from simulator.cli.sweep import run_cli
 
             return run_cli(args)
         if args.command == "matrix":
@@ -483,9 +430,9 @@ def render(result) -> str:  # type: ignore[no-untyped-def]
 def _log_or_replayed(path: str) -> str:
     """inspect takes a schedule too: replay it into a log next to it first."""
     from simulator.engine import schedule
-    from simulator.engine.reproduce import replay
     from simulator.engine.scenario import WorkloadError
     from simulator.engine.simulation import ConfigError
+    from simulator.hunt.replay import replay
 
     if not path.endswith(".json"):
         return path
@@ -511,21 +458,21 @@ def _log_or_replayed(path: str) -> str:
 
 
 def cmd_inspect(args: argparse.Namespace) -> int:
-    from simulator.engine import logview
     from simulator.engine.logread import LogError
+    from simulator.report import logview
 
     filters = logview.Filters(args.mfn, args.gfn, args.dom, args.hart, args.event, args.seq_from, args.seq_to)
     filtering = any(x is not None for x in vars(filters).values())
     try:
         if args.check:  # before a schedule is replayed: the file itself is checked
-            from simulator.engine import schema
+            from simulator.report import schema
 
             c = schema.check(args.log)
             print(c.render())
             return EXIT_CLEAN if c.ok else EXIT_VIOLATION
         path = _log_or_replayed(args.log)
         if args.format == "html":
-            from simulator.engine.html import write_html
+            from simulator.report.html import write_html
 
             target = args.out or path + ".html"
             try:
@@ -535,7 +482,7 @@ def cmd_inspect(args: argparse.Namespace) -> int:
             print(f"wrote {out}")
             return EXIT_CLEAN
         if args.format == "perfetto":
-            from simulator.engine.perfetto import write_trace
+            from simulator.report.perfetto import write_trace
 
             target = args.out or path + ".trace.json"
             sink = sys.stdout.buffer if target == "-" else target
@@ -566,10 +513,10 @@ def cmd_inspect(args: argparse.Namespace) -> int:
 
 
 def cmd_replay(args: argparse.Namespace) -> int:
-    from simulator.engine.reproduce import replay
     from simulator.engine.scenario import WorkloadError
     from simulator.engine.schedule import ScheduleError
     from simulator.engine.simulation import ConfigError
+    from simulator.hunt.replay import replay
 
     try:
         rp = replay(args.source, backend=args.backend, log=args.log)
@@ -633,8 +580,8 @@ def cmd_replay(args: argparse.Namespace) -> int:
 def cmd_shrink(args: argparse.Namespace) -> int:
     from simulator.engine.scenario import WorkloadError
     from simulator.engine.schedule import ScheduleError
-    from simulator.engine.shrink import shrink_file
     from simulator.engine.simulation import ConfigError
+    from simulator.hunt.shrink import shrink_file
 
     def progress(msg: str) -> None:
         if not args.json:
@@ -678,10 +625,10 @@ def cmd_list(args: argparse.Namespace) -> int:
     from rich.console import Console
     from rich.table import Table
 
-    from simulator.engine import exposure
     from simulator.engine.bugs import BUGS
     from simulator.engine.simulation import builtin_workloads
     from simulator.engine.strategies import STRATEGIES
+    from simulator.hunt import exposure
     from simulator.xen import fidelity
     from simulator.xen.profiles import ALIASES, PROFILES, UPSTREAM_COMMIT
 
@@ -778,10 +725,11 @@ def _list_workload(name: str, console: Any) -> int:
 
 
 def _list_json(args: argparse.Namespace) -> dict[str, Any]:
-    from simulator.engine import exposure, windows
+    from simulator.engine import windows
     from simulator.engine.bugs import BUGS
     from simulator.engine.simulation import builtin_workloads
     from simulator.engine.strategies import STRATEGIES
+    from simulator.hunt import exposure
     from simulator.xen import fidelity
     from simulator.xen.profiles import ALIASES, PROFILES, UPSTREAM_COMMIT
 
@@ -830,8 +778,8 @@ def cmd_matrix(args: argparse.Namespace) -> int:
 
     from simulator.engine import windows
     from simulator.engine.bugs import BUGS
-    from simulator.engine.matrix import STRATEGIES, Cell, matrix
     from simulator.engine.simulation import builtin_workloads, did_you_mean
+    from simulator.hunt.matrix import STRATEGIES, Cell, matrix
 
     for b in args.bug:
         if b not in BUGS:
@@ -867,7 +815,7 @@ def cmd_matrix(args: argparse.Namespace) -> int:
         args.seed_timeout,
     )
     if args.record:
-        from simulator.engine import exposure
+        from simulator.hunt import exposure
 
         path = exposure.record(out["cells"], args.seeds)
         console.print(f"recorded where each bug was found in {path}")
@@ -932,9 +880,9 @@ def cmd_matrix(args: argparse.Namespace) -> int:
 
 
 def cmd_compare(args: argparse.Namespace) -> int:
-    from simulator.engine.compare import compare
     from simulator.engine.scenario import WorkloadError
     from simulator.engine.simulation import ConfigError, builtin_workloads, did_you_mean
+    from simulator.hunt.compare import compare
 
     names = builtin_workloads()
     for w in args.workload:
@@ -1025,7 +973,7 @@ def render_compare(out: dict[str, Any]) -> str:
 
 
 def cmd_bench(args: argparse.Namespace) -> int:
-    from simulator.engine.bench import bench
+    from simulator.hunt.bench import bench
 
     if args.backend not in ("trio", "asyncio"):
         raise CliError(f"unknown backend {args.backend!r} (trio or asyncio)")

@@ -9,7 +9,7 @@ fields every line has.  From them come the JSON Schemas (draft 2020-12) of one
 log line, one per readable log version; the schedule file and each command's
 ``--json`` are defined here too, from the same building blocks.  Every schema
 has a versioned ``$id``; the files in ``simulator/schemas/`` are written by
-``python3 -m simulator.engine.schema --write`` and a test keeps them equal to
+``python3 -m simulator.report.schema --write`` and a test keeps them equal to
 what this module generates.
 
 ``check_log(path)`` validates a log line by line (streamed: a million-line log
@@ -44,7 +44,7 @@ from simulator.engine.windows import CACHED, WINDOWS
 from simulator.riscv.memory import STATE_NAMES
 
 DRAFT = "https://json-schema.org/draft/2020-12/schema"
-GENERATED = "generated from simulator/engine/schema.py by `python3 -m simulator.engine.schema --write`: do not edit"
+GENERATED = "generated from simulator/report/schema.py by `python3 -m simulator.report.schema --write`: do not edit"
 BASE = "https://p2msim.invalid/schema"
 OUTPUT_VERSION = 1  # the version of every --json output's schema (each changes on its own from here)
 SCHEMA_DIR = Path(__file__).resolve().parents[1] / "schemas"
@@ -780,7 +780,7 @@ def log_line_schema(version: int = LOG_SCHEMA_VERSION) -> dict[str, Any]:
             f"One line of a p2msim --log file (JSON lines) of log schema version {version}{later}. Every line has "
             "seq, hart, event and log_level; the first is run.start (with v, the version), the last run.end, "
             "run.error or run.interrupted, and seq never decreases (rules of the whole log, checked by "
-            "`p2msim inspect --check LOG` and `python3 -m simulator.engine.schema --check LOG`). "
+            "`p2msim inspect --check LOG` and `python3 -m simulator.report.schema --check LOG`). "
             + (
                 "64-bit values (old, new, pte, hgatp) are hex strings."
                 if version >= 4
@@ -1619,7 +1619,7 @@ def check_document(name: str, data: Any) -> list[str]:
 
 def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(
-        prog="python3 -m simulator.engine.schema",
+        prog="python3 -m simulator.report.schema",
         description="The JSON Schemas of p2msim's log, schedule and --json outputs, generated from one definition.",
     )
     ap.add_argument("--write", action="store_true", help=f"write every schema into {SCHEMA_DIR}")

@@ -81,7 +81,7 @@ import orjson
 
 from simulator.engine.log import wide
 from simulator.engine.logread import LogError, read_events
-from simulator.engine.logview import violation_class
+from simulator.report.logview import violation_class
 from simulator.riscv.pte import hgatp_fields
 
 PID = 1

@@ -20,7 +20,7 @@ from typing import Any
 from simulator.engine import windows
 from simulator.engine.scenario import WorkloadError
 from simulator.engine.simulation import Config, ConfigError, SeedTimeout, builtin_workloads, replay_command, run
-from simulator.engine.sweep import _interruptible, _worker_init, stop_pool
+from simulator.hunt.sweep import _interruptible, _worker_init, stop_pool
 
 Cause = tuple[str, str, str]  # class, case, function
 

@@ -38,8 +38,8 @@ from typing import Any
 
 import orjson
 
-from simulator.engine import logview
 from simulator.engine.logread import read_events
+from simulator.report import logview
 
 MAX_EVENTS = 4000  # dots drawn at most; the page says how many the window has
 MAX_BARS = 2000  # fence bars and residency bands drawn at most (each); the page says if there were more

@@ -105,3 +105,12 @@ def test_the_same_guest_unmapping_under_its_vcpu_is_clean_and_says_why(tmp_path:
     m = re.search(r"race windows: ([\d,]+) stale TLB entries \((.*)\), removed by\n +(\S.*?) +([\d,]+)", out.stdout)
     assert m is not None, out.stdout
     assert "p2m_tlb_flush_sync in p2m_write_unlock" in out.stdout or "in decrease_reservation" in out.stdout
+
+
+def test_a_free_that_races_its_fence_is_counted_as_such() -> None:
+    """With the remote fence asynchronous the frame is freed while the fence is on its way (the window the
+    synchronous flush closes); on fixed no free ever happens while the fence that removes the entry flies."""
+    bug = run(Config(workload="teardown-under-load", seed=0, bugs=("async-remote-fence",)))
+    assert bug.windows["in_flight"].get("freed-cached", 0) + bug.windows["in_flight"].get("reused-cached", 0) > 0
+    fixed = run(Config(workload="teardown-under-load", seed=0))
+    assert fixed.windows["in_flight"] == {}

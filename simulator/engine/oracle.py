@@ -421,7 +421,7 @@ class Oracle(Observer):
         elif what == "local":
             self._gone(hart, origin(), -1)
         elif what == "taken":
-            self._gone(hart, self.fence_origin.pop(req.id, "HFENCE.GVMA"), -1, req.id)
+            self._gone(hart, self.fence_origin.pop(req.id, "HFENCE.GVMA"), -1, req)
         flush = self.flushlog.current(hart) if what in ("sent", "local") else None
         if flush is not None:
             flush.fences.append((self.conductor.seq, what, req))
@@ -429,7 +429,7 @@ class Oracle(Observer):
             gfns = None if req.gfns is None else list(req.gfns)
             self.log.debug(hart, f"fence.{what}", id=req.id, src=req.src, dst=req.dst, vmid=req.vmid, gfns=gfns)
 
-    def _gone(self, hart: int, defence: str | None, refill_key: int, fence: int | None = None) -> None:
+    def _gone(self, hart: int, defence: str | None, refill_key: int, req: FenceRequest | None = None) -> None:
         """Judge the entries the hart's TLB dropped since the last call (``defence`` None: by a fill)."""
         tlb = self.harts[hart].tlb
         gone = tlb.gone
@@ -438,7 +438,8 @@ class Oracle(Observer):
         seq = self.conductor.seq
         for e in gone:
             why = defence if defence is not None else REFILLED if e.key == refill_key else EVICTED
-            window = self.windows.close(self.memory, e, why, seq)
+            sent = req.sent_seq if req is not None else None
+            window = self.windows.close(self.memory, e, why, seq, sent, self._freed_at)
             if self.log.enabled:
                 self.log.debug(
                     hart,
@@ -449,11 +450,14 @@ class Oracle(Observer):
                     gfn=e.gfn_base,
                     mfn=e.ppn,
                     why="fence" if defence is not None else "refill" if e.key == refill_key else "capacity",
-                    fence=fence,
+                    fence=req.id if req is not None else None,
                     by=why,
                     window=window,
                 )
         gone.clear()
+
+    def _freed_at(self, mfn: int) -> int:
+        return self._last(mfn, "free")
 
     def close_windows(self) -> None:
         """The run ended: judge what every TLB still holds (a window nothing closed)."""

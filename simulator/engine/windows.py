@@ -16,6 +16,7 @@ are facts of the run whatever the hypervisor model did.
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
@@ -58,15 +59,32 @@ class Windows:
     closed_by: dict[str, int] = field(default_factory=dict)  # defence -> windows it closed
     first: dict[str, int] = field(default_factory=dict)  # defence -> the step it first closed one
     by: dict[tuple[str, str], int] = field(default_factory=dict)  # (window, defence) -> count
+    # freed-/reused-cached windows whose frame was freed while the fence that removed the entry was already
+    # on its way to the hart (sent, not yet taken): the fence raced the free, and won only by the ack
+    in_flight: dict[str, int] = field(default_factory=dict)
 
     def use(self, window: str) -> None:
         self.opened[window] = self.opened.get(window, 0) + 1
 
-    def close(self, mem: M.Memory, e: TlbEntry, defence: str, step: int) -> str | None:
-        """Judge one entry leaving the TLB: the window it was in (None: it was current) and credit it."""
-        window = judge(mem, e)
+    def close(
+        self,
+        mem: M.Memory,
+        e: TlbEntry,
+        defence: str,
+        step: int,
+        sent: int | None = None,
+        freed_at: Callable[[int], int] | None = None,
+    ) -> str | None:
+        """Judge one entry leaving the TLB: the window it was in (None: it was current) and credit it.
+
+        ``sent``: the step the removing fence was sent (a remote one); ``freed_at(mfn)``: the step a frame
+        was last freed, to tell a free that happened while that fence was in flight.
+        """
+        window, frame = judge(mem, e)
         if window is None:
             return None
+        if sent is not None and frame is not None and freed_at is not None and freed_at(frame) > sent:
+            self.in_flight[window] = self.in_flight.get(window, 0) + 1
         self.opened[window] = self.opened.get(window, 0) + 1
         self.closed_by[defence] = self.closed_by.get(defence, 0) + 1
         self.first.setdefault(defence, step)
@@ -83,11 +101,13 @@ class Windows:
             "opened": {k: self.opened[k] for k in WINDOWS if k in self.opened},
             "closed_by": dict(sorted(self.closed_by.items(), key=lambda kv: (-kv[1], kv[0]))),
             "first": {k: self.first[k] for k in sorted(self.first)},
+            "in_flight": {k: self.in_flight[k] for k in WINDOWS if k in self.in_flight},
         }
 
 
-def judge(mem: M.Memory, e: TlbEntry) -> str | None:
-    """The window a cached entry is in now, from the machine alone (None: it is current).
+def judge(mem: M.Memory, e: TlbEntry) -> tuple[str | None, int | None]:
+    """The window a cached entry is in now, from the machine alone (None: it is current), and the frame
+    that made it one (freed or reused; None for the other windows).
 
     Reused beats freed beats unlinked: a frame it reaches, or a table it was read
     from, handed out again since the PTE was stored (stamp newer than the
@@ -95,42 +115,42 @@ def judge(mem: M.Memory, e: TlbEntry) -> str | None:
     other than by a hardware A/D update.
     """
     if e.negative:
-        return None
+        return None, None
     ghost = e.ghost
     stamp, state = mem.stamp, mem.state
+    reused = freed = None
     if e.leaf:
-        span = 1 << (9 * e.level)
-        lo, hi = e.ppn, min(e.ppn + span, mem.nr_frames)
-        if lo >= hi:
-            targets_reused = targets_freed = False  # beyond RAM: a device
-        elif span == 1:
-            targets_reused = stamp[lo] > ghost
-            targets_freed = state[lo] in (M.FREE, M.POOL)
-        else:
-            targets_reused = max(stamp[lo:hi]) > ghost
+        lo, hi = e.ppn, min(e.ppn + (1 << (9 * e.level)), mem.nr_frames)
+        if hi - lo == 1:
+            reused = lo if stamp[lo] > ghost else None
+            freed = lo if state[lo] in (M.FREE, M.POOL) else None
+        elif lo < hi:  # a superpage (beyond RAM, lo >= hi: a device)
+            if max(stamp[lo:hi]) > ghost:
+                reused = next(f for f in range(lo, hi) if stamp[f] > ghost)
             frames = state[lo:hi]
-            targets_freed = M.FREE in frames or M.POOL in frames
-    else:
+            for st in (M.FREE, M.POOL):
+                at = frames.find(st)
+                if at >= 0:
+                    freed = lo + at if freed is None else min(freed, lo + at)
+    elif 0 <= e.ppn < mem.nr_frames:
         t = e.ppn
-        ok = 0 <= t < mem.nr_frames
-        targets_reused = ok and stamp[t] > ghost
-        targets_freed = ok and state[t] in (M.FREE, M.POOL)
-    path_reused = path_freed = False
+        reused = t if stamp[t] > ghost else None
+        freed = t if state[t] in (M.FREE, M.POOL) else None
     for _level, table, gen in e.path:
         if mem.gen[table] != gen:
-            path_reused = True
+            reused = table if reused is None else reused
         elif state[table] in (M.FREE, M.POOL):
-            path_freed = True
-    if targets_reused or path_reused:
-        return "reused-cached"
-    if targets_freed or path_freed:
-        return "freed-cached"
+            freed = table if freed is None else freed
+    if reused is not None:
+        return "reused-cached", reused
+    if freed is not None:
+        return "freed-cached", freed
     table = e.src_table
     if table is not None and (table[e.src_idx] ^ e.src_pte) & ~(PTE_A | PTE_D):
-        return "unlinked-cached"
+        return "unlinked-cached", None
     if getattr(e, "marks", 0) & MARK_ALIAS:
-        return "vmid-alias-cached"
-    return None
+        return "vmid-alias-cached", None
+    return None, None
 
 
 def origin(depth: int = 2) -> str:
@@ -179,12 +199,17 @@ def block(windows: dict[str, Any], indent: str = "  ") -> list[str]:
     else:
         kinds = ", ".join(f"{k} {n:,}" for k, n in cached.items())
         lines = [f"{indent}race windows: {sum(cached.values()):,} stale TLB entries ({kinds}), removed by"]
+
         closed: dict[str, int] = windows.get("closed_by", {})
         first: dict[str, int] = windows.get("first", {})
         width = max(len(d) for d in closed)
         for d, n in sorted(closed.items(), key=lambda kv: (-kv[1], kv[0])):
             at = f"   first at step {first[d]:,}" if d in first and d != STILL_CACHED else ""
             lines.append(f"{indent}  {d:<{width}} {n:>8,}{at}")
+        flying: dict[str, int] = windows.get("in_flight", {})
+        if flying:
+            what = ", ".join(f"{k} {n:,}" for k, n in flying.items())
+            lines.append(f"{indent}  of these, freed while the fence that removed them was in flight: {what}")
     if used := uses(windows):
         lines.append(f"{indent}{used}")
     return lines
@@ -222,7 +247,7 @@ def vacuous(windows: dict[str, Any], accesses: int) -> str:
 
 def add(total: dict[str, Any], one: dict[str, Any]) -> None:
     """Aggregate one run's windows into ``total`` (sweeps, matrix, compare, the pytest plugin)."""
-    for part in ("opened", "closed_by"):
+    for part in ("opened", "closed_by", "in_flight"):
         dst = total.setdefault(part, {})
         for k, n in one.get(part, {}).items():
             dst[k] = dst.get(k, 0) + n

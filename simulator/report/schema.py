@@ -328,6 +328,11 @@ WINDOWS_RUN = Object(
         "opened": f(_OPENED, "race windows opened, by kind (engine.windows.WINDOWS)"),
         "closed_by": f(COUNTS, "what removed the stale entries (a defence, an eviction, nothing) -> how many"),
         "first": f(COUNTS, "defence -> the step it first closed a window"),
+        "in_flight": opt(
+            _OPENED,
+            "freed- and reused-cached windows whose frame was freed while the fence that "
+            "removed the entry was in flight",
+        ),
     },
     "the run's race windows",
 )
@@ -336,6 +341,7 @@ WINDOWS_SUM = Object(
         "opened": opt(_OPENED, "race windows opened, by kind, over the runs"),
         "closed_by": opt(COUNTS, "what removed the stale entries -> how many, over the runs"),
         "first": opt(COUNTS, "defence -> the step it first closed a window"),
+        "in_flight": opt(_OPENED, "windows whose frame was freed while the removing fence was in flight"),
     },
     "race windows added up over runs (empty: none ran)",
 )

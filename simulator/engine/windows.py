@@ -58,7 +58,6 @@ class Windows:
     opened: dict[str, int] = field(default_factory=dict)
     closed_by: dict[str, int] = field(default_factory=dict)  # defence -> windows it closed
     first: dict[str, int] = field(default_factory=dict)  # defence -> the step it first closed one
-    by: dict[tuple[str, str], int] = field(default_factory=dict)  # (window, defence) -> count
     # freed-/reused-cached windows whose frame was freed while the fence that removed the entry was already
     # on its way to the hart (sent, not yet taken): the fence raced the free, and won only by the ack
     in_flight: dict[str, int] = field(default_factory=dict)
@@ -88,13 +87,7 @@ class Windows:
         self.opened[window] = self.opened.get(window, 0) + 1
         self.closed_by[defence] = self.closed_by.get(defence, 0) + 1
         self.first.setdefault(defence, step)
-        key = (window, defence)
-        self.by[key] = self.by.get(key, 0) + 1
         return window
-
-    @property
-    def total(self) -> int:
-        return sum(self.opened.values())
 
     def to_json(self) -> dict[str, Any]:
         return {

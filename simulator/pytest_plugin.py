@@ -623,6 +623,12 @@ def pytest_runtest_makereport(item: pytest.Item, call: pytest.CallInfo[None]) ->
     report.p2msim = infos
     if state.result is not None and seed is not None:
         report.p2msim_key = [item_key(item.nodeid, seed), seed]
+    if report.failed and state.reported:
+        # the short summary shows the failure's first line only: on CI (where pytest does not truncate
+        # it) the whole explanation would otherwise be printed a second time
+        crash = getattr(report.longrepr, "reprcrash", None)
+        if crash is not None and isinstance(crash.message, str):
+            crash.message = crash.message.split("\n", 1)[0]
     if report.failed and not state.reported:
         parts = []
         if state.result is not None and state.spec is not None:

@@ -762,27 +762,49 @@ def _run_local(tasks: Iterator[Task], jobs: int, tally: Tally) -> None:
     suspects: deque[Task] = deque()  # in flight when a worker died: each runs again alone
     alone: set[int] = set()  # seeds whose worker died while they ran alone: the next death is theirs
     inflight: dict[Future[SeedResult], Task] = {}
+    unsent: deque[Task] = deque()  # drawn, but the pool broke under its submit: it never ran
     exhausted = False
     pool = _new_pool(jobs)
+
+    def submit(t: Task) -> bool:
+        """False if the pool is already broken (a worker died since the last wait): ``t`` did not start."""
+        try:
+            inflight[pool.submit(run_seed, t)] = t
+        except BrokenProcessPool:
+            return False
+        return True
+
     try:
         while True:
             if tally.bound is not None:
                 exhausted = True  # every seed not yet drawn is above the first failing one
                 suspects = deque(t for t in suspects if t.seed < tally.bound)
+                unsent = deque(t for t in unsent if t.seed < tally.bound)
+            sent = True
             if suspects:
                 if not inflight:  # a suspect runs alone, so a broken pool names it
                     t = suspects.popleft()
                     alone.add(t.seed)
-                    inflight[pool.submit(run_seed, t)] = t
+                    if not submit(t):
+                        alone.discard(t.seed)
+                        suspects.appendleft(t)
+                        sent = False
             else:
-                while not exhausted and len(inflight) < jobs:
-                    t = next(tasks, None)
+                while len(inflight) < jobs and (unsent or not exhausted):
+                    t = unsent.popleft() if unsent else next(tasks, None)
                     if t is None:
                         exhausted = True
                         break
-                    inflight[pool.submit(run_seed, t)] = t
+                    if not submit(t):
+                        unsent.appendleft(t)
+                        sent = False
+                        break
             if not inflight:
-                return
+                if sent:
+                    return
+                stop_pool(pool)  # broken with nothing of ours in flight: the death was already counted
+                pool = _new_pool(jobs)
+                continue
             done, _ = wait(inflight, return_when=FIRST_COMPLETED)
             broken = _collect(sorted(done, key=lambda f: inflight[f].seed), inflight, tally)
             if not broken:

@@ -355,10 +355,10 @@ class Result:
     output_errors: list[str] = field(default_factory=list)
     warning_kinds: dict[str, int] = field(default_factory=dict)  # warnings by kind (see engine.oracle)
     # race windows: {"opened": {window: n}, "closed_by": {defence: n}, "first": {defence: step}} (engine.windows)
-    windows: dict[str, Any] = field(default_factory=dict)
+    windows: dict[str, Any] = field(default_factory=dict, repr=False)
     # every violation recorded (``violations`` keeps the first MAX_REPORTED and the first of each cause)
     findings: int = 0
-    causes: list[dict[str, Any]] = field(default_factory=list)  # by root cause (engine.findings)
+    causes: list[dict[str, Any]] = field(default_factory=list, repr=False)  # by root cause (engine.findings)
     sources: dict[str, Any] = field(default_factory=dict, repr=False)  # what ran (engine.provenance)
 
     @property

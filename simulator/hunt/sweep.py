@@ -229,10 +229,13 @@ _IN_POOL_WORKER = False  # set by the pool's initializer: signal handling differ
 
 
 def _worker_init() -> None:
-    """Pool workers ignore Ctrl-C while idle (no traceback from a worker waiting for work)."""
+    """Pool workers ignore Ctrl-C while idle (no traceback from a worker waiting for work) and end on SIGTERM."""
     global _IN_POOL_WORKER
     _IN_POOL_WORKER = True
     signal.signal(signal.SIGINT, signal.SIG_IGN)
+    # the command line's SIGTERM handler (turn it into Ctrl-C) is the parent's: a worker the sweep
+    # stops with SIGTERM just ends, with nothing on the shared stderr
+    signal.signal(signal.SIGTERM, signal.SIG_DFL)
 
 
 @contextmanager

@@ -33,10 +33,7 @@ def seed_range(text: str) -> range:
 
 
 def _jobs(text: str) -> int:
-    try:
-        v = int(text, 0)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"{text!r} is not a whole number") from None
+    v = positive(text)
     if v < 1:
         raise argparse.ArgumentTypeError(f"{text!r}: at least one job")
     return v

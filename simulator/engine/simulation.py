@@ -641,6 +641,7 @@ def _user_error(exc: BaseException, message: str) -> WorkloadError:
     (``original``) for ``--traceback``."""
     err = WorkloadError(message + user_frame(exc))
     err.original = exc  # type: ignore[attr-defined]
+    err.reason = str(exc)  # type: ignore[attr-defined]  # what failed, without the step or the place
     return err
 
 

@@ -83,8 +83,7 @@ def _one(args: tuple[Config, float | None]) -> dict[str, Any]:
     except SeedTimeout:
         return _result(config, [], "timeout", {})
     except WorkloadError as exc:  # the change made a hypercall fail (a pool too small, say): a finding of its own
-        why = str(exc).split(": ", 1)[-1]  # after "workload W failed at step N"
-        why = re.sub(r" \(at \S+:\d+ in \w+\)", "", why)  # where in the workload: the same cause anywhere
+        why = getattr(exc, "reason", None) or str(exc).split(": ", 1)[-1]  # not the step, not the place
         shape = re.sub(r"0x[0-9a-f]+|\d[\d,]*", "#", why)  # one cause for every seed it hits
         return _result(config, [("workload-error", shape, config.workload)], "error", {})
     causes = sorted(

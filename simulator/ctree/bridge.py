@@ -29,6 +29,7 @@ class _Spawned(greenlet.greenlet):  # type: ignore[misc]
     """A greenlet started by greenlet_spawn: the only kind from which await_only may switch."""
 
     failure: BaseException | None = None  # an exception a C callback could not raise through the C
+    frames: Callable[[], list[str]] | None = None  # the C functions it is in now, innermost first
 
 
 def await_only(awaitable: Awaitable[T]) -> T:
@@ -46,17 +47,44 @@ def fail(exc: BaseException) -> None:
         current.failure = exc
 
 
-async def greenlet_spawn(fn: Callable[..., T], *args: Any) -> T:
-    """Run ``fn(*args)`` (a C function) so that its callbacks may ``await_only``; return its result."""
+async def greenlet_spawn(
+    fn: Callable[..., T],
+    *args: Any,
+    enter: Callable[[], object] | None = None,
+    frames: Callable[[], list[str]] | None = None,
+) -> T:
+    """Run ``fn(*args)`` (a C function) so that its callbacks may ``await_only``; return its result.
+
+    ``enter`` runs before every switch into the C (to make its context current:
+    other harts' C runs between two callbacks of this one); ``frames`` names the
+    C functions it is in, for ``spawned_frames``.
+    """
     g = _Spawned(fn)
+    g.frames = frames
+    if enter is not None:
+        enter()
     result = g.switch(*args)
     while not g.dead:
         try:
             value = await result
         except BaseException as exc:  # the step failed (a stop, a deadlock): raise it at the callback
+            if enter is not None:
+                enter()
             result = g.throw(exc)
         else:
+            if enter is not None:
+                enter()
             result = g.switch(value)
     if g.failure is not None:
         raise g.failure
     return result  # type: ignore[no-any-return]
+
+
+def spawned_frames(frame: Any) -> list[str] | None:
+    """The C functions a suspended greenlet_spawn ``frame`` is in (innermost first), None for any other frame."""
+    if frame.f_code is not greenlet_spawn.__code__:
+        return None
+    g = frame.f_locals.get("g")
+    if not isinstance(g, _Spawned) or g.frames is None:
+        return []
+    return g.frames()

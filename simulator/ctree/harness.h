@@ -1,0 +1,274 @@
+/*
+ * p2msim's userspace harness for a Xen tree's xen/arch/riscv/p2m.c (our own code, not Xen's).
+ *
+ * The way Xen's tools/tests/vpci and tools/tests/pdx build hypervisor code: the
+ * source is copied with its #include lines blanked (so __LINE__ is the tree's),
+ * compiled with -include harness.h, and this file defines just what p2m.c uses.
+ * The tree's own include/asm/p2m.h (struct p2m_domain, p2m_type_t, the P2M_*
+ * macros) is pasted in after this file, so a field a user adds there is seen.
+ *
+ * Every action of the C that another hart can observe is a call into Python
+ * (struct harness_ops), where it becomes a conductor step: a PTE store, a lock
+ * operation, an SBI fence, a page allocation, free or put.  Loads of table
+ * memory are plain C loads: map_domain_page() returns a pointer into the
+ * simulator's own table storage, so the harts' walkers read what the C wrote.
+ *
+ * Invariant: Python may switch away from the C only inside a callback
+ * (greenlet); the current invocation's context (hctx) is switched with it.
+ */
+#ifndef P2MSIM_HARNESS_H
+#define P2MSIM_HARNESS_H
+
+#include <limits.h>
+#include <setjmp.h>
+#include <stdarg.h>
+#include <stdbool.h>
+#include <stddef.h>
+#include <stdint.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#define CONFIG_RISCV_64 1
+#define CONFIG_QEMU_PLATFORM 1
+
+/* -- compiler and bit helpers (xen/include/xen/compiler.h, const.h, bitops.h) -- */
+#define __init
+#define __initdata
+#define __ro_after_init
+#define __read_mostly
+#define __must_check __attribute__((warn_unused_result))
+#define likely(x) __builtin_expect(!!(x), 1)
+#define unlikely(x) __builtin_expect(!!(x), 0)
+#define _AC(X, Y) (X##Y)
+#define _AT(T, X) ((T)(X))
+#define _UL(x) (x##UL)
+#define _ULL(x) (x##ULL)
+#define _U(x) (x##U)
+#define BIT(pos, sfx) (1##sfx << (pos))
+#define KB(x) ((x) << 10)
+#define ARRAY_SIZE(a) (sizeof(a) / sizeof((a)[0]))
+#define MASK_EXTR(v, m) (((v) & (m)) / ((m) & -(m)))
+#define MASK_INSR(v, m) (((v) * ((m) & -(m))) & (m))
+#define ilog2(x) (63 - __builtin_clzl((unsigned long)(x)))
+#define ACCESS_ONCE(x) (*(volatile __typeof__(x) *)&(x))
+#define min(x, y) ({ __typeof__(x) _x = (x); __typeof__(y) _y = (y); _x < _y ? _x : _y; })
+#define max(x, y) ({ __typeof__(x) _x = (x); __typeof__(y) _y = (y); _x > _y ? _x : _y; })
+#define BUILD_BUG_ON(cond) ((void)sizeof(char[1 - 2 * !!(cond)]))
+
+/* -- errno (xen/include/public/errno.h values) -- */
+#define ENOENT 2
+#define ENOMEM 12
+#define EACCES 13
+#define EBUSY 16
+#define EINVAL 22
+#define ENOSPC 28
+#define EOVERFLOW 75
+#define ERESTART 85
+#define EOPNOTSUPP 95
+
+/* -- frames and addresses (asm/page-bits.h, xen/mm-frame.h, typesafe mfn_t/gfn_t) -- */
+#define PAGE_SHIFT 12
+#define PAGE_SIZE (_AC(1, UL) << PAGE_SHIFT)
+#define PAGETABLE_ORDER 9
+#define PAGETABLE_ENTRIES (_AC(1, U) << PAGETABLE_ORDER)
+#define PADDR_BITS 56
+#define PADDR_MASK ((_AC(1, ULL) << PADDR_BITS) - 1)
+#define PTE_PPN_SHIFT 10
+#define GSTAGE_ROOT_PAGE_TABLE_SIZE KB(16)
+#define PFN_DOWN(x) ((x) >> PAGE_SHIFT)
+#define pfn_to_paddr(pfn) ((paddr_t)(pfn) << PAGE_SHIFT)
+
+typedef uint64_t paddr_t;
+typedef unsigned long vaddr_t;
+typedef uint16_t domid_t;
+typedef struct { unsigned long mfn; } mfn_t;
+typedef struct { unsigned long gfn; } gfn_t;
+
+static inline mfn_t _mfn(unsigned long m) { return (mfn_t){ m }; }
+static inline unsigned long mfn_x(mfn_t m) { return m.mfn; }
+static inline gfn_t _gfn(unsigned long g) { return (gfn_t){ g }; }
+static inline unsigned long gfn_x(gfn_t g) { return g.gfn; }
+#define INVALID_MFN _mfn(~0UL)
+#define INVALID_GFN _gfn(~0UL)
+static inline bool mfn_eq(mfn_t a, mfn_t b) { return mfn_x(a) == mfn_x(b); }
+static inline mfn_t mfn_add(mfn_t m, unsigned long i) { return _mfn(mfn_x(m) + i); }
+static inline gfn_t gfn_add(gfn_t g, unsigned long i) { return _gfn(gfn_x(g) + i); }
+static inline gfn_t gfn_max(gfn_t a, gfn_t b) { return gfn_x(a) > gfn_x(b) ? a : b; }
+static inline gfn_t gfn_min(gfn_t a, gfn_t b) { return gfn_x(a) < gfn_x(b) ? a : b; }
+static inline paddr_t gfn_to_gaddr(gfn_t g) { return (paddr_t)gfn_x(g) << PAGE_SHIFT; }
+static inline paddr_t mfn_to_maddr(mfn_t m) { return (paddr_t)mfn_x(m) << PAGE_SHIFT; }
+static inline mfn_t maddr_to_mfn(paddr_t ma) { return _mfn(ma >> PAGE_SHIFT); }
+
+/* -- G-stage PTEs (asm/page.h; the privileged spec's encoding) -- */
+#define PTE_VALID BIT(0, UL)
+#define PTE_READABLE BIT(1, UL)
+#define PTE_WRITABLE BIT(2, UL)
+#define PTE_EXECUTABLE BIT(3, UL)
+#define PTE_USER BIT(4, UL)
+#define PTE_GLOBAL BIT(5, UL)
+#define PTE_ACCESSED BIT(6, UL)
+#define PTE_DIRTY BIT(7, UL)
+#define PTE_RSW (BIT(8, UL) | BIT(9, UL))
+#define PTE_PBMT_NOCACHE BIT(61, UL)
+#define PTE_PBMT_IO BIT(62, UL)
+#define PTE_ACCESS_MASK (PTE_READABLE | PTE_WRITABLE | PTE_EXECUTABLE)
+#define PTE_PPN_MASK _UL(0x3FFFFFFFFFFC00)
+#define PAGE_HYPERVISOR_RW (PTE_VALID | PTE_READABLE | PTE_WRITABLE)
+#define XEN_PT_LEVEL_ORDER(lvl) ((lvl) * PAGETABLE_ORDER)
+
+typedef struct { uint64_t pte; } pte_t;
+
+static inline void pte_set_mfn(pte_t *p, mfn_t mfn)
+{
+    p->pte &= ~PTE_PPN_MASK;
+    p->pte |= MASK_INSR(mfn_x(mfn), PTE_PPN_MASK);
+}
+static inline mfn_t pte_get_mfn(pte_t p) { return _mfn(MASK_EXTR(p.pte, PTE_PPN_MASK)); }
+static inline bool pte_is_valid(pte_t p) { return p.pte & PTE_VALID; }
+static inline bool pte_is_table(pte_t p) { return (p.pte & (PTE_VALID | PTE_ACCESS_MASK)) == PTE_VALID; }
+static inline bool pte_is_mapping(pte_t p) { return (p.pte & PTE_VALID) && (p.pte & PTE_ACCESS_MASK); }
+static inline bool pte_is_superpage(pte_t p, unsigned int level) { return level > 0 && pte_is_mapping(p); }
+static inline paddr_t pte_to_paddr(pte_t p) { return (paddr_t)MASK_EXTR(p.pte, PTE_PPN_MASK) << PAGE_SHIFT; }
+#define mfn_from_pte(pte) maddr_to_mfn(pte_to_paddr(pte))
+static inline int clean_dcache_va_range(const void *p, unsigned long size) { (void)p; (void)size; return 0; }
+
+/* -- hgatp and CSRs (asm/riscv_encoding.h) -- */
+#define HGATP_MODE_OFF _UL(0)
+#define HGATP_MODE_SV32X4 _UL(1)
+#define HGATP_MODE_SV39X4 _UL(8)
+#define HGATP_MODE_SV48X4 _UL(9)
+#define HGATP_MODE_SV57X4 _UL(10)
+#define HGATP_MODE_MASK _ULL(0xF000000000000000)
+#define HGATP_VMID_MASK _ULL(0x03FFF00000000000)
+#define HGATP_PPN_MASK _ULL(0x00000FFFFFFFFFFF)
+#define CSR_VSATP 0x280
+#define CSR_HGATP 0x680
+
+/* -- struct page_info (asm/mm.h: the fields p2m.c uses, under the tree's names) -- */
+#define MAX_ORDER 18
+struct domain;
+struct vcpu;
+struct page_list_entry { unsigned int next, prev; };
+struct page_info {
+    struct page_list_entry list;
+    unsigned long count_info;
+    union {
+        struct { unsigned long type_info; } inuse;
+        struct { unsigned long used_entries; } md;
+    } u;
+    union {
+        struct { struct domain *domain; } inuse;
+        struct { unsigned int order; } free;
+        struct { struct page_info *pg; } md;
+    } v;
+    uint32_t tlbflush_timestamp;
+};
+/* the owner of a list: page_list_add/del are calls into Python, which keeps p2m->pages in order */
+struct page_list_head { int domid; };
+#define INIT_PAGE_LIST_HEAD(h) ((void)(h))
+
+/* -- locks: p2msim's, blocking through the conductor (xen/rwlock.h, xen/spinlock.h) -- */
+typedef struct { int domid; } rwlock_t;
+typedef struct { int domid; } spinlock_t;
+#define rwlock_init(l) ((void)(l))
+#define spin_lock_init(l) ((void)(l))
+
+typedef struct { int domid; } cpumask_t; /* a domain's dirty_cpumask (domid), or cpu_online_map (-1) */
+
+/* -- what the C asks of the simulation (set by Python before the first call) -- */
+enum harness_lock_op { H_WRITE_LOCK, H_WRITE_UNLOCK, H_READ_LOCK, H_READ_UNLOCK, H_IS_WRITE_LOCKED, H_IS_LOCKED,
+                       H_SPIN_LOCK, H_SPIN_UNLOCK };
+enum harness_pool_op { H_POOL_ALLOC, H_POOL_FREE, H_RET_TO_DOMHEAP, H_REFILL_FROM_DOMHEAP, H_FREELIST_ADJUST,
+                       H_ALLOC_DOMHEAP, H_PUT_PAGE, H_GET_PAGE, H_DOMAIN_CRASH, H_ISA_EXT, H_LIST_ADD, H_LIST_DEL };
+struct harness_ops {
+    void *(*map)(unsigned long mfn, int *snapshot); /* a pointer into the frame's table storage */
+    void (*write_pte)(unsigned long mfn, unsigned int idx, uint64_t val, int private_table);
+    void (*stored)(unsigned long mfn, int data);    /* a private table was filled (0) / a data page stored (1) */
+    void (*clear)(unsigned long mfn);
+    long (*lock)(int op, int domid);
+    long (*pool)(int op, int domid, long arg, long arg2);
+    int (*sbi_remote_hfence_gvma)(int maskid, unsigned long start, unsigned long size);
+    void (*assert_failed)(int kind, const char *expr, const char *file, int line); /* 0 ASSERT, 1 BUG, 2 unreach */
+    void (*printk)(const char *text);
+    void (*leaf)(int domid, unsigned long table, unsigned int idx, unsigned int level, uint64_t pte, int type);
+};
+
+#define HARNESS_STACK 64 /* C frames kept for explanations (deeper ones are counted, not named) */
+struct harness_ctx {
+    jmp_buf jmp;
+    int aborted;
+    int depth;
+    void *stack[HARNESS_STACK];
+};
+
+extern struct harness_ops harness_ops;
+extern struct harness_ctx *hctx;
+extern struct page_info *frame_table;
+extern unsigned long harness_nr_frames;
+extern cpumask_t cpu_online_map;
+
+/* Python failed the call (a panic, a stop, a cancellation): unwind the C to its entry point. */
+static inline void harness_check(void)
+{
+    if ( hctx && hctx->aborted )
+        longjmp(hctx->jmp, 1);
+}
+
+#define mfn_valid(m) (mfn_x(m) < harness_nr_frames)
+#define mfn_to_page(m) (frame_table + mfn_x(m))
+#define page_to_mfn(pg) _mfn((unsigned long)((pg) - frame_table))
+
+/* -- xen/bug.h: ASSERT is evaluated in every build; Python decides (--debug-build panics) -- */
+#define ASSERT(p) \
+    do { if ( unlikely(!(p)) ) { harness_ops.assert_failed(0, #p, __FILE__, __LINE__); harness_check(); } } while ( 0 )
+#define BUG_ON(p) \
+    do { if ( unlikely(p) ) { harness_ops.assert_failed(1, #p, __FILE__, __LINE__); harness_check(); } } while ( 0 )
+#define BUG() BUG_ON(1)
+#define ASSERT_UNREACHABLE() \
+    do { harness_ops.assert_failed(2, "unreachable", __FILE__, __LINE__); harness_check(); } while ( 0 )
+
+void printk(const char *fmt, ...) __attribute__((format(printf, 1, 2)));
+#define XENLOG_ERR ""
+#define XENLOG_WARNING ""
+#define dprintk(lvl, fmt, ...) printk(lvl fmt, ##__VA_ARGS__)
+#define panic(fmt, ...) do { printk(fmt, ##__VA_ARGS__); BUG(); } while ( 0 )
+
+/* -- the direct map (xen/domain_page.h): the simulator's table storage -- */
+void *map_domain_page(mfn_t mfn);
+void unmap_domain_page(const void *p);
+mfn_t domain_page_map_to_mfn(const void *p);
+#define __map_domain_page(pg) map_domain_page(page_to_mfn(pg))
+#define clear_page(p) harness_clear_page(p)
+void harness_clear_page(void *p);
+
+/* asm/page.h: one atomic store another hart's walker can see */
+void write_pte(pte_t *p, pte_t pte);
+
+/* -- locks -- */
+static inline long harness_lock(int op, int domid) { long r = harness_ops.lock(op, domid); harness_check(); return r; }
+#define write_lock(l) ((void)harness_lock(H_WRITE_LOCK, (l)->domid))
+#define write_unlock(l) ((void)harness_lock(H_WRITE_UNLOCK, (l)->domid))
+#define read_lock(l) ((void)harness_lock(H_READ_LOCK, (l)->domid))
+#define read_unlock(l) ((void)harness_lock(H_READ_UNLOCK, (l)->domid))
+#define rw_is_write_locked(l) ((bool)harness_lock(H_IS_WRITE_LOCKED, (l)->domid))
+#define rw_is_locked(l) ((bool)harness_lock(H_IS_LOCKED, (l)->domid))
+#define spin_lock(l) ((void)harness_lock(H_SPIN_LOCK, (l)->domid))
+#define spin_unlock(l) ((void)harness_lock(H_SPIN_UNLOCK, (l)->domid))
+
+/* -- CPU features (asm/cpufeature.h) -- */
+enum riscv_isa_ext_id { RISCV_ISA_EXT_svade = 1, RISCV_ISA_EXT_svpbmt = 2 };
+bool riscv_isa_extension_available(const unsigned long *isa_bitmap, enum riscv_isa_ext_id id);
+
+/* -- the rest of the hypervisor, called from code p2msim does not run (boot, context switch) -- */
+unsigned long csr_read(unsigned long csr);
+void csr_write(unsigned long csr, unsigned long val);
+unsigned long csr_swap(unsigned long csr, unsigned long val);
+void local_hfence_gvma_all(void);
+void flush_tlb_guest_local(void);
+void vmid_init(void);
+struct vcpu_vmid;
+bool vmid_handle_vmenter(struct vcpu_vmid *vmid);
+int sbi_remote_hfence_gvma(const cpumask_t *cpu_mask, vaddr_t start, size_t size);
+
+#endif /* P2MSIM_HARNESS_H */

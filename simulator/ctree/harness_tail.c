@@ -1,0 +1,449 @@
+/*
+ * p2msim's entry points into the tree's p2m.c, appended to the same translation
+ * unit so that its static functions can be called.  Each entry sets the current
+ * context and a setjmp point: a panic, an ASSERT of a debug build, or a failure
+ * in Python (a stop, a cancellation) longjmps back here and returns H_ABORTED.
+ */
+
+#define H_ABORTED INT_MIN
+
+struct harness_ops harness_ops;
+struct harness_ctx *hctx;
+struct page_info *frame_table;
+unsigned long harness_nr_frames;
+cpumask_t cpu_online_map = { -1 };
+
+/* pages mapped now (map_domain_page), to find the frame and index of a store */
+#define HARNESS_MAPS 128 /* shared by every hart's call into the C */
+static struct { uint64_t *base; unsigned long mfn; int refs; unsigned char *snap; } maps[HARNESS_MAPS];
+/* table pages handed out by p2m_alloc_page and not yet linked into a reachable table */
+static unsigned char *unpublished;
+
+/* hidden: glibc has no-op hooks of the same names, which a default-visibility definition would lose to */
+__attribute__((no_instrument_function, visibility("hidden"))) void __cyg_profile_func_enter(void *fn, void *site)
+{
+    (void)site;
+    if ( hctx )
+    {
+        if ( hctx->depth < HARNESS_STACK )
+            hctx->stack[hctx->depth] = fn;
+        hctx->depth++;
+    }
+}
+
+__attribute__((no_instrument_function, visibility("hidden"))) void __cyg_profile_func_exit(void *fn, void *site)
+{
+    (void)fn;
+    (void)site;
+    if ( hctx && hctx->depth > 0 )
+        hctx->depth--;
+}
+
+static int slot_of(const void *p)
+{
+    for ( int i = 0; i < HARNESS_MAPS; i++ )
+        if ( maps[i].refs && (const char *)p >= (const char *)maps[i].base &&
+             (const char *)p < (const char *)maps[i].base + PAGE_SIZE )
+            return i;
+    return -1;
+}
+
+void *map_domain_page(mfn_t mfn)
+{
+    int snapshot = 0, free_slot = -1;
+    uint64_t *base;
+
+    if ( !mfn_valid(mfn) )
+    {
+        printk("map_domain_page(%#lx): no such frame (a wild pointer in the C)\n", mfn_x(mfn));
+        BUG();
+    }
+    for ( int i = 0; i < HARNESS_MAPS; i++ )
+    {
+        if ( maps[i].refs && maps[i].mfn == mfn_x(mfn) )
+        {
+            maps[i].refs++;
+            return maps[i].base;
+        }
+        if ( !maps[i].refs && free_slot < 0 )
+            free_slot = i;
+    }
+    BUG_ON(free_slot < 0); /* more pages mapped at once than the harness keeps */
+    base = harness_ops.map(mfn_x(mfn), &snapshot);
+    harness_check();
+    maps[free_slot].base = base;
+    maps[free_slot].mfn = mfn_x(mfn);
+    maps[free_slot].refs = 1;
+    if ( snapshot )
+    {
+        static unsigned char snaps[HARNESS_MAPS][PAGE_SIZE];
+
+        memcpy(snaps[free_slot], base, PAGE_SIZE);
+        maps[free_slot].snap = snaps[free_slot];
+    }
+    else
+        maps[free_slot].snap = NULL;
+    return base;
+}
+
+void unmap_domain_page(const void *p)
+{
+    int i;
+
+    if ( !p )
+        return;
+    i = slot_of(p);
+    BUG_ON(i < 0); /* unmap of a pointer map_domain_page did not return */
+    if ( --maps[i].refs )
+        return;
+    if ( maps[i].snap && memcmp(maps[i].snap, maps[i].base, PAGE_SIZE) )
+    {
+        harness_ops.stored(maps[i].mfn, 1);
+        harness_check();
+    }
+    if ( unpublished[maps[i].mfn] == 2 ) /* a private table written since it was mapped */
+    {
+        unpublished[maps[i].mfn] = 1;
+        harness_ops.stored(maps[i].mfn, 0);
+        harness_check();
+    }
+}
+
+mfn_t domain_page_map_to_mfn(const void *p)
+{
+    int i = slot_of(p);
+
+    BUG_ON(i < 0);
+    return _mfn(maps[i].mfn);
+}
+
+void harness_clear_page(void *p)
+{
+    int i = slot_of(p);
+
+    BUG_ON(i < 0);
+    harness_ops.clear(maps[i].mfn);
+    harness_check();
+}
+
+/* A table becomes reachable: so does every private table linked from it. */
+static void publish(unsigned long mfn)
+{
+    const uint64_t *t;
+
+    if ( mfn >= harness_nr_frames || !unpublished[mfn] )
+        return;
+    unpublished[mfn] = 0;
+    t = harness_ops.map(mfn, &(int){ 0 });
+    for ( unsigned int i = 0; i < PAGETABLE_ENTRIES; i++ )
+        if ( pte_is_table((pte_t){ t[i] }) )
+            publish(mfn_x(pte_get_mfn((pte_t){ t[i] })));
+}
+
+void write_pte(pte_t *p, pte_t pte)
+{
+    int i = slot_of(p);
+    unsigned long mfn;
+
+    if ( i < 0 ) /* not table memory: a local (p2m_split_superpage's split_pte) */
+    {
+        *p = pte;
+        return;
+    }
+    mfn = maps[i].mfn;
+    if ( unpublished[mfn] )
+    {
+        /* no walker can reach this table yet: a plain store, not a step */
+        unpublished[mfn] = 2;
+        harness_ops.write_pte(mfn, (unsigned int)(p - (pte_t *)maps[i].base), pte.pte, 1);
+        harness_check();
+        return;
+    }
+    harness_ops.write_pte(mfn, (unsigned int)(p - (pte_t *)maps[i].base), pte.pte, 0);
+    harness_check();
+    if ( pte_is_table(pte) )
+        publish(mfn_x(pte_get_mfn(pte)));
+}
+
+bool riscv_isa_extension_available(const unsigned long *isa_bitmap, enum riscv_isa_ext_id id)
+{
+    (void)isa_bitmap;
+    return harness_pool(H_ISA_EXT, -1, id, 0);
+}
+
+int sbi_remote_hfence_gvma(const cpumask_t *cpu_mask, vaddr_t start, size_t size)
+{
+    int rc = harness_ops.sbi_remote_hfence_gvma(cpu_mask->domid, start, size);
+
+    harness_check();
+    return rc;
+}
+
+/* printk with Xen's %pd and %pv (a domain, a vCPU) */
+void printk(const char *fmt, ...)
+{
+    char out[512], spec[32];
+    size_t n = 0;
+    va_list ap;
+
+    va_start(ap, fmt);
+    for ( const char *f = fmt; *f && n < sizeof(out) - 64; f++ )
+    {
+        size_t k = 0;
+
+        if ( *f != '%' )
+        {
+            out[n++] = *f;
+            continue;
+        }
+        if ( f[1] == 'p' && (f[2] == 'd' || f[2] == 'v') )
+        {
+            if ( f[2] == 'd' )
+                n += snprintf(out + n, sizeof(out) - n, "d%d", va_arg(ap, struct domain *)->domain_id);
+            else
+            {
+                struct vcpu *v = va_arg(ap, struct vcpu *);
+
+                n += snprintf(out + n, sizeof(out) - n, "d%dv%d", v->domain->domain_id, v->vcpu_id);
+            }
+            f += 2;
+            continue;
+        }
+        spec[k++] = *f++;
+        while ( *f && strchr("#-+ 0123456789.lhz", *f) && k < sizeof(spec) - 2 )
+            spec[k++] = *f++;
+        spec[k++] = *f;
+        spec[k] = 0;
+        if ( *f == '%' )
+            out[n++] = '%';
+        else if ( *f == 's' )
+            n += snprintf(out + n, sizeof(out) - n, spec, va_arg(ap, const char *));
+        else if ( *f == 'p' )
+            n += snprintf(out + n, sizeof(out) - n, spec, va_arg(ap, void *));
+        else if ( strstr(spec, "l") )
+            n += snprintf(out + n, sizeof(out) - n, spec, va_arg(ap, long));
+        else
+            n += snprintf(out + n, sizeof(out) - n, spec, va_arg(ap, int));
+        if ( n >= sizeof(out) )
+            n = sizeof(out) - 1;
+    }
+    va_end(ap);
+    out[n] = 0;
+    harness_ops.printk(out);
+}
+
+/* code p2msim does not run (boot, context switch, VMIDs): reaching it is a harness error */
+static void not_modelled(const char *what)
+{
+    printk("%s: not run by p2msim (the model's Python glue does this)\n", what);
+    BUG();
+}
+unsigned long csr_read(unsigned long csr) { (void)csr; not_modelled("csr_read"); return 0; }
+void csr_write(unsigned long csr, unsigned long val) { (void)csr; (void)val; not_modelled("csr_write"); }
+unsigned long csr_swap(unsigned long csr, unsigned long val) { (void)csr; (void)val; not_modelled("csr_swap"); return 0; }
+void local_hfence_gvma_all(void) { not_modelled("local_hfence_gvma_all"); }
+void flush_tlb_guest_local(void) { not_modelled("flush_tlb_guest_local"); }
+void vmid_init(void) { not_modelled("vmid_init"); }
+bool vmid_handle_vmenter(struct vcpu_vmid *vmid) { (void)vmid; not_modelled("vmid_handle_vmenter"); return false; }
+
+/* -- called from Python ------------------------------------------------------------ */
+
+int h_init(unsigned long nr_frames, unsigned int paging_levels)
+{
+    static struct page_info *old_ft;
+    static unsigned char *old_unpub;
+
+    free(old_ft);
+    free(old_unpub);
+    old_ft = frame_table = calloc(nr_frames, sizeof(*frame_table));
+    old_unpub = unpublished = calloc(nr_frames, 1);
+    harness_nr_frames = nr_frames;
+    memset(maps, 0, sizeof(maps));
+    for ( unsigned int i = 1; i < ARRAY_SIZE(gstage_modes); i++ )
+        if ( gstage_modes[i].paging_levels == paging_levels )
+        {
+            max_gstage_mode = &gstage_modes[i]; /* what gstage_mode_detect() would find */
+            return (int)(P2M_GFN_LEVEL_SHIFT(paging_levels + 1) + P2M_ROOT_EXTRA_BITS);
+        }
+    return -1;
+}
+
+void h_set_op(int which, void *fn)
+{
+    void **ops = (void **)&harness_ops;
+
+    ops[which] = fn;
+}
+
+struct harness_ctx *h_ctx_new(void) { return calloc(1, sizeof(struct harness_ctx)); }
+void h_ctx_free(struct harness_ctx *c) { free(c); }
+struct harness_ctx *h_ctx_switch(struct harness_ctx *c) { struct harness_ctx *o = hctx; hctx = c; return o; }
+void h_ctx_abort(struct harness_ctx *c) { c->aborted = 1; }
+void h_abort_current(void) { if ( hctx ) hctx->aborted = 1; }
+int h_ctx_frames(struct harness_ctx *c, void **out, int max)
+{
+    int n = c->depth < HARNESS_STACK ? c->depth : HARNESS_STACK;
+
+    n = n < max ? n : max;
+    for ( int i = 0; i < n; i++ )
+        out[i] = c->stack[n - 1 - i]; /* innermost first */
+    return n;
+}
+
+struct domain *h_domain_new(int domid, int gaddr_bits, int *rc)
+{
+    struct domain *d = calloc(1, sizeof(*d));
+    struct xen_domctl_createdomain config = { .arch = { .gaddr_bits = (uint8_t)gaddr_bits } };
+
+    d->domain_id = (domid_t)domid;
+    d->dirty_cpumask = calloc(1, sizeof(cpumask_t));
+    d->dirty_cpumask->domid = domid;
+    d->arch.p2m.lock.domid = domid;
+    d->arch.p2m.pages.domid = domid;
+    d->arch.paging.lock.domid = domid;
+    if ( setjmp(hctx->jmp) )
+        *rc = H_ABORTED;
+    else
+        *rc = p2m_init(d, &config);
+    return d;
+}
+
+void h_domain_set_dying(struct domain *d, int dying) { d->is_dying = dying; }
+
+/* struct p2m_domain's fields, for the model's Python glue (teardown, invariants) */
+long h_p2m_get(struct domain *d, int field)
+{
+    struct p2m_domain *p2m = p2m_get_hostp2m(d);
+
+    switch ( field )
+    {
+    case 0: return p2m->root ? (long)mfn_x(page_to_mfn(p2m->root)) : -1;
+    case 1: return p2m->need_flush;
+    case 2: return (long)gfn_x(p2m->lowest_mapped_gfn);
+    case 3: return (long)gfn_x(p2m->max_mapped_gfn);
+    }
+    return 0;
+}
+
+void h_p2m_set(struct domain *d, int field, long val)
+{
+    struct p2m_domain *p2m = p2m_get_hostp2m(d);
+
+    switch ( field )
+    {
+    case 1: p2m->need_flush = val; break;
+    case 2: p2m->lowest_mapped_gfn = _gfn((unsigned long)val); break;
+    case 3: p2m->max_mapped_gfn = _gfn((unsigned long)val); break;
+    }
+}
+
+long h_md_pg(unsigned long mfn) { return frame_table[mfn].v.md.pg ? (long)mfn_x(page_to_mfn(frame_table[mfn].v.md.pg)) : -1; }
+long h_used_entries(unsigned long mfn) { return (long)frame_table[mfn].u.md.used_entries; }
+void h_set_used_entries(unsigned long mfn, long v) { frame_table[mfn].u.md.used_entries = (unsigned long)v; }
+void h_set_unpublished(unsigned long mfn) { unpublished[mfn] = 1; }
+int h_md_type(unsigned long md, unsigned int idx)
+{
+    const struct md_t *m = map_domain_page(_mfn(md));
+    int t = m[idx].type;
+
+    unmap_domain_page(m);
+    return t;
+}
+
+#define H_ENTER(c) \
+    hctx = (c); \
+    if ( setjmp((c)->jmp) ) \
+        return H_ABORTED
+
+int h_map_regions_p2mt(struct harness_ctx *c, struct domain *d, unsigned long gfn, unsigned long nr,
+                       unsigned long mfn, int t)
+{
+    H_ENTER(c);
+    return map_regions_p2mt(d, _gfn(gfn), nr, _mfn(mfn), t);
+}
+
+int h_p2m_set_range(struct harness_ctx *c, struct domain *d, unsigned long gfn, unsigned long nr,
+                    unsigned long mfn, int t)
+{
+    H_ENTER(c);
+    return p2m_set_range(p2m_get_hostp2m(d), _gfn(gfn), nr, _mfn(mfn), t);
+}
+
+int h_p2m_set_entry(struct harness_ctx *c, struct domain *d, unsigned long gfn, unsigned long order,
+                    unsigned long mfn, int t)
+{
+    H_ENTER(c);
+    return p2m_set_entry(p2m_get_hostp2m(d), _gfn(gfn), order, _mfn(mfn), t);
+}
+
+int h_p2m_get_entry(struct harness_ctx *c, struct domain *d, unsigned long gfn, unsigned long *mfn, int *t,
+                    unsigned int *order)
+{
+    p2m_type_t pt;
+
+    H_ENTER(c);
+    *mfn = mfn_x(p2m_get_entry(p2m_get_hostp2m(d), _gfn(gfn), &pt, order));
+    *t = pt;
+    return 0;
+}
+
+int h_p2m_write_unlock(struct harness_ctx *c, struct domain *d)
+{
+    H_ENTER(c);
+    p2m_write_unlock(p2m_get_hostp2m(d));
+    return 0;
+}
+
+int h_p2m_tlb_flush_sync(struct harness_ctx *c, struct domain *d)
+{
+    H_ENTER(c);
+    p2m_tlb_flush_sync(p2m_get_hostp2m(d));
+    return 0;
+}
+
+int h_p2m_tlb_flush(struct harness_ctx *c, struct domain *d)
+{
+    H_ENTER(c);
+    p2m_tlb_flush(p2m_get_hostp2m(d));
+    return 0;
+}
+
+int h_p2m_set_allocation(struct harness_ctx *c, struct domain *d, unsigned long pages, int can_preempt)
+{
+    H_ENTER(c);
+    return p2m_set_allocation(d, pages, can_preempt);
+}
+
+int h_p2m_free_page(struct harness_ctx *c, struct domain *d, unsigned long mfn)
+{
+    H_ENTER(c);
+    p2m_free_page(p2m_get_hostp2m(d), mfn_to_page(_mfn(mfn)));
+    return 0;
+}
+
+int h_p2m_free_metadata_page(struct harness_ctx *c, struct domain *d, unsigned long table)
+{
+    H_ENTER(c);
+    p2m_free_metadata_page(p2m_get_hostp2m(d), &mfn_to_page(_mfn(table))->v.md.pg);
+    return 0;
+}
+
+/* the probe at the top of p2m_free_subtree: a leaf whose type lives in the metadata page */
+void harness_probe_free_subtree(struct p2m_domain *p2m, pte_t entry, const struct p2m_pte_ctx *ctx)
+{
+    struct page_info *md_pg;
+    const struct md_t *md;
+    int t;
+
+    if ( !pte_is_valid(entry) || !pte_is_mapping(entry) ||
+         MASK_EXTR(entry.pte, P2M_TYPE_PTE_BITS_MASK) != p2m_ext_storage )
+        return;
+    md_pg = ctx->pt_page->v.md.pg;
+    if ( !md_pg )
+        return;
+    md = map_domain_page(page_to_mfn(md_pg));
+    t = md[ctx->index].type;
+    unmap_domain_page(md);
+    harness_ops.leaf(p2m->domain->domain_id, mfn_x(page_to_mfn(ctx->pt_page)), ctx->index, ctx->level, entry.pte, t);
+    harness_check();
+}

@@ -1,0 +1,569 @@
+"""A Xen tree's own p2m.c as the hypervisor's P2M: the model's p2m.py functions, run from the C.
+
+``xen_class(tree)`` builds the tree (``build.py``) and returns a subclass of the
+model's ``Xen`` whose p2m.c functions call into the library.  Everything else
+(the heap, paging.c, context switch, VMIDs, SMP, teardown glue, foreign
+mapping) is the Python model, chosen by ``--profile`` as without a tree.
+
+Invariants:
+
+* the C runs only inside ``greenlet_spawn`` (``bridge.py``); each callback that
+  is an action other harts can observe awaits the same conductor steps the
+  Python model awaits at that point, so a run's schedule means the same thing
+  with the C as without;
+* a callback never lets an exception into the C: it records it, marks the
+  call aborted and returns; the harness longjmps to the entry point and the
+  exception is raised where the hypervisor called the C;
+* one library is live per process; a new simulation re-initialises it
+  (simulations in one process run one after another).
+"""
+
+from __future__ import annotations
+
+import bisect
+from collections.abc import Callable
+from typing import TYPE_CHECKING, Any
+
+import cffi
+import greenlet
+
+from simulator.ctree.bridge import _Spawned, await_only, fail, greenlet_spawn
+from simulator.ctree.build import Built, CTreeError, build
+from simulator.riscv import memory as M
+from simulator.riscv import pte as P
+from simulator.xen.base import XenPanic
+from simulator.xen.domain import Domain
+from simulator.xen.fidelity import model
+from simulator.xen.hypervisor import Xen
+from simulator.xen.p2m import INVALID_MFN, P2MDomain, type_name
+from simulator.xen.page_alloc import MEMF_no_owner
+
+if TYPE_CHECKING:
+    from simulator.xen.spinlock import RwLock
+
+CDEF = """
+struct harness_ctx;
+struct domain;
+int h_init(unsigned long nr_frames, unsigned int paging_levels);
+void h_set_op(int which, void *fn);
+struct harness_ctx *h_ctx_new(void);
+void h_ctx_free(struct harness_ctx *c);
+struct harness_ctx *h_ctx_switch(struct harness_ctx *c);
+void h_abort_current(void);
+int h_ctx_frames(struct harness_ctx *c, void **out, int max);
+struct domain *h_domain_new(int domid, int gaddr_bits, int *rc);
+void h_domain_set_dying(struct domain *d, int dying);
+long h_p2m_get(struct domain *d, int field);
+void h_p2m_set(struct domain *d, int field, long val);
+long h_md_pg(unsigned long mfn);
+long h_used_entries(unsigned long mfn);
+void h_set_used_entries(unsigned long mfn, long v);
+void h_set_unpublished(unsigned long mfn);
+int h_md_type(unsigned long md, unsigned int idx);
+int h_map_regions_p2mt(struct harness_ctx *, struct domain *, unsigned long, unsigned long, unsigned long, int);
+int h_p2m_set_range(struct harness_ctx *, struct domain *, unsigned long, unsigned long, unsigned long, int);
+int h_p2m_set_entry(struct harness_ctx *, struct domain *, unsigned long, unsigned long, unsigned long, int);
+int h_p2m_get_entry(struct harness_ctx *, struct domain *, unsigned long, unsigned long *, int *, unsigned int *);
+int h_p2m_write_unlock(struct harness_ctx *, struct domain *);
+int h_p2m_tlb_flush_sync(struct harness_ctx *, struct domain *);
+int h_p2m_tlb_flush(struct harness_ctx *, struct domain *);
+int h_p2m_set_allocation(struct harness_ctx *, struct domain *, unsigned long, int);
+int h_p2m_free_page(struct harness_ctx *, struct domain *, unsigned long);
+int h_p2m_free_metadata_page(struct harness_ctx *, struct domain *, unsigned long);
+"""
+H_ABORTED = -(1 << 31)
+ULONG = (1 << 64) - 1
+# enum harness_lock_op / harness_pool_op (harness.h)
+WRITE_LOCK, WRITE_UNLOCK, READ_LOCK, READ_UNLOCK, IS_WRITE_LOCKED, IS_LOCKED, SPIN_LOCK, SPIN_UNLOCK = range(8)
+(POOL_ALLOC, POOL_FREE, RET_TO_DOMHEAP, REFILL, FREELIST_ADJUST, ALLOC_DOMHEAP, PUT_PAGE, GET_PAGE, DOMAIN_CRASH,
+ ISA_EXT, LIST_ADD, LIST_DEL) = range(12)  # fmt: skip
+C_MEMF_no_owner = 1 << 5  # xen/mm.h
+ISA_EXTS = {1: "svade", 2: "svpbmt"}
+
+# The model's functions a tree's p2m.c provides (what --xen-tree replaces); the README lists them.
+FROM_C = (
+    "p2m_init",
+    "p2m_write_unlock",
+    "p2m_tlb_flush",
+    "p2m_tlb_flush_sync",
+    "p2m_set_allocation",
+    "p2m_alloc_root_table",
+    "clear_and_clean_page",
+    "p2m_alloc_page",
+    "p2m_free_page",
+    "p2m_free_metadata_page",
+    "p2m_free_table",
+    "p2m_get_root_pointer",
+    "p2m_get_type",
+    "p2m_set_type",
+    "p2m_set_permission",
+    "p2m_pte_from_mfn",
+    "page_to_p2m_table",
+    "p2m_write_pte",
+    "p2m_clean_pte",
+    "p2m_create_table",
+    "p2m_next_level",
+    "p2m_put_foreign_page",
+    "p2m_put_4k_page",
+    "p2m_put_2m_superpage",
+    "p2m_put_page",
+    "p2m_free_subtree",
+    "p2m_split_superpage",
+    "p2m_set_entry",
+    "p2m_mapping_order",
+    "p2m_set_range",
+    "map_regions_p2mt",
+    "check_outside_boundary",
+    "p2m_get_entry",
+)
+
+
+class CLib:
+    """The loaded library of one built tree, with the callbacks that reach the live simulation."""
+
+    def __init__(self, built: Built) -> None:
+        self.built = built
+        self.ffi = cffi.FFI()
+        self.ffi.cdef(CDEF)
+        try:
+            self.lib = self.ffi.dlopen(str(built.library))
+        except OSError as exc:
+            raise CTreeError(f"--xen-tree: cannot load {built.library}: {exc}") from None
+        base = int(self.ffi.cast("uintptr_t", self.lib.h_init)) - dict(built.symbols)["h_init"]
+        pairs = sorted((base + off, name) for name, off in built.symbols)
+        self._addrs = [a for a, _ in pairs]
+        self._names = [n for _, n in pairs]
+        self.xen: CXen | None = None
+        self._frames_buf = self.ffi.new("void *[64]")
+        self._keep: list[Any] = []
+        sigs = (
+            ("void *(unsigned long, int *)", self._cb_map),
+            ("void(unsigned long, unsigned int, uint64_t, int)", self._cb_write_pte),
+            ("void(unsigned long, int)", self._cb_stored),
+            ("void(unsigned long)", self._cb_clear),
+            ("long(int, int)", self._cb_lock),
+            ("long(int, int, long, long)", self._cb_pool),
+            ("int(int, unsigned long, unsigned long)", self._cb_sbi),
+            ("void(int, char *, char *, int)", self._cb_assert),
+            ("void(char *)", self._cb_printk),
+            ("void(int, unsigned long, unsigned int, unsigned int, uint64_t, int)", self._cb_leaf),
+        )
+        for i, (sig, fn) in enumerate(sigs):
+            cb = self.ffi.callback(sig, self._guarded(fn, sig))
+            self._keep.append(cb)
+            self.lib.h_set_op(i, cb)
+
+    # -- the C's call stack --------------------------------------------------------------
+
+    def name(self, addr: int) -> str:
+        i = bisect.bisect_right(self._addrs, addr) - 1
+        return self._names[i] if i >= 0 else f"{addr:#x}"
+
+    def frames(self, ctx: Any) -> list[str]:
+        """The C functions ``ctx``'s call is in, innermost first (harness functions are not instrumented)."""
+        n = self.lib.h_ctx_frames(ctx, self._frames_buf, 64)
+        return [self.name(int(self.ffi.cast("uintptr_t", self._frames_buf[i]))) for i in range(n)]
+
+    # -- calls into the C ----------------------------------------------------------------
+
+    async def call(self, fn: Callable[..., int], *args: Any) -> int:
+        """Run one entry point of the harness as the current hart's hypervisor code."""
+        ctx = self.lib.h_ctx_new()
+        try:
+            rc = await greenlet_spawn(
+                fn, ctx, *args, enter=lambda: self.lib.h_ctx_switch(ctx), frames=lambda: self.frames(ctx)
+            )
+        finally:
+            self.lib.h_ctx_free(ctx)
+        if rc == H_ABORTED:
+            raise CTreeError("the tree's C was stopped without a reason (a harness bug: please report it)")
+        return rc
+
+    def call_sync(self, fn: Callable[..., int], *args: Any) -> int:
+        """A call from synchronous Python (p2m_get_entry): its callbacks must not await."""
+        ctx = self.lib.h_ctx_new()
+        old = self.lib.h_ctx_switch(ctx)
+        self.sync_failure: BaseException | None = None
+        try:
+            rc = fn(ctx, *args)
+        finally:
+            self.lib.h_ctx_switch(old)
+            self.lib.h_ctx_free(ctx)
+        if self.sync_failure is not None:
+            raise self.sync_failure
+        return rc
+
+    def _guarded(self, fn: Callable[..., Any], sig: str) -> Callable[..., Any]:
+        default: Any = self.ffi.NULL if sig.startswith("void *") else (None if sig.startswith("void") else 0)
+
+        def cb(*args: Any) -> Any:
+            try:
+                return fn(*args)
+            except BaseException as exc:  # never into the C: raised where the hypervisor called it
+                if isinstance(greenlet.getcurrent(), _Spawned):
+                    fail(exc)
+                elif getattr(self, "sync_failure", None) is None:
+                    self.sync_failure = exc
+                self.lib.h_abort_current()
+                return default
+
+        return cb
+
+    # -- callbacks: what the C asks of the simulation ------------------------------------------
+
+    def _x(self) -> CXen:
+        assert self.xen is not None, "the tree's C called back with no simulation live"
+        return self.xen
+
+    def _cb_map(self, mfn: int, snapshot: Any) -> Any:
+        xen = self._x()
+        mem = xen.memory
+        if mem.state[mfn] in (M.FREE, M.POOL):
+            mem.observer.on_hyp_access(mfn, -1, False)  # Xen maps a frame that is nobody's table
+        snapshot[0] = 1 if mem.state[mfn] == M.METADATA else 0
+        ptr = xen._c_ptrs.get(mfn)
+        if ptr is None:
+            ptr = xen._c_ptrs[mfn] = self.ffi.from_buffer("uint64_t[]", mem.table(mfn))
+        return ptr
+
+    def _cb_write_pte(self, mfn: int, idx: int, val: int, private: int) -> None:
+        xen = self._x()
+        mem = xen.memory
+        if private:  # a table no walker can reach yet, as p2m_split_superpage fills it: no step
+            if mem.state[mfn] in (M.FREE, M.POOL):
+                mem.observer.on_hyp_access(mfn, idx, True)
+            mem.table(mfn)[idx] = val
+            mem.ghosts[mfn][idx] = mem.clock
+            return
+        await_only(xen.step())
+        mem.write_pte(mfn, idx, val)
+
+    def _cb_stored(self, mfn: int, data: int) -> None:
+        mem = self._x().memory
+        if data:  # metadata slots stored by plain C stores
+            mem.written[mfn] = 1
+            mem.scrubbed[mfn] = 0
+        else:
+            mem.stored(mfn)
+
+    def _cb_clear(self, mfn: int) -> None:
+        mem = self._x().memory
+        # clear_and_clean_page: the page becomes one of Xen's live tables, zeroed, then Xen's
+        mem.clear_page(mfn, "clear_and_clean_page")
+        mem.assign(mfn, M.NO_OWNER)
+
+    def _cb_lock(self, op: int, domid: int) -> int:
+        xen = self._x()
+        d = xen.domains[domid]
+        lock = d.p2m.lock
+        if op == IS_WRITE_LOCKED:
+            return int(lock.writer is not None)
+        if op == IS_LOCKED:
+            return int(lock.writer is not None or bool(lock.readers))
+        await_only(xen._c_lock_op(op, d))
+        return 0
+
+    def _cb_pool(self, op: int, domid: int, arg: int, arg2: int) -> int:
+        xen = self._x()
+        if op == ISA_EXT:
+            return int(xen.riscv_isa_extension_available(ISA_EXTS.get(arg, "?")))
+        if op == PUT_PAGE:
+            await_only(xen._c_put_page(arg))
+            return 0
+        d = xen.domains[domid]
+        if op == LIST_ADD:
+            d.p2m.pages[arg] = None
+            return 0
+        if op == LIST_DEL:
+            d.p2m.pages.pop(arg, None)
+            return 0
+        if op == GET_PAGE:
+            return int(xen.get_page(arg, d))
+        if op == DOMAIN_CRASH:
+            xen.domain_crash(d)
+            return 0
+        result: Any = await_only(xen._c_pool_op(op, d, arg, arg2, self.frames_now()))
+        return int(result)
+
+    def frames_now(self) -> list[str]:
+        g = greenlet.getcurrent()
+        return g.frames() if isinstance(g, _Spawned) and g.frames is not None else []
+
+    def _cb_sbi(self, maskid: int, start: int, size: int) -> int:
+        xen = self._x()
+        return int(await_only(xen._c_sbi_remote_hfence_gvma(maskid, start, size)))
+
+    def _cb_assert(self, kind: int, expr: Any, file: Any, line: int) -> None:
+        xen = self._x()
+        what = self.ffi.string(expr).decode(errors="replace")
+        where = f"{self.ffi.string(file).decode(errors='replace')}:{line}"
+        frames = self.frames_now()
+        fn = f" in {frames[0]}" if frames else ""
+        if kind == 1:
+            raise XenPanic(f"Xen BUG at {where}{fn}: BUG_ON({what})")
+        if kind == 2:
+            xen.ASSERT_UNREACHABLE(f"{frames[0] if frames else '?'} at {where}")
+            return
+        xen.ASSERT(False, f"{what} at {where}{fn}")
+
+    def _cb_printk(self, text: Any) -> None:
+        self._x().emit("printk", text=self.ffi.string(text).decode(errors="replace").rstrip("\n"))
+
+    def _cb_leaf(self, domid: int, table: int, idx: int, level: int, pte: int, t: int) -> None:
+        self._x().emit(
+            "p2m_free_subtree.leaf",
+            dom=domid,
+            table=table,
+            idx=idx,
+            level=level,
+            pte=pte,
+            mfn=P.pte_ppn(pte),
+            type=type_name(t),
+            gfn=-1,
+        )
+
+
+_LIBS: dict[str, CLib] = {}
+
+
+def load(tree: str) -> CLib:
+    """The library of ``tree`` (built or taken from the cache), loaded once per process."""
+    built = build(tree)
+    key = str(built.library)
+    if key not in _LIBS:
+        _LIBS[key] = CLib(built)
+    return _LIBS[key]
+
+
+class CP2MDomain(P2MDomain):
+    """struct p2m_domain of the C, seen by the model's glue: its fields are read from (and written to) the C."""
+
+    def __init__(self, d: Domain, lock: RwLock, lib: CLib, cdom: Any) -> None:  # noqa: D107
+        self.domain = d
+        self.lock = lock
+        self.pages = {}  # p2m->pages: page_list_add/del from the C
+        self._lib = lib.lib
+        self.cdom = cdom
+
+    @property  # type: ignore[override]
+    def root(self) -> int:
+        return int(self._lib.h_p2m_get(self.cdom, 0))
+
+    @property  # type: ignore[override]
+    def need_flush(self) -> bool:
+        return bool(self._lib.h_p2m_get(self.cdom, 1))
+
+    @need_flush.setter
+    def need_flush(self, v: bool) -> None:
+        self._lib.h_p2m_set(self.cdom, 1, int(v))
+
+    @property  # type: ignore[override]
+    def lowest_mapped_gfn(self) -> int:
+        return int(self._lib.h_p2m_get(self.cdom, 2)) & ULONG
+
+    @lowest_mapped_gfn.setter
+    def lowest_mapped_gfn(self, v: int) -> None:
+        self._lib.h_p2m_set(self.cdom, 2, v if v < 1 << 63 else v - (1 << 64))
+
+    @property  # type: ignore[override]
+    def max_mapped_gfn(self) -> int:
+        return int(self._lib.h_p2m_get(self.cdom, 3)) & ULONG
+
+    @max_mapped_gfn.setter
+    def max_mapped_gfn(self, v: int) -> None:
+        self._lib.h_p2m_set(self.cdom, 3, v)
+
+    @property  # type: ignore[override]
+    def md(self) -> dict[int, int]:
+        """table page -> its metadata page (page_info.v.md.pg of each of p2m->pages)."""
+        out = {}
+        for pg in self.pages:
+            md = self._lib.h_md_pg(pg)
+            if md >= 0:
+                out[pg] = int(md)
+        return out
+
+
+class CDomain(Domain):
+    """struct domain whose ``is_dying`` the C reads (p2m_set_range refuses a dying domain)."""
+
+    cdom: Any = None
+    clib: Any = None
+
+    @property  # type: ignore[override]
+    def is_dying(self) -> bool:
+        return bool(self.__dict__.get("is_dying", False))
+
+    @is_dying.setter
+    def is_dying(self, v: bool) -> None:
+        self.__dict__["is_dying"] = v
+        if self.cdom is not None:
+            self.clib.h_domain_set_dying(self.cdom, int(v))
+
+
+class _UsedEntries:
+    """page_info.u.md.used_entries, kept in the C's frame table (the model's heap resets it on allocation)."""
+
+    def __init__(self, lib: Any) -> None:
+        self._lib = lib
+
+    def __getitem__(self, mfn: int) -> int:
+        return int(self._lib.h_used_entries(mfn))
+
+    def __setitem__(self, mfn: int, v: int) -> None:
+        self._lib.h_set_used_entries(mfn, v)
+
+
+class CXen(Xen):
+    """The model's hypervisor with a tree's p2m.c: the C functions in FROM_C run from the library."""
+
+    clib: CLib
+
+    def __init__(self, **kwargs: Any) -> None:
+        super().__init__(**kwargs)
+        lib = self.clib.lib
+        self.gaddr_bits = lib.h_init(self.memory.nr_frames, self.gstage_mode.root_level)
+        if self.gaddr_bits < 0:
+            raise CTreeError(f"the tree's p2m.c has no G-stage mode with {self.gstage_mode.root_level} levels")
+        self.clib.xen = self
+        self._c_ptrs: dict[int, Any] = {}
+        self.u_md_used_entries = _UsedEntries(lib)  # type: ignore[assignment]
+
+    # -- struct domain and struct p2m_domain ------------------------------------------------
+
+    @model("the C's p2m_init(d, config) on the C's struct domain; the model's glue sees it through CP2MDomain")
+    def p2m_init(self, d: Domain) -> None:
+        lib, ffi = self.clib.lib, self.clib.ffi
+        rc = ffi.new("int *")
+        ctx = lib.h_ctx_new()
+        old = lib.h_ctx_switch(ctx)
+        try:
+            cdom = lib.h_domain_new(d.domain_id, self.gaddr_bits, rc)
+        finally:
+            lib.h_ctx_switch(old)
+            lib.h_ctx_free(ctx)
+        if rc[0]:
+            raise XenPanic(f"p2m_init(dom{d.domain_id}) of the tree's C failed: {rc[0]}")
+        d.__class__ = CDomain
+        assert isinstance(d, CDomain)
+        d.cdom, d.clib = cdom, lib
+        d.is_dying = d.__dict__.get("is_dying", False)
+        d.p2m = CP2MDomain(d, d.p2m.lock, self.clib, cdom)
+
+    def _cdom(self, p2m: P2MDomain) -> Any:
+        assert isinstance(p2m, CP2MDomain), "a p2m the tree's C does not know"
+        return p2m.cdom
+
+    @model("p2m_md_type read from the C's 4-byte struct md_t")
+    def p2m_md_type(self, md: int, idx: int) -> int:
+        return int(self.clib.lib.h_md_type(md, idx))
+
+    # -- the model's p2m.c entry points, run from the C -----------------------------------------
+
+    async def p2m_write_unlock(self, p2m: P2MDomain) -> None:  # type: ignore[override]
+        await self.clib.call(self.clib.lib.h_p2m_write_unlock, self._cdom(p2m))
+
+    async def p2m_tlb_flush_sync(self, p2m: P2MDomain) -> None:  # type: ignore[override]
+        await self.clib.call(self.clib.lib.h_p2m_tlb_flush_sync, self._cdom(p2m))
+
+    async def p2m_force_tlb_flush_sync(self, p2m: P2MDomain) -> None:  # type: ignore[override]
+        await self.clib.call(self.clib.lib.h_p2m_tlb_flush, self._cdom(p2m))
+
+    async def p2m_set_allocation(self, d: Domain, pages: int, can_preempt: bool) -> int:  # type: ignore[override]
+        had_root = d.p2m.root != INVALID_MFN
+        rc = await self.clib.call(self.clib.lib.h_p2m_set_allocation, self._cdom(d.p2m), pages, int(can_preempt))
+        if not had_root and d.p2m.root != INVALID_MFN:  # for the oracle, as the model's p2m_alloc_root_table says
+            self.emit("p2m_alloc_root_table", dom=d.domain_id, mfn=d.p2m.root)
+        return rc
+
+    async def p2m_free_page(self, p2m: P2MDomain, pg: int) -> None:  # type: ignore[override]
+        await self.clib.call(self.clib.lib.h_p2m_free_page, self._cdom(p2m), pg)
+
+    async def p2m_free_metadata_page(self, p2m: P2MDomain, table: int) -> None:  # type: ignore[override]
+        await self.clib.call(self.clib.lib.h_p2m_free_metadata_page, self._cdom(p2m), table)
+
+    async def p2m_set_entry(self, p2m: P2MDomain, gfn: int, page_order: int, mfn: int, t: int) -> int:  # type: ignore[override]
+        return await self.clib.call(self.clib.lib.h_p2m_set_entry, self._cdom(p2m), gfn, page_order, mfn & ULONG, t)
+
+    async def p2m_set_range(self, p2m: P2MDomain, sgfn: int, nr: int, smfn: int, t: int) -> int:  # type: ignore[override]
+        return await self.clib.call(self.clib.lib.h_p2m_set_range, self._cdom(p2m), sgfn, nr, smfn & ULONG, t)
+
+    async def map_regions_p2mt(self, d: Domain, gfn: int, nr: int, mfn: int, p2mt: int) -> int:  # type: ignore[override]
+        return await self.clib.call(self.clib.lib.h_map_regions_p2mt, self._cdom(d.p2m), gfn, nr, mfn & ULONG, p2mt)
+
+    def p2m_get_entry(self, p2m: P2MDomain, gfn: int) -> tuple[int, int, int]:  # type: ignore[override]
+        ffi = self.clib.ffi
+        mfn, t, order = ffi.new("unsigned long *"), ffi.new("int *"), ffi.new("unsigned int *")
+        self.clib.call_sync(self.clib.lib.h_p2m_get_entry, self._cdom(p2m), gfn, mfn, t, order)
+        m = int(mfn[0])
+        return (INVALID_MFN if m == ULONG else m), int(t[0]), int(order[0])
+
+    # -- what the callbacks await (the same steps as the Python model at the same points) -------
+
+    async def _c_lock_op(self, op: int, d: Domain) -> None:
+        hart = self.this_hart()
+        who = f"hart{hart.id}"
+        if op == WRITE_LOCK:  # p2m_write_lock
+            await hart.tick()
+            await d.p2m.lock.write_lock(who, hart.wait_until)
+        elif op == WRITE_UNLOCK:  # in p2m_write_unlock, after its flush
+            await self.step()
+            d.p2m.lock.write_unlock(who)
+        elif op == READ_LOCK:
+            await hart.tick()
+            await d.p2m.lock.read_lock(who, hart.wait_until)
+        elif op == READ_UNLOCK:
+            await self.step()
+            d.p2m.lock.read_unlock(who)
+        elif op == SPIN_LOCK:
+            await self.spin_lock(d.arch_paging.lock)
+        elif op == SPIN_UNLOCK:
+            self.spin_unlock(d.arch_paging.lock)
+
+    async def _c_put_page(self, mfn: int) -> None:
+        await self.step()  # as the model's p2m_put_foreign_page: the put is one atomic action
+        await self.put_page(mfn)
+
+    async def _c_pool_op(self, op: int, d: Domain, arg: int, arg2: int, frames: list[str]) -> int:
+        if op == POOL_ALLOC:
+            md = "p2m_set_type" in frames
+            state, why = (M.METADATA, "metadata page") if md else (M.TABLE, "p2m table")
+            pg = await self.paging_alloc_page(d, state, why)
+            if pg is None:
+                return -1
+            if not md:
+                self.clib.lib.h_set_unpublished(pg)
+            return pg
+        if op == POOL_FREE:
+            if "p2m_free_table" in frames and self.memory.state[arg] == M.TABLE:
+                self.emit("p2m_free_subtree.table_freed", dom=d.domain_id, mfn=arg)
+            await self.paging_free_page(d, arg, "p2m_free_page")
+            return 0
+        if op == RET_TO_DOMHEAP:
+            return await self.paging_ret_to_domheap(d, arg)
+        if op == REFILL:
+            return await self.paging_refill_from_domheap(d, arg)
+        if op == FREELIST_ADJUST:
+            return await self.paging_freelist_adjust(d, arg, bool(arg2))
+        if op == ALLOC_DOMHEAP:
+            flags = MEMF_no_owner if arg2 & C_MEMF_no_owner else 0
+            mfn = await self.alloc_domheap_pages(d, arg, flags, M.TABLE, f"p2m root of dom{d.domain_id}")
+            return -1 if mfn is None else mfn
+        raise CTreeError(f"the harness asked for pool operation {op}, which p2msim does not know")
+
+    async def _c_sbi_remote_hfence_gvma(self, maskid: int, start: int, size: int) -> int:
+        if maskid < 0:  # cpu_online_map
+            return await self.sbi_remote_hfence_gvma(self.cpu_online_map(), start, size)
+        d = self.domains[maskid]
+        self.observer.flush_begin("p2m_tlb_flush", d.domain_id)  # type: ignore[attr-defined]
+        try:
+            return await self._p2m_remote_flush(d)
+        finally:
+            self.observer.flush_end()  # type: ignore[attr-defined]
+
+
+def xen_class(tree: str) -> type[CXen]:
+    """A CXen bound to ``tree``'s library (built now if it is not in the cache)."""
+    lib = load(tree)
+    return type("CXen", (CXen,), {"clib": lib})
+

@@ -118,6 +118,12 @@ def build_parser() -> argparse.ArgumentParser:
     )
     r.add_argument("--debug-build", action="store_true", help="CONFIG_DEBUG: a failed ASSERT() is a panic finding")
     r.add_argument(
+        "--xen-tree",
+        metavar="DIR",
+        default="",
+        help="a Xen tree (or its xen/ directory) whose own xen/arch/riscv/p2m.c runs as the P2M (needs cc)",
+    )
+    r.add_argument(
         "--ad",
         default="svade",
         help="the machine's A/D scheme: svade (a clear A or D faults; Xen sets them) or svadu (the walk sets "
@@ -319,6 +325,7 @@ def cmd_run(args: argparse.Namespace) -> int:
         speculate=args.speculate,
         xen_opts=tuple(args.xen_opt),
         debug_build=args.debug_build,
+        xen_tree=args.xen_tree,
         ad=args.ad,
         svinval=args.svinval,
         variants=tuple(args.variant),

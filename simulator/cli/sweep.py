@@ -77,6 +77,12 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     p.add_argument("--speculate", type=float, default=None, metavar="P", help="speculative walk probability (0.02)")
     p.add_argument("--xen-opt", type=param, action="append", default=[], metavar="KEY=VALUE", help="Xen boot option")
     p.add_argument("--debug-build", action="store_true", help="CONFIG_DEBUG: a failed ASSERT() is a panic finding")
+    p.add_argument(
+        "--xen-tree",
+        metavar="DIR",
+        default="",
+        help="a Xen tree (or its xen/ directory) whose own xen/arch/riscv/p2m.c runs as the P2M (needs cc)",
+    )
     p.add_argument("--ad", default="svade", help="the machine's A/D scheme: svade or svadu (walks set A/D)")
     p.add_argument("--svinval", default="", metavar="HARTS", help="harts with Svinval ('all' or IDs like 0,2)")
     p.add_argument("--tlb-negative", type=positive, default=0, help="negative TLB entries per hart (default 0)")
@@ -119,6 +125,7 @@ def sweep_from_args(args: argparse.Namespace) -> Sweep:
         params=tuple(args.param),
         xen_opts=tuple(args.xen_opt),
         debug_build=args.debug_build,
+        xen_tree=args.xen_tree,
         ad=args.ad,
         svinval=args.svinval,
         variants=tuple(args.variant),

@@ -14,6 +14,8 @@ from __future__ import annotations
 import sys
 from typing import TYPE_CHECKING, Any
 
+from simulator.ctree.bridge import spawned_frames
+
 if TYPE_CHECKING:
     from simulator.riscv.sbi import FenceRequest
     from simulator.xen.hypervisor import Xen
@@ -151,7 +153,7 @@ def observe(xen: Xen, observer: Any) -> None:
 
 
 _SKIP = ("/simulator/riscv/", "/simulator/engine/conductor", "/simulator/engine/calls", "/simulator/engine/oracle",
-         "/simulator/engine/windows")  # fmt: skip
+         "/simulator/engine/windows", "/simulator/ctree/")  # fmt: skip
 
 
 def _c_named(path: str, name: str) -> bool:
@@ -172,7 +174,10 @@ def c_stack(depth: int = 1, limit: int = 64) -> list[str]:
     out: list[str] = []
     while f is not None and len(out) < limit:
         code = f.f_code
-        if _c_named(code.co_filename.replace("\\", "/"), code.co_name):
+        c_frames = spawned_frames(f)  # a hypervisor function of a Xen tree's C (--xen-tree) is running here
+        if c_frames is not None:
+            out.extend(c_frames)
+        elif _c_named(code.co_filename.replace("\\", "/"), code.co_name):
             out.append(code.co_name)
         f = f.f_back  # type: ignore[assignment]
-    return out
+    return out[:limit]

@@ -40,8 +40,9 @@ def foreign_refs(xen: Xen) -> dict[int, int]:
         if d.destroyed:
             continue
         p2m = d.p2m
+        mds = p2m.md  # table -> its metadata page (computed once: with a tree's C it is read from its frames)
 
-        def visit(table: int, level: int, d: Domain = d) -> None:
+        def visit(table: int, level: int, mds: dict[int, int] = mds) -> None:
             contents = mem.table(table)
             for i in range(512):
                 e = contents[i]
@@ -50,8 +51,8 @@ def foreign_refs(xen: Xen) -> dict[int, int]:
                 if P.pte_is_mapping(e):
                     if P.pte_rsw(e) != p2m_ext_storage:
                         continue
-                    md = d.p2m.md.get(table)  # the metadata slot, read as p2m_get_type would (no panic)
-                    if md is not None and p2m_is_foreign(mem.table(md)[i]):
+                    md = mds.get(table)  # the metadata slot, read as p2m_get_type would (no panic)
+                    if md is not None and p2m_is_foreign(xen.p2m_md_type(md, i)):
                         base = P.pte_ppn(e)
                         for k in range(P.level_pages(level)):
                             refs[base + k] = refs.get(base + k, 0) + 1

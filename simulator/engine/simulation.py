@@ -27,6 +27,8 @@ import anyio
 import orjson
 
 from simulator import __version__
+from simulator.ctree import p2m as ctree_p2m
+from simulator.ctree.build import CTreeError
 from simulator.engine import calls, findings, invariants, provenance, variants, windows
 from simulator.engine.bugs import BUGS
 from simulator.engine.conductor import Conductor, Deadlock, SimulationStop, UncontrolledConductor
@@ -114,6 +116,8 @@ class Config:
     tlb_multi: bool = False
     # variant files (engine/variants.py): proposed changes to the model, applied before the bugs
     variants: tuple[str, ...] = ()
+    # a Xen tree whose own p2m.c is the hypervisor's P2M (simulator/ctree/); "" for the Python model
+    xen_tree: str = ""
     # where a recorded workload or variant file is now, by the name the run gave it (a replay from
     # another directory); not part of the run's identity
     paths: tuple[tuple[str, str], ...] = ()
@@ -180,7 +184,7 @@ def stall_seconds() -> float:
     return v if v > 0 else float("inf")
 
 
-MACHINE_OPTIONS = ("ad", "svinval", "tlb_negative", "tlb_multi", "variants")
+MACHINE_OPTIONS = ("ad", "svinval", "tlb_negative", "tlb_multi", "variants", "xen_tree")
 AD_SCHEMES = {"svade": frozenset({"svade", "svpbmt"}), "svadu": frozenset({"svadu", "svpbmt"})}
 MAX_HARTS = 1024  # hart IDs beyond 64 take several SBI hart-mask windows
 STEPS_PER_HART2 = 25_000
@@ -473,6 +477,8 @@ def replay_command(c: Config) -> str:
         args.append("--tlb-multi")
     for v in c.variants:
         args += ["--variant", v]
+    if c.xen_tree:
+        args += ["--xen-tree", c.xen_tree]
     if c.debug_build:
         args.append("--debug-build")
     for b in c.bugs:
@@ -704,7 +710,15 @@ async def _run(config: Config, mod: Any, params: dict[str, Any], strategy: Strat
         sbi = Sbi(harts)
         for h in harts:
             h.sbi = sbi
-        xen = Xen(
+        xen_cls = Xen
+        if config.xen_tree:
+            try:
+                xen_cls = ctree_p2m.xen_class(config.xen_tree)
+            except CTreeError as exc:
+                ended = True
+                log.error(None, "run.error", error=str(exc))
+                raise ConfigError(str(exc)) from None
+        xen = xen_cls(
             memory=memory,
             harts=harts,
             sbi=sbi,

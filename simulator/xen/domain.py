@@ -114,6 +114,7 @@ class DomainOps(Vmid):
             SpinLock(self.conductor, f"paging lock of dom{domain_id}"),
         )
         self.domains[domain_id] = d
+        self.p2m_init(d)
         d.dirty_cpumask.report = lambda cpu, bit, fn: self.observer.event(
             self.running_hart(), "dirty_cpumask", dom=domain_id, cpu=cpu, set=bit, fn=fn
         )  # the model's: the log says who set or cleared each bit (a test may set one from its driver)

@@ -157,12 +157,17 @@ class P2m(Paging):
         d = p2m.domain
         self.ASSERT(self.p2m_is_write_locked(p2m), "p2m_is_write_locked(p2m) in p2m_tlb_flush")
         p2m.need_flush = False
+        await self._p2m_remote_flush(d)
+
+    @model("p2m_tlb_flush's SBI call and the fixed profile's dirty-mask upkeep (shared with a tree's C)")
+    async def _p2m_remote_flush(self, d: Domain) -> int:
+        """sbi_remote_hfence_gvma(d->dirty_cpumask, 0, 0) as p2m_tlb_flush makes it; its SBI error."""
         mask = self.p2m_flush_mask(d)
         # model addition (fixed profile): harts not running d now and not since
         # may leave the mask once this synchronous flush has reached them
         idle = {cpu: d.switch_ins[cpu] for cpu in mask if cpu not in d.running_on}
         dirty = [i for i, bit in enumerate(d.dirty_cpumask) if bit]
-        locked = p2m.lock.writer == f"hart{self.smp_processor_id()}"  # for the log: held by this hart
+        locked = d.p2m.lock.writer == f"hart{self.smp_processor_id()}"  # for the log: held by this hart
         self.emit("p2m_tlb_flush", dom=d.domain_id, mask=mask, dirty=dirty, locked=locked)
         rc = await self.sbi_remote_hfence_gvma(mask, 0, 0)
         if rc:
@@ -171,6 +176,7 @@ class P2m(Paging):
             for cpu, ins in idle.items():
                 if d.switch_ins[cpu] == ins and cpu not in d.running_on:
                     d.dirty_cpumask[cpu] = False
+        return rc
 
     @upstream("p2m.c")
     async def p2m_tlb_flush_sync(self, p2m: P2MDomain) -> None:
@@ -181,6 +187,14 @@ class P2m(Paging):
     async def p2m_force_tlb_flush_sync(self, p2m: P2MDomain) -> None:
         """ARM's name (glue for teardown); on RISC-V the static p2m_tlb_flush is the forced flush."""
         await self.p2m_tlb_flush(p2m)
+
+    @upstream("p2m.c", differs="struct p2m_domain is built with the domain (P2MDomain); nothing else to do")
+    def p2m_init(self, d: Domain) -> None:
+        """Called once struct domain exists (domain_create); a tree's C (--xen-tree) builds its own here."""
+
+    @model("the type a metadata slot holds (invariants read it as p2m_get_type would, without a panic)")
+    def p2m_md_type(self, md: int, idx: int) -> int:
+        return self.memory.table(md)[idx]
 
     # -- the pool and the root -------------------------------------------------------
 

@@ -182,7 +182,7 @@ enum harness_lock_op { H_WRITE_LOCK, H_WRITE_UNLOCK, H_READ_LOCK, H_READ_UNLOCK,
 enum harness_pool_op { H_POOL_ALLOC, H_POOL_FREE, H_RET_TO_DOMHEAP, H_REFILL_FROM_DOMHEAP, H_FREELIST_ADJUST,
                        H_ALLOC_DOMHEAP, H_PUT_PAGE, H_GET_PAGE, H_DOMAIN_CRASH, H_ISA_EXT, H_LIST_ADD, H_LIST_DEL };
 struct harness_ops {
-    void *(*map)(unsigned long mfn, int *snapshot); /* a pointer into the frame's table storage */
+    void (*map)(unsigned long mfn, int *snapshot);  /* the frame is mapped (snapshot: a data page) */
     void (*write_pte)(unsigned long mfn, unsigned int idx, uint64_t val, int private_table);
     void (*stored)(unsigned long mfn, int data);    /* a private table was filled (0) / a data page stored (1) */
     void (*clear)(unsigned long mfn);
@@ -206,6 +206,7 @@ extern struct harness_ops harness_ops;
 extern struct harness_ctx *hctx;
 extern struct page_info *frame_table;
 extern unsigned long harness_nr_frames;
+extern unsigned char *harness_direct_map; /* the simulator's table storage: frame N at N * PAGE_SIZE */
 extern cpumask_t cpu_online_map;
 
 /* Python failed the call (a panic, a stop, a cancellation): unwind the C to its entry point. */

@@ -11,6 +11,7 @@ struct harness_ops harness_ops;
 struct harness_ctx *hctx;
 struct page_info *frame_table;
 unsigned long harness_nr_frames;
+unsigned char *harness_direct_map;
 cpumask_t cpu_online_map = { -1 };
 
 /* pages mapped now (map_domain_page), to find the frame and index of a store */
@@ -39,11 +40,22 @@ __attribute__((no_instrument_function, visibility("hidden"))) void __cyg_profile
         hctx->depth--;
 }
 
+/* the frame of a pointer into the direct map, or -1 (a local) */
+static long frame_of(const void *p)
+{
+    const unsigned char *c = p;
+
+    if ( c < harness_direct_map || c >= harness_direct_map + harness_nr_frames * PAGE_SIZE )
+        return -1;
+    return (long)((c - harness_direct_map) >> PAGE_SHIFT);
+}
+
 static int slot_of(const void *p)
 {
-    for ( int i = 0; i < HARNESS_MAPS; i++ )
-        if ( maps[i].refs && (const char *)p >= (const char *)maps[i].base &&
-             (const char *)p < (const char *)maps[i].base + PAGE_SIZE )
+    long mfn = frame_of(p);
+
+    for ( int i = 0; mfn >= 0 && i < HARNESS_MAPS; i++ )
+        if ( maps[i].refs && maps[i].mfn == (unsigned long)mfn )
             return i;
     return -1;
 }
@@ -69,8 +81,9 @@ void *map_domain_page(mfn_t mfn)
             free_slot = i;
     }
     BUG_ON(free_slot < 0); /* more pages mapped at once than the harness keeps */
-    base = harness_ops.map(mfn_x(mfn), &snapshot);
+    harness_ops.map(mfn_x(mfn), &snapshot);
     harness_check();
+    base = (uint64_t *)(harness_direct_map + mfn_x(mfn) * PAGE_SIZE);
     maps[free_slot].base = base;
     maps[free_slot].mfn = mfn_x(mfn);
     maps[free_slot].refs = 1;
@@ -111,18 +124,18 @@ void unmap_domain_page(const void *p)
 
 mfn_t domain_page_map_to_mfn(const void *p)
 {
-    int i = slot_of(p);
+    long mfn = frame_of(p);
 
-    BUG_ON(i < 0);
-    return _mfn(maps[i].mfn);
+    BUG_ON(mfn < 0);
+    return _mfn((unsigned long)mfn);
 }
 
 void harness_clear_page(void *p)
 {
-    int i = slot_of(p);
+    long mfn = frame_of(p);
 
-    BUG_ON(i < 0);
-    harness_ops.clear(maps[i].mfn);
+    BUG_ON(mfn < 0);
+    harness_ops.clear((unsigned long)mfn);
     harness_check();
 }
 
@@ -134,7 +147,7 @@ static void publish(unsigned long mfn)
     if ( mfn >= harness_nr_frames || !unpublished[mfn] )
         return;
     unpublished[mfn] = 0;
-    t = harness_ops.map(mfn, &(int){ 0 });
+    t = (const uint64_t *)(harness_direct_map + mfn * PAGE_SIZE);
     for ( unsigned int i = 0; i < PAGETABLE_ENTRIES; i++ )
         if ( pte_is_table((pte_t){ t[i] }) )
             publish(mfn_x(pte_get_mfn((pte_t){ t[i] })));
@@ -142,24 +155,26 @@ static void publish(unsigned long mfn)
 
 void write_pte(pte_t *p, pte_t pte)
 {
-    int i = slot_of(p);
+    long frame = frame_of(p);
     unsigned long mfn;
+    unsigned int idx;
 
-    if ( i < 0 ) /* not table memory: a local (p2m_split_superpage's split_pte) */
+    if ( frame < 0 ) /* not table memory: a local (p2m_split_superpage's split_pte) */
     {
         *p = pte;
         return;
     }
-    mfn = maps[i].mfn;
+    mfn = (unsigned long)frame;
+    idx = (unsigned int)(((const unsigned char *)p - harness_direct_map - mfn * PAGE_SIZE) / sizeof(pte_t));
     if ( unpublished[mfn] )
     {
         /* no walker can reach this table yet: a plain store, not a step */
         unpublished[mfn] = 2;
-        harness_ops.write_pte(mfn, (unsigned int)(p - (pte_t *)maps[i].base), pte.pte, 1);
+        harness_ops.write_pte(mfn, idx, pte.pte, 1);
         harness_check();
         return;
     }
-    harness_ops.write_pte(mfn, (unsigned int)(p - (pte_t *)maps[i].base), pte.pte, 0);
+    harness_ops.write_pte(mfn, idx, pte.pte, 0);
     harness_check();
     if ( pte_is_table(pte) )
         publish(mfn_x(pte_get_mfn(pte)));
@@ -248,8 +263,9 @@ bool vmid_handle_vmenter(struct vcpu_vmid *vmid) { (void)vmid; not_modelled("vmi
 
 /* -- called from Python ------------------------------------------------------------ */
 
-int h_init(unsigned long nr_frames, unsigned int paging_levels)
+int h_init(unsigned long nr_frames, unsigned int paging_levels, unsigned char *direct_map)
 {
+    harness_direct_map = direct_map;
     static struct page_info *old_ft;
     static unsigned char *old_unpub;
 
@@ -276,7 +292,7 @@ void h_set_op(int which, void *fn)
 }
 
 struct harness_ctx *h_ctx_new(void) { return calloc(1, sizeof(struct harness_ctx)); }
-void h_ctx_free(struct harness_ctx *c) { free(c); }
+void h_ctx_free(struct harness_ctx *c) { if ( hctx == c ) hctx = NULL; free(c); }
 struct harness_ctx *h_ctx_switch(struct harness_ctx *c) { struct harness_ctx *o = hctx; hctx = c; return o; }
 void h_ctx_abort(struct harness_ctx *c) { c->aborted = 1; }
 void h_abort_current(void) { if ( hctx ) hctx->aborted = 1; }
@@ -341,13 +357,12 @@ long h_md_pg(unsigned long mfn) { return frame_table[mfn].v.md.pg ? (long)mfn_x(
 long h_used_entries(unsigned long mfn) { return (long)frame_table[mfn].u.md.used_entries; }
 void h_set_used_entries(unsigned long mfn, long v) { frame_table[mfn].u.md.used_entries = (unsigned long)v; }
 void h_set_unpublished(unsigned long mfn) { unpublished[mfn] = 1; }
+/* from Python between two steps (invariants): no map slot, no BUG (it would unwind another call's C) */
 int h_md_type(unsigned long md, unsigned int idx)
 {
-    const struct md_t *m = map_domain_page(_mfn(md));
-    int t = m[idx].type;
+    const struct md_t *m = (const struct md_t *)(harness_direct_map + md * PAGE_SIZE);
 
-    unmap_domain_page(m);
-    return t;
+    return m[idx].type;
 }
 
 #define H_ENTER(c) \

@@ -44,7 +44,7 @@ if TYPE_CHECKING:
 CDEF = """
 struct harness_ctx;
 struct domain;
-int h_init(unsigned long nr_frames, unsigned int paging_levels);
+int h_init(unsigned long nr_frames, unsigned int paging_levels, unsigned char *direct_map);
 void h_set_op(int which, void *fn);
 struct harness_ctx *h_ctx_new(void);
 void h_ctx_free(struct harness_ctx *c);
@@ -137,7 +137,7 @@ class CLib:
         self._frames_buf = self.ffi.new("void *[64]")
         self._keep: list[Any] = []
         sigs = (
-            ("void *(unsigned long, int *)", self._cb_map),
+            ("void(unsigned long, int *)", self._cb_map),
             ("void(unsigned long, unsigned int, uint64_t, int)", self._cb_write_pte),
             ("void(unsigned long, int)", self._cb_stored),
             ("void(unsigned long)", self._cb_clear),
@@ -215,16 +215,12 @@ class CLib:
         assert self.xen is not None, "the tree's C called back with no simulation live"
         return self.xen
 
-    def _cb_map(self, mfn: int, snapshot: Any) -> Any:
-        xen = self._x()
-        mem = xen.memory
+    def _cb_map(self, mfn: int, snapshot: Any) -> None:
+        mem = self._x().memory
         if mem.state[mfn] in (M.FREE, M.POOL):
             mem.observer.on_hyp_access(mfn, -1, False)  # Xen maps a frame that is nobody's table
         snapshot[0] = 1 if mem.state[mfn] == M.METADATA else 0
-        ptr = xen._c_ptrs.get(mfn)
-        if ptr is None:
-            ptr = xen._c_ptrs[mfn] = self.ffi.from_buffer("uint64_t[]", mem.table(mfn))
-        return ptr
+        mem.table(mfn)  # the frame's contents are the machine's from now on (the oracle reads them)
 
     def _cb_write_pte(self, mfn: int, idx: int, val: int, private: int) -> None:
         xen = self._x()
@@ -304,7 +300,8 @@ class CLib:
         if kind == 2:
             xen.ASSERT_UNREACHABLE(f"{frames[0] if frames else '?'} at {where}")
             return
-        xen.ASSERT(False, f"{what} at {where}{fn}")
+        # a workload's driver poking Xen's state runs on no hart: nothing to log it against
+        xen.ASSERT(False, f"{what} at {where}{fn}", note=xen.running_hart() is not None)
 
     def _cb_printk(self, text: Any) -> None:
         self._x().emit("printk", text=self.ffi.string(text).decode(errors="replace").rstrip("\n"))
@@ -422,11 +419,13 @@ class CXen(Xen):
     def __init__(self, **kwargs: Any) -> None:
         super().__init__(**kwargs)
         lib = self.clib.lib
-        self.gaddr_bits = lib.h_init(self.memory.nr_frames, self.gstage_mode.root_level)
+        if self.memory.direct_map is None:
+            raise CTreeError("a tree's C needs the machine's memory as one direct map (Memory(contiguous=True))")
+        self._direct_map = self.clib.ffi.from_buffer("unsigned char[]", self.memory.direct_map)
+        self.gaddr_bits = lib.h_init(self.memory.nr_frames, self.gstage_mode.root_level, self._direct_map)
         if self.gaddr_bits < 0:
             raise CTreeError(f"the tree's p2m.c has no G-stage mode with {self.gstage_mode.root_level} levels")
         self.clib.xen = self
-        self._c_ptrs: dict[int, Any] = {}
         self.u_md_used_entries = _UsedEntries(lib)  # type: ignore[assignment]
 
     # -- struct domain and struct p2m_domain ------------------------------------------------

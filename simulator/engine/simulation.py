@@ -681,7 +681,7 @@ async def _run(config: Config, mod: Any, params: dict[str, Any], strategy: Strat
             config_digest=config.digest(),
             sources=sources,
         )
-        memory = Memory(config.frames, Observer())
+        memory = Memory(config.frames, Observer(), contiguous=bool(config.xen_tree))  # C reads a direct map
         harts: list[Hart] = []
         for i in range(config.pcpus):
             actor = conductor.add_actor(f"hart{i}")

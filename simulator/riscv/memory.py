@@ -22,11 +22,14 @@ so the machine keeps three facts per frame (each one byte):
   through a current translation, a PTE or metadata store): it holds data a
   stale reader must not see.
 
-Only table frames store contents, as ``array('Q')`` of 512 PTEs.
+Only table frames store contents, as 512 PTEs each: an ``array('Q')`` per frame, or (``contiguous``,
+when a Xen tree's C runs as the hypervisor) a slice of one buffer laid out as the direct map is,
+so that C which reads past the end of a table reads the next frame, as it would on the machine.
 """
 
 from __future__ import annotations
 
+import mmap
 from array import array
 from typing import TYPE_CHECKING
 
@@ -47,7 +50,7 @@ ENTRIES = 512
 
 
 class Memory:
-    def __init__(self, nr_frames: int, observer: Observer) -> None:
+    def __init__(self, nr_frames: int, observer: Observer, contiguous: bool = False) -> None:
         if nr_frames <= 0 or nr_frames & (nr_frames - 1):
             raise ValueError(f"memory must be a power of two number of frames, not {nr_frames}")
         self.nr_frames = nr_frames
@@ -63,6 +66,10 @@ class Memory:
         self.tables: dict[int, array[int]] = {}
         self.ghosts: dict[int, array[int]] = {}
         self.observer = observer
+        # the direct map (contiguous): every frame's 4 KiB, plus 3 frames of zeros past the last one,
+        # so that a read of a 16 KiB root-sized table at the end stays in the buffer
+        self.direct_map: mmap.mmap | None = mmap.mmap(-1, (nr_frames + 3) * 4096) if contiguous else None
+        self._words = memoryview(self.direct_map).cast("Q") if self.direct_map is not None else None
 
     # -- ownership ---------------------------------------------------------------
 
@@ -103,7 +110,10 @@ class Memory:
     def table(self, mfn: int) -> array[int]:
         t = self.tables.get(mfn)
         if t is None:
-            t = self.tables[mfn] = array("Q", bytes(8 * ENTRIES))
+            if self._words is not None:
+                t = self.tables[mfn] = self._words[mfn * ENTRIES : (mfn + 1) * ENTRIES]  # type: ignore[assignment]
+            else:
+                t = self.tables[mfn] = array("Q", bytes(8 * ENTRIES))
             self.ghosts[mfn] = array("Q", bytes(8 * ENTRIES))
         return t
 

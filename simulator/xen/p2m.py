@@ -501,7 +501,6 @@ class P2m(Paging):
             old_type = self.p2m_get_type(entry, PteCtx(p2m, tbl_pg, offsets[level], level))
         table = self.memory.table(page)
         ghosts = self.memory.ghosts[page]
-        await self.step()
         for i in range(512):
             pte = (entry & ~P.PTE_PPN_MASK) | ((mfn + (i << level_order)) << P.PTE_PPN_SHIFT)
             if P.pte_rsw(pte) == p2m_ext_storage:

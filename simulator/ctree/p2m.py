@@ -225,6 +225,10 @@ class CLib:
     def _cb_write_pte(self, mfn: int, idx: int, val: int, private: int) -> None:
         xen = self._x()
         mem = xen.memory
+        if val & 0xF == P.PTE_V:  # a table link: where the child's entries map, for the log's gfn
+            parent = xen._tbl_gfn.get(mfn)
+            if parent is not None:
+                xen._tbl_gfn[P.pte_ppn(val)] = (parent[0] + (idx << (9 * parent[1])), parent[1] - 1)
         if private:  # a table no walker can reach yet, as p2m_split_superpage fills it: no step
             if mem.state[mfn] in (M.FREE, M.POOL):
                 mem.observer.on_hyp_access(mfn, idx, True)
@@ -307,7 +311,10 @@ class CLib:
         self._x().emit("printk", text=self.ffi.string(text).decode(errors="replace").rstrip("\n"))
 
     def _cb_leaf(self, domid: int, table: int, idx: int, level: int, pte: int, t: int) -> None:
-        self._x().emit(
+        xen = self._x()
+        base = xen._tbl_gfn.get(table)
+        gfn = base[0] + (idx << (9 * level)) if base is not None and base[1] == level else -1
+        xen.emit(
             "p2m_free_subtree.leaf",
             dom=domid,
             table=table,
@@ -316,7 +323,7 @@ class CLib:
             pte=pte,
             mfn=P.pte_ppn(pte),
             type=type_name(t),
-            gfn=-1,
+            gfn=gfn,
         )
 
 
@@ -427,6 +434,8 @@ class CXen(Xen):
             raise CTreeError(f"the tree's p2m.c has no G-stage mode with {self.gstage_mode.root_level} levels")
         self.clib.xen = self
         self.u_md_used_entries = _UsedEntries(lib)  # type: ignore[assignment]
+        # table page -> (first gfn it maps, level of its entries), from the links the C stores
+        self._tbl_gfn: dict[int, tuple[int, int]] = {}
 
     # -- struct domain and struct p2m_domain ------------------------------------------------
 
@@ -473,6 +482,9 @@ class CXen(Xen):
         rc = await self.clib.call(self.clib.lib.h_p2m_set_allocation, self._cdom(d.p2m), pages, int(can_preempt))
         if not had_root and d.p2m.root != INVALID_MFN:  # for the oracle, as the model's p2m_alloc_root_table says
             self.emit("p2m_alloc_root_table", dom=d.domain_id, mfn=d.p2m.root)
+            top = self.gstage_mode.root_level
+            for k in range(P.ROOT_PAGES):
+                self._tbl_gfn[d.p2m.root + k] = ((k * 512) << (9 * top), top)
         return rc
 
     async def p2m_free_page(self, p2m: P2MDomain, pg: int) -> None:  # type: ignore[override]
@@ -565,4 +577,3 @@ def xen_class(tree: str) -> type[CXen]:
     """A CXen bound to ``tree``'s library (built now if it is not in the cache)."""
     lib = load(tree)
     return type("CXen", (CXen,), {"clib": lib})
-

@@ -291,7 +291,12 @@ class P2m(Paging):
                     f"ext_storage PTE {ctx.pt_page:#x}[{ctx.index}] = {pte:#x}{at}: __map_domain_page(NULL) maps "
                     f"page_to_mfn(NULL), a wild address"
                 )
-            t = self.memory.load(md, ctx.index)[ctx.index]
+            # an index past 511 (p2m_free_subtree's over-read) reads past the metadata page too
+            t = (
+                self.memory.load(md, ctx.index)[ctx.index]
+                if ctx.index < 512
+                else self.memory.read_pte(md + ctx.index // 512, ctx.index % 512)[0]
+            )
             # Since p2m_set_type() guarantees that the type will be greater than
             # p2m_first_external, just check that we received a valid type here.
             at = f" (gfn {ctx.gfn:#x} of dom{ctx.p2m.domain.domain_id})" if ctx.gfn >= 0 else ""
@@ -466,10 +471,17 @@ class P2m(Paging):
             await self.p2m_put_page(entry, level, p2mt)
             return
         pg = P.pte_ppn(entry)
-        contents = self.memory.load(pg)
-        for i in range(512):
+        self.memory.load(pg)
+        # P2M_PAGETABLE_ENTRIES(p2m, level): the entry's own level, 2048 below a root entry; the
+        # entries past 511 are the next frames of the direct map (the fix: the table's 512)
+        entries = 512 if self.profile.free_subtree_table_entries else self.gstage_mode.entries(level)
+        for i in range(entries):
             gfn = ctx.gfn + (i << (9 * (level - 1))) if ctx.gfn >= 0 else -1
-            await self.p2m_free_subtree(p2m, contents[i], PteCtx(p2m, pg, i, level - 1, gfn=gfn))
+            if i < 512:
+                e = self.memory.load_pte(pg, i)[0]
+            else:  # a plain load past the mapping: the C's is not seen either (no hypervisor-access check)
+                e = self.memory.read_pte(pg + i // 512, i % 512)[0] if pg + i // 512 < self.memory.nr_frames else 0
+            await self.p2m_free_subtree(p2m, e, PteCtx(p2m, pg, i, level - 1, gfn=gfn))
         # Make sure all the references in the TLB have been removed before
         # freeing the intermediate page table.
         # XXX: Should we defer the free of the page table to avoid the flush?

@@ -50,6 +50,10 @@ class Profile:
     # address the p2m maps is resolved and retried, any other is the guest's); the tree's do_trap
     # has no case for them: do_unexpected_trap -> die()
     handle_guest_page_faults: bool = True
+    # fix: p2m_free_subtree walks the 512 entries of the table below the entry (the tree loops
+    # P2M_PAGETABLE_ENTRIES(p2m, level) of the entry's own level: 2048 below a root entry, so it
+    # reads the three frames after the table as PTEs and frees what they point to)
+    free_subtree_table_entries: bool = True
     # paging_alloc_page() decrements total_pages even when the freelist is empty (the tree does)
     pool_total_underflow: bool = False
     # the seed's v5 as posted: p2m_get_type/p2m_set_type panic on external types ...
@@ -85,6 +89,7 @@ _UPSTREAM = dict(
     flush_before_scrub=False,
     no_build_flush_batching=False,
     read_replaced_type_first=False,
+    free_subtree_table_entries=False,
     scrub_skips_unflushed=False,
     handle_guest_page_faults=False,
     pool_total_underflow=True,
@@ -97,7 +102,8 @@ PROFILES: dict[str, Profile] = {
             "fixed",
             "upstream plus labelled fixes: dirty_cpumask upkeep, Bare hgatp on switch-out, VMID before hgatp, "
             "vmid_flush_vcpu on migration, a fence per switch-in without VMIDs, reuse flush before the scrub and "
-            "never batched, the replaced leaf's type read before it is overwritten",
+            "never batched, the replaced leaf's type read before it is overwritten, p2m_free_subtree bounded by the "
+            "table it frees",
             "the reference: must stay silent on every workload, with speculation on",
         ),
         Profile(

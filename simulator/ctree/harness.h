@@ -149,7 +149,7 @@ static inline int clean_dcache_va_range(const void *p, unsigned long size) { (vo
 #define MAX_ORDER 18
 struct domain;
 struct vcpu;
-struct page_list_entry { unsigned int next, prev; };
+struct page_list_entry { struct page_info *next, *prev; };
 struct page_info {
     struct page_list_entry list;
     unsigned long count_info;
@@ -164,9 +164,66 @@ struct page_info {
     } v;
     uint32_t tlbflush_timestamp;
 };
-/* the owner of a list: page_list_add/del are calls into Python, which keeps p2m->pages in order */
-struct page_list_head { int domid; };
-#define INIT_PAGE_LIST_HEAD(h) ((void)(h))
+/* xen/mm.h page lists (doubly linked through page_info.list; the model's glue reads p2m->pages) */
+struct page_list_head { struct page_info *next, *tail; };
+#define PAGE_LIST_HEAD_INIT(name) { NULL, NULL }
+#define INIT_PAGE_LIST_HEAD(head) ((head)->next = (head)->tail = NULL)
+static inline bool page_list_empty(const struct page_list_head *head) { return !head->next; }
+static inline struct page_info *page_list_first(const struct page_list_head *head) { return head->next; }
+static inline struct page_info *page_list_last(const struct page_list_head *head) { return head->tail; }
+static inline struct page_info *page_list_next(const struct page_info *page, const struct page_list_head *head)
+{
+    (void)head;
+    return page->list.next;
+}
+static inline struct page_info *page_list_prev(const struct page_info *page, const struct page_list_head *head)
+{
+    (void)head;
+    return page->list.prev;
+}
+static inline void page_list_add(struct page_info *page, struct page_list_head *head)
+{
+    page->list.prev = NULL;
+    page->list.next = head->next;
+    if ( head->next )
+        head->next->list.prev = page;
+    else
+        head->tail = page;
+    head->next = page;
+}
+static inline void page_list_add_tail(struct page_info *page, struct page_list_head *head)
+{
+    page->list.next = NULL;
+    page->list.prev = head->tail;
+    if ( head->tail )
+        head->tail->list.next = page;
+    else
+        head->next = page;
+    head->tail = page;
+}
+static inline void page_list_del(struct page_info *page, struct page_list_head *head)
+{
+    if ( page->list.prev )
+        page->list.prev->list.next = page->list.next;
+    else
+        head->next = page->list.next;
+    if ( page->list.next )
+        page->list.next->list.prev = page->list.prev;
+    else
+        head->tail = page->list.prev;
+    page->list.next = page->list.prev = NULL;
+}
+static inline struct page_info *page_list_remove_head(struct page_list_head *head)
+{
+    struct page_info *page = head->next;
+
+    if ( page )
+        page_list_del(page, head);
+    return page;
+}
+#define page_list_for_each(pos, head) for ( (pos) = (head)->next; (pos); (pos) = page_list_next(pos, head) )
+#define page_list_for_each_safe(pos, tmp, head) \
+    for ( (pos) = (head)->next; (pos) ? ((tmp) = page_list_next(pos, head), 1) : 0; (pos) = (tmp) )
 
 /* -- locks: p2msim's, blocking through the conductor (xen/rwlock.h, xen/spinlock.h) -- */
 typedef struct { int domid; } rwlock_t;
@@ -180,7 +237,7 @@ typedef struct { int domid; } cpumask_t; /* a domain's dirty_cpumask (domid), or
 enum harness_lock_op { H_WRITE_LOCK, H_WRITE_UNLOCK, H_READ_LOCK, H_READ_UNLOCK, H_IS_WRITE_LOCKED, H_IS_LOCKED,
                        H_SPIN_LOCK, H_SPIN_UNLOCK };
 enum harness_pool_op { H_POOL_ALLOC, H_POOL_FREE, H_RET_TO_DOMHEAP, H_REFILL_FROM_DOMHEAP, H_FREELIST_ADJUST,
-                       H_ALLOC_DOMHEAP, H_PUT_PAGE, H_GET_PAGE, H_DOMAIN_CRASH, H_ISA_EXT, H_LIST_ADD, H_LIST_DEL };
+                       H_ALLOC_DOMHEAP, H_PUT_PAGE, H_GET_PAGE, H_DOMAIN_CRASH, H_ISA_EXT };
 struct harness_ops {
     void (*map)(unsigned long mfn, int *snapshot);  /* the frame is mapped (snapshot: a data page) */
     void (*write_pte)(unsigned long mfn, unsigned int idx, uint64_t val, int private_table);

@@ -101,15 +101,6 @@ static inline const struct domain *page_get_owner_and_reference(struct page_info
     ASSERT_UNREACHABLE(); /* only p2m_get_page_from_gfn's foreign case: p2msim keeps the Python one */
     return NULL;
 }
-/* xen/mm.h page lists: Python keeps p2m->pages (insertion ordered, as the model's glue walks it) */
-static inline void page_list_add(struct page_info *pg, struct page_list_head *head)
-{
-    harness_pool(H_LIST_ADD, head->domid, mfn_x(page_to_mfn(pg)), 0);
-}
-static inline void page_list_del(struct page_info *pg, struct page_list_head *head)
-{
-    harness_pool(H_LIST_DEL, head->domid, mfn_x(page_to_mfn(pg)), 0);
-}
 static inline void domain_crash(struct domain *d)
 {
     harness_pool(H_DOMAIN_CRASH, d->domain_id, 0, 0);

@@ -315,7 +315,6 @@ struct domain *h_domain_new(int domid, int gaddr_bits, int *rc)
     d->dirty_cpumask = calloc(1, sizeof(cpumask_t));
     d->dirty_cpumask->domid = domid;
     d->arch.p2m.lock.domid = domid;
-    d->arch.p2m.pages.domid = domid;
     d->arch.paging.lock.domid = domid;
     if ( setjmp(hctx->jmp) )
         *rc = H_ABORTED;
@@ -352,6 +351,31 @@ void h_p2m_set(struct domain *d, int field, long val)
     case 3: p2m->max_mapped_gfn = _gfn((unsigned long)val); break;
     }
 }
+
+/* p2m->pages from its tail (the oldest first: the order the model's glue walks p2m->pages in) */
+long h_pages_last(struct domain *d)
+{
+    struct page_info *pg = page_list_last(&p2m_get_hostp2m(d)->pages);
+
+    return pg ? (long)mfn_x(page_to_mfn(pg)) : -1;
+}
+long h_pages_prev(struct domain *d, unsigned long mfn)
+{
+    struct page_info *pg = frame_table[mfn].list.prev;
+
+    (void)d;
+    return pg ? (long)mfn_x(page_to_mfn(pg)) : -1;
+}
+int h_pages_count(struct domain *d)
+{
+    int n = 0;
+    struct page_info *pg;
+
+    page_list_for_each(pg, &p2m_get_hostp2m(d)->pages)
+        n++;
+    return n;
+}
+void h_pages_del(struct domain *d, unsigned long mfn) { page_list_del(&frame_table[mfn], &p2m_get_hostp2m(d)->pages); }
 
 long h_md_pg(unsigned long mfn) { return frame_table[mfn].v.md.pg ? (long)mfn_x(page_to_mfn(frame_table[mfn].v.md.pg)) : -1; }
 long h_used_entries(unsigned long mfn) { return (long)frame_table[mfn].u.md.used_entries; }

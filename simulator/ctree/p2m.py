@@ -21,7 +21,7 @@ Invariants:
 from __future__ import annotations
 
 import bisect
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from typing import TYPE_CHECKING, Any
 
 import cffi
@@ -55,6 +55,10 @@ struct domain *h_domain_new(int domid, int gaddr_bits, int *rc);
 void h_domain_set_dying(struct domain *d, int dying);
 long h_p2m_get(struct domain *d, int field);
 void h_p2m_set(struct domain *d, int field, long val);
+long h_pages_last(struct domain *d);
+long h_pages_prev(struct domain *d, unsigned long mfn);
+int h_pages_count(struct domain *d);
+void h_pages_del(struct domain *d, unsigned long mfn);
 long h_md_pg(unsigned long mfn);
 long h_used_entries(unsigned long mfn);
 void h_set_used_entries(unsigned long mfn, long v);
@@ -76,7 +80,7 @@ ULONG = (1 << 64) - 1
 # enum harness_lock_op / harness_pool_op (harness.h)
 WRITE_LOCK, WRITE_UNLOCK, READ_LOCK, READ_UNLOCK, IS_WRITE_LOCKED, IS_LOCKED, SPIN_LOCK, SPIN_UNLOCK = range(8)
 (POOL_ALLOC, POOL_FREE, RET_TO_DOMHEAP, REFILL, FREELIST_ADJUST, ALLOC_DOMHEAP, PUT_PAGE, GET_PAGE, DOMAIN_CRASH,
- ISA_EXT, LIST_ADD, LIST_DEL) = range(12)  # fmt: skip
+ ISA_EXT) = range(10)  # fmt: skip
 C_MEMF_no_owner = 1 << 5  # xen/mm.h
 ISA_EXTS = {1: "svade", 2: "svpbmt"}
 
@@ -271,12 +275,6 @@ class CLib:
             await_only(xen._c_put_page(arg))
             return 0
         d = xen.domains[domid]
-        if op == LIST_ADD:
-            d.p2m.pages[arg] = None
-            return 0
-        if op == LIST_DEL:
-            d.p2m.pages.pop(arg, None)
-            return 0
         if op == GET_PAGE:
             return int(xen.get_page(arg, d))
         if op == DOMAIN_CRASH:
@@ -339,15 +337,47 @@ def load(tree: str) -> CLib:
     return _LIBS[key]
 
 
+class CPageList:
+    """p2m->pages of the C, as the model's glue and invariants use p2m.pages (a dict of frames, oldest first)."""
+
+    def __init__(self, lib: Any, cdom: Any) -> None:
+        self._lib = lib
+        self._cdom = cdom
+
+    def __iter__(self) -> Iterator[int]:
+        out = []
+        pg = self._lib.h_pages_last(self._cdom)
+        while pg >= 0:
+            out.append(int(pg))
+            pg = self._lib.h_pages_prev(self._cdom, pg)
+        return iter(out)
+
+    def __len__(self) -> int:
+        return int(self._lib.h_pages_count(self._cdom))
+
+    def __bool__(self) -> bool:
+        return self._lib.h_pages_last(self._cdom) >= 0
+
+    def __contains__(self, mfn: object) -> bool:
+        return mfn in list(self)
+
+    def pop(self, mfn: int, default: Any = None) -> Any:
+        """page_list_del (the glue takes the root pages off the list before freeing them to the heap)."""
+        if mfn in self:
+            self._lib.h_pages_del(self._cdom, mfn)
+            return None
+        return default
+
+
 class CP2MDomain(P2MDomain):
     """struct p2m_domain of the C, seen by the model's glue: its fields are read from (and written to) the C."""
 
-    def __init__(self, d: Domain, lock: RwLock, lib: CLib, cdom: Any) -> None:  # noqa: D107
+    def __init__(self, d: Domain, lock: RwLock, lib: CLib, cdom: Any) -> None:
         self.domain = d
         self.lock = lock
-        self.pages = {}  # p2m->pages: page_list_add/del from the C
         self._lib = lib.lib
         self.cdom = cdom
+        self.pages = CPageList(lib.lib, cdom)  # type: ignore[assignment]  # p2m->pages, read from the C
 
     @property  # type: ignore[override]
     def root(self) -> int:

@@ -17,7 +17,6 @@ from simulator.xen.mm import PGC_allocated, PGC_count_mask
 from simulator.xen.p2m import p2m_ext_storage, p2m_is_foreign
 
 if TYPE_CHECKING:
-    from simulator.xen.domain import Domain
     from simulator.xen.hypervisor import Xen
 
 

@@ -216,11 +216,25 @@ def build_parser() -> argparse.ArgumentParser:
         metavar="S",
         help=f"a seed with no verdict after S seconds is a timeout, not a hang (default {SEED_TIMEOUT:g})",
     )
+    m.add_argument(
+        "--xen-tree",
+        metavar="DIR",
+        default="",
+        help="run the catalogue on this Xen tree's p2m.c: bugs that replace a function the C provides are skipped",
+    )
     m.add_argument("--json", action="store_true")
 
-    cp = sub.add_parser("compare", help="your variant against a baseline profile, the same seeds, side by side")
-    cp.add_argument("--variant", action="append", default=[], required=True, metavar="FILE", help="a variant file")
+    cp = sub.add_parser(
+        "compare", help="your variant (or your Xen tree) against a baseline, the same seeds, side by side"
+    )
+    cp.add_argument("--variant", action="append", default=[], metavar="FILE", help="a variant file")
     cp.add_argument("--against", default="fixed", help="the baseline profile (default fixed); the variant runs on it")
+    cp.add_argument(
+        "--xen-tree", metavar="DIR", default="", help="your Xen tree: its p2m.c is the variant side's P2M (needs cc)"
+    )
+    cp.add_argument(
+        "--against-tree", metavar="DIR", default="", help="the baseline's Xen tree (default: the Python model)"
+    )
     cp.add_argument("--workload", action="append", default=[], help="only these workloads (default: every built-in)")
     cp.add_argument("--seeds", type=at_least_one, default=20, help="seeds 0..N-1 per workload (default 20)")
     cp.add_argument("--jobs", type=at_least_one, default=2)
@@ -820,6 +834,7 @@ def cmd_matrix(args: argparse.Namespace) -> int:
         tuple(args.strategy) or STRATEGIES,
         progress,
         args.seed_timeout,
+        xen_tree=args.xen_tree,
     )
     if args.record:
         from simulator.hunt import exposure
@@ -874,6 +889,8 @@ def cmd_matrix(args: argparse.Namespace) -> int:
         con = Console(width=160)
         con.print(t)
         con.print(c2)
+        if out.get("skipped"):
+            con.print(f"not run on the tree's C (they replace a function it provides): {', '.join(out['skipped'])}")
         con.print(
             f"bugs found: {out['bugs_found']} of {out['bugs']}"
             + (f" (missed: {', '.join(out['missed'])})" if out["missed"] else "")
@@ -899,6 +916,8 @@ def cmd_compare(args: argparse.Namespace) -> int:
             )
     from simulator.engine.simulation import Config
 
+    if not args.variant and not args.xen_tree:
+        raise CliError("compare needs a change to judge: --variant FILE, or --xen-tree DIR (your tree)")
     try:
         out = compare(
             tuple(args.variant),
@@ -908,6 +927,8 @@ def cmd_compare(args: argparse.Namespace) -> int:
             args.jobs,
             args.seed_timeout,
             Config("", strict=args.strict),
+            xen_tree=args.xen_tree,
+            against_tree=args.against_tree,
         )
     except (ConfigError, WorkloadError) as exc:
         raise CliError(str(exc)) from None

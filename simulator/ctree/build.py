@@ -79,17 +79,28 @@ def _blank_includes(text: str) -> str:
     return _INCLUDE.sub("", text)
 
 
+# function -> (probe, its parameter types): the probe gets the function's arguments on entry
+PROBES = {
+    "p2m_free_subtree": (PROBE, "struct p2m_domain *, pte_t, const struct p2m_pte_ctx *"),
+    "p2m_set_type": ("harness_probe_set_type", "pte_t *, p2m_type_t, const struct p2m_pte_ctx *"),
+}
+
+
 def _with_probe(source: str) -> tuple[str, bool]:
-    """p2m.c with the probe call on the line of p2m_free_subtree's opening brace (None found: unchanged)."""
-    m = re.search(r"\bstatic\s+void\s+p2m_free_subtree\s*\(([^)]*)\)\s*\{", source)
-    if m is None:
-        return source, False
-    names = [re.split(r"[\s*]+", p.strip())[-1] for p in m.group(1).split(",")]
-    if len(names) != 3:
-        return source, False
-    decl = f"extern void {PROBE}(struct p2m_domain *, pte_t, const struct p2m_pte_ctx *);"
-    call = f" {decl} {PROBE}({', '.join(names)});"
-    return source[: m.end()] + call + source[m.end() :], True
+    """p2m.c with each probe call on the line of its function's opening brace (a function not found, or
+    with other parameters, gets none); whether p2m_free_subtree got its probe."""
+    found = False
+    for fn, (probe, types) in PROBES.items():
+        m = re.search(rf"\bstatic\s+void\s+{fn}\s*\(([^)]*)\)\s*\{{", source)
+        if m is None:
+            continue
+        names = [re.split(r"[\s*]+", p.strip())[-1] for p in m.group(1).split(",")]
+        if len(names) != 3:
+            continue
+        call = f" extern void {probe}({types}); {probe}({', '.join(names)});"
+        source = source[: m.end()] + call + source[m.end() :]
+        found = found or fn == "p2m_free_subtree"
+    return source, found
 
 
 def translation_unit(xen: Path) -> tuple[str, bool]:

@@ -256,6 +256,7 @@ struct harness_ctx {
     jmp_buf jmp;
     int aborted;
     int depth;
+    long md_table; /* the table p2m_set_type was last called for (its metadata page's "why") */
     void *stack[HARNESS_STACK];
 };
 

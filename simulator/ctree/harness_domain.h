@@ -63,7 +63,7 @@ static inline struct page_info *harness_page(long mfn)
 static inline int paging_domain_init(struct domain *d) { (void)d; return 0; }
 static inline struct page_info *paging_alloc_page(struct domain *d)
 {
-    return harness_page(harness_pool(H_POOL_ALLOC, d->domain_id, 0, 0));
+    return harness_page(harness_pool(H_POOL_ALLOC, d->domain_id, 0, hctx ? hctx->md_table : -1));
 }
 static inline void paging_free_page(struct domain *d, struct page_info *pg)
 {

@@ -486,3 +486,12 @@ void harness_probe_free_subtree(struct p2m_domain *p2m, pte_t entry, const struc
     harness_ops.leaf(p2m->domain->domain_id, mfn_x(page_to_mfn(ctx->pt_page)), ctx->index, ctx->level, entry.pte, t);
     harness_check();
 }
+
+/* the probe at the top of p2m_set_type: which table a metadata page is allocated for */
+void harness_probe_set_type(pte_t *pte, p2m_type_t t, const struct p2m_pte_ctx *ctx)
+{
+    (void)pte;
+    (void)t;
+    if ( hctx && ctx && ctx->pt_page )
+        hctx->md_table = (long)mfn_x(page_to_mfn(ctx->pt_page));
+}

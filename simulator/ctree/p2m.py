@@ -452,6 +452,7 @@ class CXen(Xen):
     """The model's hypervisor with a tree's p2m.c: the C functions in FROM_C run from the library."""
 
     clib: CLib
+    FROM_C = FROM_C
 
     def __init__(self, **kwargs: Any) -> None:
         super().__init__(**kwargs)
@@ -568,7 +569,7 @@ class CXen(Xen):
     async def _c_pool_op(self, op: int, d: Domain, arg: int, arg2: int, frames: list[str]) -> int:
         if op == POOL_ALLOC:
             md = "p2m_set_type" in frames
-            state, why = (M.METADATA, "metadata page") if md else (M.TABLE, "p2m table")
+            state, why = (M.METADATA, f"metadata of table {arg2:#x}") if md else (M.TABLE, "p2m table")
             pg = await self.paging_alloc_page(d, state, why)
             if pg is None:
                 return -1
@@ -578,7 +579,7 @@ class CXen(Xen):
         if op == POOL_FREE:
             if "p2m_free_table" in frames and self.memory.state[arg] == M.TABLE:
                 self.emit("p2m_free_subtree.table_freed", dom=d.domain_id, mfn=arg)
-            await self.paging_free_page(d, arg, "p2m_free_page")
+            await self.paging_free_page(d, arg, frames[0] if frames else "p2m_free_page")  # the C that freed it
             return 0
         if op == RET_TO_DOMHEAP:
             return await self.paging_ret_to_domheap(d, arg)

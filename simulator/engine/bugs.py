@@ -23,6 +23,45 @@ class Bug:
     workloads: tuple[str, ...] = ()  # built-in workloads that can expose it (for `p2msim matrix`)
     config: tuple[tuple[str, Any], ...] = ()  # run options it needs there (e.g. speculation on)
 
+    def replaces(self) -> set[str]:
+        """The hypervisor's methods ``apply`` replaces, found by applying it to a recorder (no run)."""
+        rec = _Recorder()
+        try:
+            self.apply(rec)  # type: ignore[arg-type]
+        except Exception:  # a bug that needs a real machine at apply time: say nothing replaced
+            return set()
+        return rec.replaced
+
+
+class _Recorder:
+    """Stands in for a hypervisor instance: every attribute exists, assignments are recorded."""
+
+    def __init__(self) -> None:
+        object.__setattr__(self, "replaced", set())
+
+    def __getattr__(self, name: str) -> Any:
+        return _Anything()
+
+    def __setattr__(self, name: str, value: Any) -> None:
+        self.replaced.add(name)
+
+
+class _Anything:
+    def __getattr__(self, name: str) -> Any:
+        return _Anything()
+
+    def __setattr__(self, name: str, value: Any) -> None:
+        pass
+
+    def __call__(self, *a: Any, **k: Any) -> Any:
+        return _Anything()
+
+    def __iter__(self) -> Any:
+        return iter(())
+
+    def __len__(self) -> int:
+        return 0
+
 
 def _inside_free_subtree(xen: Xen) -> list[int]:
     """Wrap p2m_free_subtree so a mutation can tell it runs inside it (per hart)."""

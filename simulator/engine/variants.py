@@ -95,8 +95,16 @@ def _import(p: Path) -> ModuleType:
 
 
 def check_overrides(xen: Xen, what: str) -> None:
-    """Every method replaced on the instance keeps its kind: async for async, plain for plain."""
+    """Every method replaced on the instance keeps its kind: async for async, plain for plain; and none
+    of them is one a Xen tree's C provides (with --xen-tree the change belongs in the C)."""
     cls = type(xen)
+    from_c = getattr(cls, "FROM_C", ())
+    for name in from_c:
+        if name in vars(xen):
+            raise VariantError(
+                f"{what} replaces {name}, which comes from the tree's C with --xen-tree: make the change in the "
+                "tree's p2m.c instead (or run without --xen-tree)"
+            )
     for name, value in vars(xen).items():
         original = getattr(cls, name, None)
         if original is None or not callable(original) or not callable(value):

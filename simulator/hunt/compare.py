@@ -118,18 +118,24 @@ def compare(
     jobs: int = 2,
     seed_timeout: float | None = None,
     base: Config | None = None,
+    xen_tree: str = "",
+    against_tree: str = "",
 ) -> dict[str, Any]:
-    """Run both sides; raises ConfigError for bad input (checked on the first run of each side)."""
-    if not variants:
-        raise ConfigError("compare needs at least one --variant FILE")
+    """Run both sides; raises ConfigError for bad input (checked on the first run of each side).
+
+    The variant side is the baseline with ``variants`` applied and, with ``xen_tree``, that tree's
+    C as its P2M; the baseline runs ``against_tree``'s C if one is given, else the Python model.
+    """
+    if not variants and not xen_tree:
+        raise ConfigError("compare needs at least one --variant FILE (or a --xen-tree)")
     names = workloads or list(builtin_workloads())
     template = base or Config("")
     tasks: list[tuple[str, int, str, Config]] = []
     for w in names:
         for s in range(seeds):
-            b = replace(template, workload=w, seed=s, profile=against, variants=())
+            b = replace(template, workload=w, seed=s, profile=against, variants=(), xen_tree=against_tree)
             tasks.append((w, s, "baseline", b))
-            tasks.append((w, s, "variant", replace(b, variants=tuple(variants))))
+            tasks.append((w, s, "variant", replace(b, variants=tuple(variants), xen_tree=xen_tree or against_tree)))
     for _w, _s, _side, c in tasks[:2]:  # bad input once, here, with its own message
         with contextlib.suppress(WorkloadError):  # a workload failing on a side is its finding (see _one)
             run(replace(c, steps=1))
@@ -161,8 +167,8 @@ def compare(
     added = sorted(set(total["variant"].causes) - set(total["baseline"].causes))
     removed = sorted(set(total["baseline"].causes) - set(total["variant"].causes))
     return {
-        "variants": list(variants),
-        "against": against,
+        "variants": list(variants) + ([f"the C of {xen_tree}"] if xen_tree else []),
+        "against": against + (f" with the C of {against_tree}" if against_tree else ""),
         "seeds": seeds,
         "workloads": {w: {k: sd.to_json() for k, sd in sides.items()} for w, sides in per.items()},
         "total": {k: sd.to_json() for k, sd in total.items()},

@@ -72,6 +72,14 @@ def _one(args: tuple[Config, float | None]) -> Outcome:
     return config.seed, [v.cls for v in r.violations], r.stop_reason, time.monotonic() - t, numbers
 
 
+def replaced_from_c(bug: str) -> list[str]:
+    """The functions a tree's C provides that ``bug`` replaces (it cannot be applied with --xen-tree)."""
+    from simulator.ctree.p2m import FROM_C
+
+    seen = BUGS[bug].replaces()
+    return [n for n in FROM_C if n in seen]
+
+
 def _config(workload: str, seed: int, **kw: Any) -> Config:
     bug = kw.pop("bug", None)
     extra = dict(BUGS[bug].config) if bug else {}
@@ -80,12 +88,22 @@ def _config(workload: str, seed: int, **kw: Any) -> Config:
 
 
 def hunt(
-    pool: ProcessPoolExecutor, bug: str, workload: str, strategy: str, seeds: int, batch: int, limit: float | None
+    pool: ProcessPoolExecutor,
+    bug: str,
+    workload: str,
+    strategy: str,
+    seeds: int,
+    batch: int,
+    limit: float | None,
+    xen_tree: str = "",
 ) -> Cell:
     cell = Cell(bug, workload, strategy)
     started = time.monotonic()
     for lo in range(0, seeds, batch):
-        cfgs = [(_config(workload, s, bug=bug, strategy=strategy), limit) for s in range(lo, min(seeds, lo + batch))]
+        cfgs = [
+            (_config(workload, s, bug=bug, strategy=strategy, xen_tree=xen_tree), limit)
+            for s in range(lo, min(seeds, lo + batch))
+        ]
         for seed, classes, stop, _secs, _numbers in pool.map(_one, cfgs):
             cell.seeds_run += 1
             cell.incomplete += stop in ("budget", "timeout")
@@ -99,9 +117,11 @@ def hunt(
     return cell
 
 
-def clean(pool: ProcessPoolExecutor, profile: str, workload: str, seeds: int, limit: float | None) -> CleanRow:
+def clean(
+    pool: ProcessPoolExecutor, profile: str, workload: str, seeds: int, limit: float | None, xen_tree: str = ""
+) -> CleanRow:
     row = CleanRow(profile, workload, seeds)
-    cfgs = [(Config(workload, seed=s, profile=profile), limit) for s in range(seeds)]
+    cfgs = [(Config(workload, seed=s, profile=profile, xen_tree=xen_tree), limit) for s in range(seeds)]
     for seed, classes, stop, _secs, numbers in pool.map(_one, cfgs, chunksize=8):
         if numbers:
             row.vacuous += numbers["verdict"] == "vacuous"
@@ -128,25 +148,33 @@ def matrix(
     strategies: tuple[str, ...] = STRATEGIES,
     progress: Any = None,
     seed_timeout: float | None = None,
+    xen_tree: str = "",
 ) -> dict[str, Any]:
-    """Raises KeyboardInterrupt at once on Ctrl-C (or SIGTERM), with its workers stopped."""
+    """Raises KeyboardInterrupt at once on Ctrl-C (or SIGTERM), with its workers stopped.
+
+    With ``xen_tree`` every run uses that tree's p2m.c; a bug that replaces a function the C
+    provides cannot be applied to it and is skipped (listed under "skipped").
+    """
     names = list(builtin_workloads())
     chosen = workloads or names
     cells: list[Cell] = []
     rows: list[CleanRow] = []
     pool = ProcessPoolExecutor(max_workers=jobs, initializer=_worker_init)
     try:
+        skipped = [b for b in bugs or list(BUGS) if xen_tree and replaced_from_c(b)]
         for bug in bugs or list(BUGS):
+            if bug in skipped:
+                continue
             targets = [w for w in (BUGS[bug].workloads or tuple(names)) if w in chosen]
             for workload in targets:
                 for strategy in strategies:
-                    cell = hunt(pool, bug, workload, strategy, seeds, max(2, jobs * 2), seed_timeout)
+                    cell = hunt(pool, bug, workload, strategy, seeds, max(2, jobs * 2), seed_timeout, xen_tree)
                     cells.append(cell)
                     if progress:
                         progress(cell)
         for profile in CLEAN_PROFILES:
             for workload in chosen:
-                row = clean(pool, profile, workload, clean_seeds, seed_timeout)
+                row = clean(pool, profile, workload, clean_seeds, seed_timeout, xen_tree)
                 rows.append(row)
                 if progress:
                     progress(row)
@@ -154,7 +182,7 @@ def matrix(
         stop_pool(pool)
         raise
     pool.shutdown(wait=True)
-    return summarise(cells, rows, seeds)
+    return summarise(cells, rows, seeds) | {"skipped": skipped}
 
 
 def summarise(cells: list[Cell], rows: list[CleanRow], seeds: int) -> dict[str, Any]:

@@ -229,7 +229,7 @@ def test_the_cli_replays_and_compares_trees(tmp_path: Path) -> None:
             "--seeds",
             "2",
             "--json",
-        ],  # fmt: skip
+        ],
         capture_output=True,
         text=True,
         timeout=600,

@@ -66,6 +66,7 @@ EACCES = -13
 EINVAL = -22
 EOVERFLOW = -75
 INT_MAX = (1 << 31) - 1
+UINT_MAX = (1 << 32) - 1
 
 
 def p2m_is_foreign(t: int) -> bool:
@@ -446,11 +447,18 @@ class P2m(Paging):
             # a 1G leaf: ASSERT_UNREACHABLE(), so a release build drops no reference
             self.ASSERT_UNREACHABLE("p2m_put_page", level=level, type=p2mt)
 
-    @upstream("p2m.c", differs="no IOREQ mapcache invalidation (no IOREQ servers)", fixes=("read_replaced_type_first",))
+    @upstream(
+        "p2m.c",
+        differs="no IOREQ mapcache invalidation (no IOREQ servers); the loop's reads past the table (2048 entries "
+        "below a root entry) are plain loads of the next frames, which no hypervisor-access check sees",
+        fixes=("read_replaced_type_first", "free_subtree_table_entries"),
+    )
     async def p2m_free_subtree(self, p2m: P2MDomain, entry: int, ctx: PteCtx) -> None:
         """Free the pte sub-tree behind an entry."""
         level = ctx.level
-        assert level <= P2M_MAX_SUPPORTED_LEVEL_MAPPING
+        self.ASSERT(
+            level <= P2M_MAX_SUPPORTED_LEVEL_MAPPING, "level <= P2M_MAX_SUPPORTED_LEVEL_MAPPING in p2m_free_subtree"
+        )
         if not P.pte_valid(entry):
             return
         if P.pte_is_mapping(entry):
@@ -475,13 +483,14 @@ class P2m(Paging):
         # P2M_PAGETABLE_ENTRIES(p2m, level): the entry's own level, 2048 below a root entry; the
         # entries past 511 are the next frames of the direct map (the fix: the table's 512)
         entries = 512 if self.profile.free_subtree_table_entries else self.gstage_mode.entries(level)
+        sub = level - 1 if level else UINT_MAX  # unsigned int: below level 0 (an over-read entry) it wraps
         for i in range(entries):
-            gfn = ctx.gfn + (i << (9 * (level - 1))) if ctx.gfn >= 0 else -1
+            gfn = ctx.gfn + (i << (9 * sub)) if ctx.gfn >= 0 and sub <= P2M_MAX_ROOT_LEVEL else -1
             if i < 512:
                 e = self.memory.load_pte(pg, i)[0]
             else:  # a plain load past the mapping: the C's is not seen either (no hypervisor-access check)
                 e = self.memory.read_pte(pg + i // 512, i % 512)[0] if pg + i // 512 < self.memory.nr_frames else 0
-            await self.p2m_free_subtree(p2m, e, PteCtx(p2m, pg, i, level - 1, gfn=gfn))
+            await self.p2m_free_subtree(p2m, e, PteCtx(p2m, pg, i, sub, gfn=gfn))
         # Make sure all the references in the TLB have been removed before
         # freeing the intermediate page table.
         # XXX: Should we defer the free of the page table to avoid the flush?

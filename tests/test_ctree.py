@@ -238,3 +238,10 @@ def test_the_cli_replays_and_compares_trees(tmp_path: Path) -> None:
     res = orjson.loads(out.stdout)
     assert res["total"]["baseline"]["failing"] == [] and len(res["total"]["variant"]["failing"]) == 2
     assert any(a["function"] == "p2m_free_subtree" for a in res["adds"])
+
+
+def test_the_readme_lists_the_functions_that_come_from_the_c() -> None:
+    from simulator.ctree.p2m import README_BEGIN, README_END, readme_block
+
+    text = (ROOT / "README.md").read_text()
+    assert text.split(README_BEGIN, 1)[1].split(README_END, 1)[0] == readme_block()

@@ -608,3 +608,20 @@ def xen_class(tree: str) -> type[CXen]:
     """A CXen bound to ``tree``'s library (built now if it is not in the cache)."""
     lib = load(tree)
     return type("CXen", (CXen,), {"clib": lib})
+
+
+README_BEGIN, README_END = "<!-- ctree-functions:begin -->\n", "\n<!-- ctree-functions:end -->"
+
+
+def readme_block() -> str:
+    """The README's list of the model functions a tree's C provides (a test checks it is current)."""
+    return ", ".join(f"`{n}`" for n in FROM_C) + "."
+
+
+def write_readme(path: str) -> None:
+    with open(path, encoding="utf-8") as f:
+        text = f.read()
+    head, rest = text.split(README_BEGIN, 1)
+    _old, tail = rest.split(README_END, 1)
+    with open(path, "w", encoding="utf-8") as f:
+        f.write(head + README_BEGIN + readme_block() + README_END + tail)

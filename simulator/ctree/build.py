@@ -1,7 +1,7 @@
-"""Build a Xen tree's p2m.c into a shared library p2msim can run, once per distinct source.
+"""Build a Xen tree's p2m.c and paging.c into a shared library p2msim can run, once per distinct source.
 
 The translation unit is the harness (``harness.h``), the tree's own
-``include/asm/p2m.h`` and ``p2m.c`` with their ``#include`` lines blanked (so
+``include/asm/{p2m,paging}.h`` and ``{p2m,paging}.c`` with their ``#include`` lines blanked (so
 ``__FILE__:__LINE__`` of an ASSERT is the tree's), and ``harness_tail.c``, whose
 entry points call p2m.c's static functions.  A probe call is put at the top of
 ``p2m_free_subtree`` on the line of its opening brace (no line moves), so the
@@ -28,6 +28,8 @@ HERE = Path(__file__).resolve().parent
 HARNESS = ("harness.h", "harness_domain.h", "harness_tail.c")
 P2M_C = "arch/riscv/p2m.c"
 P2M_H = "arch/riscv/include/asm/p2m.h"
+PAGING_C = "arch/riscv/paging.c"
+PAGING_H = "arch/riscv/include/asm/paging.h"
 CFLAGS = (
     "-std=gnu11",
     "-O2",
@@ -44,7 +46,7 @@ CFLAGS = (
     "-Wno-unused-but-set-variable",
 )
 PROBE = "harness_probe_free_subtree"
-FORMAT = "p2msim-ctree-2"  # what the cache holds; a change here rebuilds every tree
+FORMAT = "p2msim-ctree-3"  # what the cache holds; a change here rebuilds every tree
 _INCLUDE = re.compile(r"^[ \t]*#[ \t]*include\b.*$", re.M)
 
 
@@ -69,8 +71,9 @@ def xen_dir(tree: str | Path) -> Path:
         raise CTreeError(f"--xen-tree {tree}: no such directory")
     for cand in (root / "xen", root):
         if (cand / P2M_C).is_file():
-            if not (cand / P2M_H).is_file():
-                raise CTreeError(f"--xen-tree {tree}: {cand / P2M_H} is missing")
+            for rel in (P2M_H, PAGING_C, PAGING_H):
+                if not (cand / rel).is_file():
+                    raise CTreeError(f"--xen-tree {tree}: {cand / rel} is missing")
             return cand.resolve()
     raise CTreeError(f"--xen-tree {tree}: not a Xen tree (no xen/{P2M_C} under it)")
 
@@ -83,6 +86,7 @@ def _blank_includes(text: str) -> str:
 PROBES = {
     "p2m_free_subtree": (PROBE, "struct p2m_domain *, pte_t, const struct p2m_pte_ctx *"),
     "p2m_set_type": ("harness_probe_set_type", "pte_t *, p2m_type_t, const struct p2m_pte_ctx *"),
+    "p2m_free_page": ("harness_probe_free_page", "struct p2m_domain *, struct page_info *"),
 }
 
 
@@ -95,7 +99,7 @@ def _with_probe(source: str) -> tuple[str, bool]:
         if m is None:
             continue
         names = [re.split(r"[\s*]+", p.strip())[-1] for p in m.group(1).split(",")]
-        if len(names) != 3:
+        if len(names) != len(types.split(",")):
             continue
         call = f" extern void {probe}({types}); {probe}({', '.join(names)});"
         source = source[: m.end()] + call + source[m.end() :]
@@ -106,13 +110,15 @@ def _with_probe(source: str) -> tuple[str, bool]:
 def translation_unit(xen: Path) -> tuple[str, bool]:
     """The C that is compiled (harness.h comes in through -include)."""
     p2m_h = _blank_includes((xen / P2M_H).read_text())
+    paging_h = _blank_includes((xen / PAGING_H).read_text())
     p2m_c, probe = _with_probe(_blank_includes((xen / P2M_C).read_text()))
-    tail = "" if probe else f"#define {PROBE}_unused 1\n"
+    paging_c = _blank_includes((xen / PAGING_C).read_text())
     return (
         f'#line 1 "xen/{P2M_H}"\n{p2m_h}\n'
+        f'#line 1 "xen/{PAGING_H}"\n{paging_h}\n'
         '#include "harness_domain.h"\n'
         f'#line 1 "xen/{P2M_C}"\n{p2m_c}\n'
-        f"{tail}"
+        f'#line 1 "xen/{PAGING_C}"\n{paging_c}\n'
         '#include "harness_tail.c"\n'
     ), probe
 

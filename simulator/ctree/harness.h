@@ -165,9 +165,13 @@ struct page_info {
     uint32_t tlbflush_timestamp;
 };
 /* xen/mm.h page lists (doubly linked through page_info.list; the model's glue reads p2m->pages) */
-struct page_list_head { struct page_info *next, *tail; };
+struct page_list_head {
+    struct page_info *next, *tail;
+    int pool_of; /* a domain's p2m pool freelist (domid + 1): its changes are the machine's, Python is told */
+};
+void harness_pool_list(const struct page_list_head *head, int op, struct page_info *pg);
 #define PAGE_LIST_HEAD_INIT(name) { NULL, NULL }
-#define INIT_PAGE_LIST_HEAD(head) ((head)->next = (head)->tail = NULL)
+#define INIT_PAGE_LIST_HEAD(head) ((head)->next = (head)->tail = NULL) /* pool_of stays */
 static inline bool page_list_empty(const struct page_list_head *head) { return !head->next; }
 static inline struct page_info *page_list_first(const struct page_list_head *head) { return head->next; }
 static inline struct page_info *page_list_last(const struct page_list_head *head) { return head->tail; }
@@ -190,6 +194,8 @@ static inline void page_list_add(struct page_info *page, struct page_list_head *
     else
         head->tail = page;
     head->next = page;
+    if ( head->pool_of )
+        harness_pool_list(head, 0, page);
 }
 static inline void page_list_add_tail(struct page_info *page, struct page_list_head *head)
 {
@@ -200,6 +206,8 @@ static inline void page_list_add_tail(struct page_info *page, struct page_list_h
     else
         head->next = page;
     head->tail = page;
+    if ( head->pool_of )
+        harness_pool_list(head, 0, page);
 }
 static inline void page_list_del(struct page_info *page, struct page_list_head *head)
 {
@@ -212,6 +220,8 @@ static inline void page_list_del(struct page_info *page, struct page_list_head *
     else
         head->tail = page->list.prev;
     page->list.next = page->list.prev = NULL;
+    if ( head->pool_of )
+        harness_pool_list(head, 1, page);
 }
 static inline struct page_info *page_list_remove_head(struct page_list_head *head)
 {
@@ -235,9 +245,9 @@ typedef struct { int domid; } cpumask_t; /* a domain's dirty_cpumask (domid), or
 
 /* -- what the C asks of the simulation (set by Python before the first call) -- */
 enum harness_lock_op { H_WRITE_LOCK, H_WRITE_UNLOCK, H_READ_LOCK, H_READ_UNLOCK, H_IS_WRITE_LOCKED, H_IS_LOCKED,
-                       H_SPIN_LOCK, H_SPIN_UNLOCK };
-enum harness_pool_op { H_POOL_ALLOC, H_POOL_FREE, H_RET_TO_DOMHEAP, H_REFILL_FROM_DOMHEAP, H_FREELIST_ADJUST,
-                       H_ALLOC_DOMHEAP, H_PUT_PAGE, H_GET_PAGE, H_DOMAIN_CRASH, H_ISA_EXT };
+                       H_SPIN_LOCK, H_SPIN_UNLOCK, H_SPIN_IS_LOCKED };
+enum harness_pool_op { H_POOL_ADDED, H_POOL_REMOVED, H_FREE_DOMHEAP, H_ALLOC_DOMHEAP, H_PUT_PAGE, H_GET_PAGE,
+                       H_DOMAIN_CRASH, H_ISA_EXT };
 struct harness_ops {
     void (*map)(unsigned long mfn, int *snapshot);  /* the frame is mapped (snapshot: a data page) */
     void (*write_pte)(unsigned long mfn, unsigned int idx, uint64_t val, int private_table);
@@ -249,6 +259,7 @@ struct harness_ops {
     void (*assert_failed)(int kind, const char *expr, const char *file, int line); /* 0 ASSERT, 1 BUG, 2 unreach */
     void (*printk)(const char *text);
     void (*leaf)(int domid, unsigned long table, unsigned int idx, unsigned int level, uint64_t pte, int type);
+    void (*free_page)(int domid, unsigned long mfn); /* p2m_free_page was called for it */
 };
 
 #define HARNESS_STACK 64 /* C frames kept for explanations (deeper ones are counted, not named) */
@@ -314,6 +325,8 @@ static inline long harness_lock(int op, int domid) { long r = harness_ops.lock(o
 #define rw_is_locked(l) ((bool)harness_lock(H_IS_LOCKED, (l)->domid))
 #define spin_lock(l) ((void)harness_lock(H_SPIN_LOCK, (l)->domid))
 #define spin_unlock(l) ((void)harness_lock(H_SPIN_UNLOCK, (l)->domid))
+#define spin_is_locked(l) ((bool)harness_lock(H_SPIN_IS_LOCKED, (l)->domid))
+#define general_preempt_check() false /* p2msim does not preempt hypercalls */
 
 /* -- CPU features (asm/cpufeature.h) -- */
 enum riscv_isa_ext_id { RISCV_ISA_EXT_svade = 1, RISCV_ISA_EXT_svpbmt = 2 };

@@ -59,33 +59,18 @@ static inline struct page_info *harness_page(long mfn)
     return mfn < 0 ? NULL : frame_table + mfn;
 }
 
-/* asm/paging.h (paging.c stays p2msim's Python model for now) */
-static inline int paging_domain_init(struct domain *d) { (void)d; return 0; }
-static inline struct page_info *paging_alloc_page(struct domain *d)
-{
-    return harness_page(harness_pool(H_POOL_ALLOC, d->domain_id, 0, hctx ? hctx->md_table : -1));
-}
-static inline void paging_free_page(struct domain *d, struct page_info *pg)
-{
-    harness_pool(H_POOL_FREE, d->domain_id, mfn_x(page_to_mfn(pg)), 0);
-}
-static inline int paging_ret_to_domheap(struct domain *d, unsigned int nr_pages)
-{
-    return harness_pool(H_RET_TO_DOMHEAP, d->domain_id, nr_pages, 0);
-}
-static inline int paging_refill_from_domheap(struct domain *d, unsigned int nr_pages)
-{
-    return harness_pool(H_REFILL_FROM_DOMHEAP, d->domain_id, nr_pages, 0);
-}
-static inline int paging_freelist_adjust(struct domain *d, unsigned long pages, bool preempt)
-{
-    return harness_pool(H_FREELIST_ADJUST, d->domain_id, pages, preempt);
-}
-
 /* xen/mm.h, common/page_alloc.c, arch/riscv/mm.c (p2msim's Python model) */
 static inline struct page_info *alloc_domheap_pages(struct domain *d, unsigned int order, unsigned int memflags)
 {
     return harness_page(harness_pool(H_ALLOC_DOMHEAP, d->domain_id, order, memflags));
+}
+static inline struct page_info *alloc_domheap_page(struct domain *d, unsigned int memflags)
+{
+    return alloc_domheap_pages(d, 0, memflags);
+}
+static inline void free_domheap_page(struct page_info *pg)
+{
+    harness_pool(H_FREE_DOMHEAP, -1, mfn_x(page_to_mfn(pg)), 0);
 }
 static inline void put_page(struct page_info *pg)
 {

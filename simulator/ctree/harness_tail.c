@@ -316,6 +316,7 @@ struct domain *h_domain_new(int domid, int gaddr_bits, int *rc)
     d->dirty_cpumask->domid = domid;
     d->arch.p2m.lock.domid = domid;
     d->arch.paging.lock.domid = domid;
+    d->arch.paging.freelist.pool_of = domid + 1;
     if ( setjmp(hctx->jmp) )
         *rc = H_ABORTED;
     else
@@ -487,6 +488,28 @@ void harness_probe_free_subtree(struct p2m_domain *p2m, pte_t entry, const struc
     harness_check();
 }
 
+/* a page entered (op 0) or left (1) a domain's pool freelist: the frame's life changes */
+void harness_pool_list(const struct page_list_head *head, int op, struct page_info *pg)
+{
+    harness_pool(op ? H_POOL_REMOVED : H_POOL_ADDED, head->pool_of - 1, mfn_x(page_to_mfn(pg)),
+                 hctx ? hctx->md_table : -1);
+}
+
+/* the pool, for the model's glue and invariants */
+long h_pool_total(struct domain *d) { return (long)d->arch.paging.total_pages; }
+long h_pool_first(struct domain *d)
+{
+    struct page_info *pg = page_list_first(&d->arch.paging.freelist);
+
+    return pg ? (long)mfn_x(page_to_mfn(pg)) : -1;
+}
+long h_pool_next(unsigned long mfn)
+{
+    struct page_info *pg = frame_table[mfn].list.next;
+
+    return pg ? (long)mfn_x(page_to_mfn(pg)) : -1;
+}
+
 /* the probe at the top of p2m_set_type: which table a metadata page is allocated for */
 void harness_probe_set_type(pte_t *pte, p2m_type_t t, const struct p2m_pte_ctx *ctx)
 {
@@ -494,4 +517,11 @@ void harness_probe_set_type(pte_t *pte, p2m_type_t t, const struct p2m_pte_ctx *
     (void)t;
     if ( hctx && ctx && ctx->pt_page )
         hctx->md_table = (long)mfn_x(page_to_mfn(ctx->pt_page));
+}
+
+/* the probe at the top of p2m_free_page */
+void harness_probe_free_page(struct p2m_domain *p2m, struct page_info *pg)
+{
+    harness_ops.free_page(p2m->domain->domain_id, mfn_x(page_to_mfn(pg)));
+    harness_check();
 }

@@ -64,6 +64,9 @@ long h_used_entries(unsigned long mfn);
 void h_set_used_entries(unsigned long mfn, long v);
 void h_set_unpublished(unsigned long mfn);
 int h_md_type(unsigned long md, unsigned int idx);
+long h_pool_total(struct domain *d);
+long h_pool_first(struct domain *d);
+long h_pool_next(unsigned long mfn);
 int h_map_regions_p2mt(struct harness_ctx *, struct domain *, unsigned long, unsigned long, unsigned long, int);
 int h_p2m_set_range(struct harness_ctx *, struct domain *, unsigned long, unsigned long, unsigned long, int);
 int h_p2m_set_entry(struct harness_ctx *, struct domain *, unsigned long, unsigned long, unsigned long, int);
@@ -78,9 +81,9 @@ int h_p2m_free_metadata_page(struct harness_ctx *, struct domain *, unsigned lon
 H_ABORTED = -(1 << 31)
 ULONG = (1 << 64) - 1
 # enum harness_lock_op / harness_pool_op (harness.h)
-WRITE_LOCK, WRITE_UNLOCK, READ_LOCK, READ_UNLOCK, IS_WRITE_LOCKED, IS_LOCKED, SPIN_LOCK, SPIN_UNLOCK = range(8)
-(POOL_ALLOC, POOL_FREE, RET_TO_DOMHEAP, REFILL, FREELIST_ADJUST, ALLOC_DOMHEAP, PUT_PAGE, GET_PAGE, DOMAIN_CRASH,
- ISA_EXT) = range(10)  # fmt: skip
+(WRITE_LOCK, WRITE_UNLOCK, READ_LOCK, READ_UNLOCK, IS_WRITE_LOCKED, IS_LOCKED, SPIN_LOCK, SPIN_UNLOCK,
+ SPIN_IS_LOCKED) = range(9)  # fmt: skip
+POOL_ADDED, POOL_REMOVED, FREE_DOMHEAP, ALLOC_DOMHEAP, PUT_PAGE, GET_PAGE, DOMAIN_CRASH, ISA_EXT = range(8)
 C_MEMF_no_owner = 1 << 5  # xen/mm.h
 ISA_EXTS = {1: "svade", 2: "svpbmt"}
 
@@ -119,6 +122,14 @@ FROM_C = (
     "map_regions_p2mt",
     "check_outside_boundary",
     "p2m_get_entry",
+    # paging.c
+    "_paging_ret_to_domheap",
+    "_paging_add_to_freelist",
+    "paging_freelist_adjust",
+    "paging_refill_from_domheap",
+    "paging_ret_to_domheap",
+    "paging_free_page",
+    "paging_alloc_page",
 )
 
 
@@ -151,6 +162,7 @@ class CLib:
             ("void(int, char *, char *, int)", self._cb_assert),
             ("void(char *)", self._cb_printk),
             ("void(int, unsigned long, unsigned int, unsigned int, uint64_t, int)", self._cb_leaf),
+            ("void(int, unsigned long)", self._cb_free_page),
         )
         for i, (sig, fn) in enumerate(sigs):
             cb = self.ffi.callback(sig, self._guarded(fn, sig))
@@ -264,6 +276,8 @@ class CLib:
             return int(lock.writer is not None)
         if op == IS_LOCKED:
             return int(lock.writer is not None or bool(lock.readers))
+        if op == SPIN_IS_LOCKED:
+            return int(xen.spin_is_locked(d.arch_paging.lock))
         await_only(xen._c_lock_op(op, d))
         return 0
 
@@ -274,13 +288,19 @@ class CLib:
         if op == PUT_PAGE:
             await_only(xen._c_put_page(arg))
             return 0
+        if op == FREE_DOMHEAP:
+            await_only(xen.free_domheap_page(arg))
+            return 0
         d = xen.domains[domid]
         if op == GET_PAGE:
             return int(xen.get_page(arg, d))
         if op == DOMAIN_CRASH:
             xen.domain_crash(d)
             return 0
-        result: Any = await_only(xen._c_pool_op(op, d, arg, arg2, self.frames_now()))
+        if op in (POOL_ADDED, POOL_REMOVED):
+            xen._c_pool_list(op, d, arg, arg2, self.frames_now())
+            return 0
+        result: Any = await_only(xen._c_heap_op(op, d, arg, arg2, self.frames_now()))
         return int(result)
 
     def frames_now(self) -> list[str]:
@@ -307,6 +327,12 @@ class CLib:
 
     def _cb_printk(self, text: Any) -> None:
         self._x().emit("printk", text=self.ffi.string(text).decode(errors="replace").rstrip("\n"))
+
+    def _cb_free_page(self, domid: int, mfn: int) -> None:
+        """The probe in p2m_free_page: a table page p2m_free_table frees (the model's narrative event)."""
+        xen = self._x()
+        if "p2m_free_table" in self.frames_now() and xen.memory.state[mfn] == M.TABLE:
+            xen.emit("p2m_free_subtree.table_freed", dom=domid, mfn=mfn)
 
     def _cb_leaf(self, domid: int, table: int, idx: int, level: int, pte: int, t: int) -> None:
         xen = self._x()
@@ -367,6 +393,29 @@ class CPageList:
             self._lib.h_pages_del(self._cdom, mfn)
             return None
         return default
+
+
+class CPool:
+    """d->arch.paging of the C: the freelist (head first) and total_pages, as the model's PagingDomain."""
+
+    def __init__(self, lib: Any, cdom: Any, lock: Any) -> None:
+        self._lib = lib
+        self._cdom = cdom
+        self.lock = lock
+
+    @property
+    def total_pages(self) -> int:
+        """An unsigned long: paging_alloc_page decrements it on an empty freelist too, and it wraps."""
+        return int(self._lib.h_pool_total(self._cdom)) & ULONG
+
+    @property
+    def freelist(self) -> list[int]:
+        out = []
+        pg = self._lib.h_pool_first(self._cdom)
+        while pg >= 0:
+            out.append(int(pg))
+            pg = self._lib.h_pool_next(pg)
+        return out
 
 
 class CP2MDomain(P2MDomain):
@@ -488,6 +537,7 @@ class CXen(Xen):
         d.cdom, d.clib = cdom, lib
         d.is_dying = d.__dict__.get("is_dying", False)
         d.p2m = CP2MDomain(d, d.p2m.lock, self.clib, cdom)
+        d.arch_paging = CPool(lib, cdom, d.arch_paging.lock)  # type: ignore[assignment]
 
     def _cdom(self, p2m: P2MDomain) -> Any:
         assert isinstance(p2m, CP2MDomain), "a p2m the tree's C does not know"
@@ -566,32 +616,30 @@ class CXen(Xen):
         await self.step()  # as the model's p2m_put_foreign_page: the put is one atomic action
         await self.put_page(mfn)
 
-    async def _c_pool_op(self, op: int, d: Domain, arg: int, arg2: int, frames: list[str]) -> int:
-        if op == POOL_ALLOC:
+    def _c_pool_list(self, op: int, d: Domain, mfn: int, md_table: int, frames: list[str]) -> None:
+        """A page entered or left d's pool freelist in paging.c: the frame's life changes as the model's
+        paging_free_page and paging_alloc_page change it (entering from the heap, or leaving for it, does not)."""
+        fn = frames[0] if frames else ""
+        if op == POOL_ADDED and fn == "paging_free_page":
+            why = frames[1] if len(frames) > 1 else fn  # the C that freed it (p2m_free_page, say)
+            self.memory.retire(mfn, M.POOL, f"{why} -> dom{d.domain_id} p2m pool (tail)")
+        elif op == POOL_REMOVED and fn == "paging_alloc_page":
             md = "p2m_set_type" in frames
-            state, why = (M.METADATA, f"metadata of table {arg2:#x}") if md else (M.TABLE, "p2m table")
-            pg = await self.paging_alloc_page(d, state, why)
-            if pg is None:
-                return -1
+            state, why = (M.METADATA, f"metadata of table {md_table:#x}") if md else (M.TABLE, "p2m table")
+            self.memory.hand_out(mfn, state, M.NO_OWNER, f"dom{d.domain_id} p2m pool -> {why}")
             if not md:
-                self.clib.lib.h_set_unpublished(pg)
-            return pg
-        if op == POOL_FREE:
-            if "p2m_free_table" in frames and self.memory.state[arg] == M.TABLE:
-                self.emit("p2m_free_subtree.table_freed", dom=d.domain_id, mfn=arg)
-            await self.paging_free_page(d, arg, frames[0] if frames else "p2m_free_page")  # the C that freed it
-            return 0
-        if op == RET_TO_DOMHEAP:
-            return await self.paging_ret_to_domheap(d, arg)
-        if op == REFILL:
-            return await self.paging_refill_from_domheap(d, arg)
-        if op == FREELIST_ADJUST:
-            return await self.paging_freelist_adjust(d, arg, bool(arg2))
+                self.clib.lib.h_set_unpublished(mfn)
+
+    async def _c_heap_op(self, op: int, d: Domain, arg: int, arg2: int, frames: list[str]) -> int:
         if op == ALLOC_DOMHEAP:
             flags = MEMF_no_owner if arg2 & C_MEMF_no_owner else 0
-            mfn = await self.alloc_domheap_pages(d, arg, flags, M.TABLE, f"p2m root of dom{d.domain_id}")
+            if "_paging_add_to_freelist" in frames:
+                state, why = M.POOL, f"dom{d.domain_id} p2m pool"
+            else:
+                state, why = M.TABLE, f"p2m root of dom{d.domain_id}"
+            mfn = await self.alloc_domheap_pages(d, arg, flags, state, why)
             return -1 if mfn is None else mfn
-        raise CTreeError(f"the harness asked for pool operation {op}, which p2msim does not know")
+        raise CTreeError(f"the harness asked for heap operation {op}, which p2msim does not know")
 
     async def _c_sbi_remote_hfence_gvma(self, maskid: int, start: int, size: int) -> int:
         if maskid < 0:  # cpu_online_map

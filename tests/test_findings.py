@@ -18,11 +18,11 @@ def _p2msim(*args: str, cwd: Path) -> str:
 def test_one_missing_flush_is_one_cause_and_every_command_counts_it_alike(tmp_path: Path) -> None:
     cmd = ["teardown-under-load", "--seed", "0", "--bug", "no-flush-before-table-free"]
     ran = _p2msim("run", *cmd, "--log", "run.jsonl", cwd=tmp_path)
-    counts = "2 violations, 1 cause (3 harmful uses, repeats included)"
+    counts = "5 violations, 1 cause (27 harmful uses, repeats included)"
     assert f"VIOLATIONS: {counts}" in ran
     assert "CAUSE 1 of 1: flush-before-free missing in p2m_free_subtree: no p2m_tlb_flush between the unlink" in ran
     assert ran.count("     step  hart  event") == 1  # one full chain for the cause, a line for the other
-    assert "VIOLATION 2 of 2 (cause 1, as violation 1): walk-through-reused-table" in ran
+    assert "VIOLATION 2 of 5 (cause 1, as violation 1): walk-through-reused-table" in ran
     assert "distinct" not in ran
     inspected = _p2msim("inspect", "run.jsonl", cwd=tmp_path)
     assert f"violations: {counts}" in inspected and "distinct" not in inspected

@@ -268,6 +268,7 @@ CONFIG = Object(
         "tlb_negative": opt(NAT, "negative TLB entries per hart (only when set)"),
         "tlb_multi": opt(BOOL, "several TLB entries per address (only when set)"),
         "variants": opt(STRS, "variant files applied before the bugs (only when set)"),
+        "xen_tree": opt(STR, "the Xen tree whose p2m.c and paging.c ran as the hypervisor (--xen-tree; only when set)"),
     },
     "a run's configuration (Config.identity())",
 )
@@ -1083,6 +1084,7 @@ MATRIX = Object(
         "median_seconds_to_first": f(Nullable(NUM), "the median seconds to the first detection"),
         "clean_violations": f(NAT, "violations on the clean profiles (must be 0)"),
         "clean_incomplete": f(NAT, "clean runs without a verdict"),
+        "skipped": f(STRS, "bugs not run (--xen-tree: they replace a function the tree's C provides)"),
     },
     "a detection matrix",
 )

@@ -150,6 +150,7 @@ class CLib:
         self._names = [n for _, n in pairs]
         self.xen: CXen | None = None
         self._frames_buf = self.ffi.new("void *[64]")
+        self._sync_ctx: Any = None  # the context of a call_sync in progress
         self._keep: list[Any] = []
         sigs = (
             ("void(unsigned long, int *)", self._cb_map),
@@ -200,9 +201,11 @@ class CLib:
         ctx = self.lib.h_ctx_new()
         old = self.lib.h_ctx_switch(ctx)
         self.sync_failure: BaseException | None = None
+        self._sync_ctx = ctx
         try:
             rc = fn(ctx, *args)
         finally:
+            self._sync_ctx = None
             self.lib.h_ctx_switch(old)
             self.lib.h_ctx_free(ctx)
         if self.sync_failure is not None:
@@ -304,8 +307,11 @@ class CLib:
         return int(result)
 
     def frames_now(self) -> list[str]:
+        """The C functions the call now calling back is in (innermost first)."""
         g = greenlet.getcurrent()
-        return g.frames() if isinstance(g, _Spawned) and g.frames is not None else []
+        if isinstance(g, _Spawned) and g.frames is not None:
+            return g.frames()
+        return self.frames(self._sync_ctx) if self._sync_ctx is not None else []
 
     def _cb_sbi(self, maskid: int, start: int, size: int) -> int:
         xen = self._x()

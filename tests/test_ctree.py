@@ -144,6 +144,11 @@ def edited_tree(dst: Path, edit: str) -> Path:
             c = c.replace(
                 UNLOCK, decl + "    p2m_tlb_flush_sync(p2m);\n\n" + FREE_LIST + "\n    write_unlock(&p2m->lock);\n}"
             )
+    elif edit == "null-table":  # a NULL dereference in the C: the machine would crash, p2msim must not
+        c = c.replace(
+            FLUSH_FREE,
+            "    p2m_tlb_flush_sync(p2m);\n\n    if ( level == 1 ) pg = NULL;\n    p2m_free_table(p2m, pg);\n}",
+        )
     elif edit == "broken":
         c = c.replace("    p2m->need_flush = false;", "    p2m->need_flush = false", 1)
     (x / "arch/riscv/p2m.c").write_text(c)
@@ -265,3 +270,15 @@ def test_the_readme_lists_the_functions_that_come_from_the_c() -> None:
 
     text = (ROOT / "README.md").read_text()
     assert text.split(README_BEGIN, 1)[1].split(README_END, 1)[0] == readme_block()
+
+
+def test_a_fault_in_the_c_is_a_panic_finding_not_a_crash(tmp_path: Path) -> None:
+    """A NULL dereference in the tree's C stops the machine with a panic that names the C's call chain."""
+    r = run(Config("teardown-under-load", seed=0, xen_tree=str(edited_tree(tmp_path, "null-table"))))
+    assert r.verdict == "violation"
+    assert r.causes[0]["title"].startswith(
+        "panic: Xen panicked: the tree's C faulted: SIGSEGV at address 0x20 in p2m_free_metadata_page <- "
+        "p2m_free_table <- p2m_free_subtree"
+    )
+    again = run(Config("teardown-under-load", seed=1, xen_tree=str(TREE)))  # the process goes on as before
+    assert again.verdict == "clean"

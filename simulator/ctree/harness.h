@@ -21,6 +21,7 @@
 
 #include <limits.h>
 #include <setjmp.h>
+#include <signal.h>
 #include <stdarg.h>
 #include <stdbool.h>
 #include <stddef.h>
@@ -264,8 +265,11 @@ struct harness_ops {
 
 #define HARNESS_STACK 64 /* C frames kept for explanations (deeper ones are counted, not named) */
 struct harness_ctx {
-    jmp_buf jmp;
+    sigjmp_buf jmp;
     int aborted;
+    int in_c;          /* the C is running (not Python in a callback): a fault now is the C's */
+    int fault_sig;     /* the C faulted: the signal, and where */
+    void *fault_addr;
     int depth;
     long md_table; /* the table p2m_set_type was last called for (its metadata page's "why") */
     void *stack[HARNESS_STACK];
@@ -282,7 +286,7 @@ extern cpumask_t cpu_online_map;
 static inline void harness_check(void)
 {
     if ( hctx && hctx->aborted )
-        longjmp(hctx->jmp, 1);
+        siglongjmp(hctx->jmp, 1);
 }
 
 #define mfn_valid(m) (mfn_x(m) < harness_nr_frames)

@@ -6,6 +6,7 @@
  */
 
 #define H_ABORTED INT_MIN
+#define H_FAULTED (INT_MIN + 1)
 
 struct harness_ops harness_ops;
 struct harness_ctx *hctx;
@@ -263,8 +264,50 @@ bool vmid_handle_vmenter(struct vcpu_vmid *vmid) { (void)vmid; not_modelled("vmi
 
 /* -- called from Python ------------------------------------------------------------ */
 
+/*
+ * A fault (SIGSEGV, SIGBUS) while the C runs unwinds it to its entry point, which returns H_FAULTED: the
+ * hypervisor's C crashed, a finding, not a crash of p2msim.  Any other fault is not ours: the handler
+ * that was there before (Python's faulthandler, the default) gets it.
+ */
+static struct sigaction old_segv, old_bus;
+
+static void on_fault(int sig, siginfo_t *si, void *uc)
+{
+    (void)uc;
+    if ( hctx && hctx->in_c )
+    {
+        hctx->fault_sig = sig;
+        hctx->fault_addr = si->si_addr;
+        siglongjmp(hctx->jmp, 2);
+    }
+    sigaction(sig, sig == SIGSEGV ? &old_segv : &old_bus, NULL); /* the instruction faults again, theirs */
+}
+
+static void catch_faults(void)
+{
+    static int done;
+    struct sigaction sa;
+
+    if ( done++ )
+        return;
+    memset(&sa, 0, sizeof(sa));
+    sa.sa_sigaction = on_fault;
+    sa.sa_flags = SA_SIGINFO | SA_NODEFER; /* not blocked after the jump: the next fault is caught too */
+    sigemptyset(&sa.sa_mask);
+    sigaction(SIGSEGV, &sa, &old_segv);
+    sigaction(SIGBUS, &sa, &old_bus);
+}
+
+void h_in_c(int in_c) { if ( hctx ) hctx->in_c = in_c; }
+int h_ctx_fault(struct harness_ctx *c, unsigned long *addr)
+{
+    *addr = (unsigned long)c->fault_addr;
+    return c->fault_sig;
+}
+
 int h_init(unsigned long nr_frames, unsigned int paging_levels, unsigned char *direct_map)
 {
+    catch_faults();
     harness_direct_map = direct_map;
     static struct page_info *old_ft;
     static unsigned char *old_unpub;
@@ -317,7 +360,7 @@ struct domain *h_domain_new(int domid, int gaddr_bits, int *rc)
     d->arch.p2m.lock.domid = domid;
     d->arch.paging.lock.domid = domid;
     d->arch.paging.freelist.pool_of = domid + 1;
-    if ( setjmp(hctx->jmp) )
+    if ( sigsetjmp(hctx->jmp, 0) )
         *rc = H_ABORTED;
     else
         *rc = p2m_init(d, &config);
@@ -392,8 +435,13 @@ int h_md_type(unsigned long md, unsigned int idx)
 
 #define H_ENTER(c) \
     hctx = (c); \
-    if ( setjmp((c)->jmp) ) \
-        return H_ABORTED
+    (c)->in_c = 1; \
+    switch ( sigsetjmp((c)->jmp, 0) ) \
+    { \
+    case 0: break; \
+    case 2: (c)->in_c = 0; return H_FAULTED; \
+    default: (c)->in_c = 0; return H_ABORTED; \
+    }
 
 int h_map_regions_p2mt(struct harness_ctx *c, struct domain *d, unsigned long gfn, unsigned long nr,
                        unsigned long mfn, int t)

@@ -45,6 +45,8 @@ CDEF = """
 struct harness_ctx;
 struct domain;
 int h_init(unsigned long nr_frames, unsigned int paging_levels, unsigned char *direct_map);
+void h_in_c(int in_c);
+int h_ctx_fault(struct harness_ctx *c, unsigned long *addr);
 void h_set_op(int which, void *fn);
 struct harness_ctx *h_ctx_new(void);
 void h_ctx_free(struct harness_ctx *c);
@@ -79,6 +81,8 @@ int h_p2m_free_page(struct harness_ctx *, struct domain *, unsigned long);
 int h_p2m_free_metadata_page(struct harness_ctx *, struct domain *, unsigned long);
 """
 H_ABORTED = -(1 << 31)
+H_FAULTED = H_ABORTED + 1
+SIGNALS = {11: "SIGSEGV", 7: "SIGBUS"}
 ULONG = (1 << 64) - 1
 # enum harness_lock_op / harness_pool_op (harness.h)
 (WRITE_LOCK, WRITE_UNLOCK, READ_LOCK, READ_UNLOCK, IS_WRITE_LOCKED, IS_LOCKED, SPIN_LOCK, SPIN_UNLOCK,
@@ -190,11 +194,19 @@ class CLib:
             rc = await greenlet_spawn(
                 fn, ctx, *args, enter=lambda: self.lib.h_ctx_switch(ctx), frames=lambda: self.frames(ctx)
             )
+            if rc == H_FAULTED:
+                raise XenPanic(self._fault(ctx))
         finally:
             self.lib.h_ctx_free(ctx)
         if rc == H_ABORTED:
             raise CTreeError("the tree's C was stopped without a reason (a harness bug: please report it)")
         return rc
+
+    def _fault(self, ctx: Any) -> str:
+        addr = self.ffi.new("unsigned long *")
+        sig = self.lib.h_ctx_fault(ctx, addr)
+        where = " <- ".join(self.frames(ctx)) or "?"
+        return f"the tree's C faulted: {SIGNALS.get(sig, sig)} at address {int(addr[0]):#x} in {where}"
 
     def call_sync(self, fn: Callable[..., int], *args: Any) -> int:
         """A call from synchronous Python (p2m_get_entry): its callbacks must not await."""
@@ -204,6 +216,8 @@ class CLib:
         self._sync_ctx = ctx
         try:
             rc = fn(ctx, *args)
+            if rc == H_FAULTED:
+                raise XenPanic(self._fault(ctx))
         finally:
             self._sync_ctx = None
             self.lib.h_ctx_switch(old)
@@ -215,7 +229,10 @@ class CLib:
     def _guarded(self, fn: Callable[..., Any], sig: str) -> Callable[..., Any]:
         default: Any = self.ffi.NULL if sig.startswith("void *") else (None if sig.startswith("void") else 0)
 
+        in_c = self.lib.h_in_c
+
         def cb(*args: Any) -> Any:
+            in_c(0)  # Python runs now: a fault here is not the C's
             try:
                 return fn(*args)
             except BaseException as exc:  # never into the C: raised where the hypervisor called it
@@ -225,6 +242,8 @@ class CLib:
                     self.sync_failure = exc
                 self.lib.h_abort_current()
                 return default
+            finally:
+                in_c(1)
 
         return cb
 

@@ -14,12 +14,21 @@ from typing import TYPE_CHECKING, Any
 
 from simulator.engine.guest import AccessPattern, Ranges
 from simulator.riscv.hart import Job
-from simulator.xen.base import ERRNO
+from simulator.xen.base import ERRNO, XenPanic
 
 if TYPE_CHECKING:
     from simulator.engine.conductor import Actor, Conductor
     from simulator.xen.domain import Domain, Vcpu
     from simulator.xen.hypervisor import Xen
+
+
+class MachinePanic(BaseException):
+    """A Xen panic on a hart: it stops every hart at once, as panic() does (a BaseException, so that the
+    hart's job runner, which keeps a job's ordinary errors for whoever waits on it, does not keep it)."""
+
+    def __init__(self, panic: XenPanic) -> None:
+        super().__init__(str(panic))
+        self.panic = panic
 
 
 class WorkloadError(Exception):
@@ -55,7 +64,10 @@ class Scenario:
             raise WorkloadError(f"hart {hart} is stopped: sim.hart_start({hart}) first")
 
         async def body() -> Any:
-            return await fn(*args)
+            try:
+                return await fn(*args)
+            except XenPanic as exc:  # the machine stops now, whoever waits for what
+                raise MachinePanic(exc) from exc
 
         job = Job(label, body)
         self.xen.harts[hart].submit(job)

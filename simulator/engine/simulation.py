@@ -35,7 +35,7 @@ from simulator.engine.conductor import Conductor, Deadlock, SimulationStop, Unco
 from simulator.engine.log import LEVELS as LOG_LEVELS
 from simulator.engine.log import LOG_SCHEMA_VERSION, EventLog
 from simulator.engine.oracle import Oracle, Violation
-from simulator.engine.scenario import Scenario, WorkloadError
+from simulator.engine.scenario import MachinePanic, Scenario, WorkloadError
 from simulator.engine.strategies import STRATEGIES, ReplayStrategy, Strategy, make_strategy
 from simulator.engine.userfile import UserFileError, import_file
 from simulator.engine.watchdog import STALL_SECONDS, Watchdog
@@ -766,7 +766,7 @@ async def _run(config: Config, mod: Any, params: dict[str, Any], strategy: Strat
         except* Deadlock as eg:
             stop_reason = "deadlock"
             oracle.stopped("deadlock", f"deadlock: {eg.exceptions[0]}")
-        except* XenPanic as eg:
+        except* (XenPanic, MachinePanic) as eg:
             stop_reason = "panic"
             oracle.stopped("panic", f"Xen panicked: {eg.exceptions[0]}")
         except* IllegalInstruction as eg:

@@ -59,7 +59,7 @@ long h_p2m_get(struct domain *d, int field);
 void h_p2m_set(struct domain *d, int field, long val);
 long h_pages_last(struct domain *d);
 long h_pages_prev(struct domain *d, unsigned long mfn);
-int h_pages_count(struct domain *d);
+unsigned long h_nr_frames(void);
 void h_pages_del(struct domain *d, unsigned long mfn);
 long h_md_pg(unsigned long mfn);
 long h_used_entries(unsigned long mfn);
@@ -155,6 +155,7 @@ class CLib:
         self.xen: CXen | None = None
         self._frames_buf = self.ffi.new("void *[64]")
         self._sync_ctx: Any = None  # the context of a call_sync in progress
+        self.stalled_in: list[str] = []  # the C functions an interrupt found the C in
         self._keep: list[Any] = []
         sigs = (
             ("void(unsigned long, int *)", self._cb_map),
@@ -196,6 +197,9 @@ class CLib:
             )
             if rc == H_FAULTED:
                 raise XenPanic(self._fault(ctx))
+        except KeyboardInterrupt:  # the watchdog's (or Ctrl-C): say where the C was
+            self.stalled_in = self.stalled_in or self.frames(ctx)
+            raise
         finally:
             self.lib.h_ctx_free(ctx)
         if rc == H_ABORTED:
@@ -232,10 +236,12 @@ class CLib:
         in_c = self.lib.h_in_c
 
         def cb(*args: Any) -> Any:
-            in_c(0)  # Python runs now: a fault here is not the C's
             try:
+                in_c(0)  # Python runs now: a fault here is not the C's
                 return fn(*args)
             except BaseException as exc:  # never into the C: raised where the hypervisor called it
+                if isinstance(exc, KeyboardInterrupt) and not self.stalled_in:
+                    self.stalled_in = self.frames_now()  # (the watchdog's interrupt: where the C was)
                 if isinstance(greenlet.getcurrent(), _Spawned):
                     fail(exc)
                 elif getattr(self, "sync_failure", None) is None:
@@ -388,6 +394,12 @@ def load(tree: str) -> CLib:
     return _LIBS[key]
 
 
+_CYCLE = (
+    "{what} is corrupt: walking it comes back to mfn {mfn:#x} (a cycle: a page was deleted from, or added to, "
+    "a list it was not on)"
+)
+
+
 class CPageList:
     """p2m->pages of the C, as the model's glue and invariants use p2m.pages (a dict of frames, oldest first)."""
 
@@ -396,15 +408,17 @@ class CPageList:
         self._cdom = cdom
 
     def __iter__(self) -> Iterator[int]:
-        out = []
+        out: list[int] = []
         pg = self._lib.h_pages_last(self._cdom)
         while pg >= 0:
             out.append(int(pg))
+            if len(out) > self._lib.h_nr_frames():
+                raise XenPanic(_CYCLE.format(what="p2m->pages", mfn=int(pg)))
             pg = self._lib.h_pages_prev(self._cdom, pg)
         return iter(out)
 
     def __len__(self) -> int:
-        return int(self._lib.h_pages_count(self._cdom))
+        return len(list(self))
 
     def __bool__(self) -> bool:
         return self._lib.h_pages_last(self._cdom) >= 0
@@ -435,10 +449,12 @@ class CPool:
 
     @property
     def freelist(self) -> list[int]:
-        out = []
+        out: list[int] = []
         pg = self._lib.h_pool_first(self._cdom)
         while pg >= 0:
             out.append(int(pg))
+            if len(out) > self._lib.h_nr_frames():
+                raise XenPanic(_CYCLE.format(what="d->arch.paging.freelist", mfn=int(pg)))
             pg = self._lib.h_pool_next(pg)
         return out
 
@@ -538,6 +554,7 @@ class CXen(Xen):
         if self.gaddr_bits < 0:
             raise CTreeError(f"the tree's p2m.c has no G-stage mode with {self.gstage_mode.root_level} levels")
         self.clib.xen = self
+        self.clib.stalled_in = []
         self.u_md_used_entries = _UsedEntries(lib)  # type: ignore[assignment]
         # table page -> (first gfn it maps, level of its entries), from the links the C stores
         self._tbl_gfn: dict[int, tuple[int, int]] = {}
@@ -698,3 +715,8 @@ def write_readme(path: str) -> None:
     _old, tail = rest.split(README_END, 1)
     with open(path, "w", encoding="utf-8") as f:
         f.write(head + README_BEGIN + readme_block() + README_END + tail)
+
+
+def stalled_in() -> list[str]:
+    """Where an interrupt found a tree's C (innermost first), if it came while the C ran."""
+    return next((lib.stalled_in for lib in _LIBS.values() if lib.stalled_in), [])

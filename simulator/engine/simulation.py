@@ -602,6 +602,12 @@ def run(
         seq = box["conductor"].seq if "conductor" in box else 0
         if dog.reason == "timeout":
             raise SeedTimeout(seq, time_limit or 0.0) from None
+        if dog.reason == "stall" and config.xen_tree and ctree_p2m.stalled_in():
+            raise WorkloadError(
+                f"the tree's C took no step for {dog.stall:g} s at step {seq:,}, in "
+                f"{' <- '.join(ctree_p2m.stalled_in())}: it loops without a PTE store, lock or fence (Xen would "
+                f"hang there); {STALL_ENV}=0 turns this check off"
+            ) from None
         if dog.reason == "stall":
             raise WorkloadError(
                 f"workload {config.workload} stopped taking steps at step {seq:,} (none for {dog.stall:g} s): it "

@@ -408,6 +408,9 @@ class CPageList:
         self._cdom = cdom
 
     def __iter__(self) -> Iterator[int]:
+        return iter(self._walk())
+
+    def _walk(self) -> list[int]:
         out: list[int] = []
         pg = self._lib.h_pages_last(self._cdom)
         while pg >= 0:
@@ -415,16 +418,16 @@ class CPageList:
             if len(out) > self._lib.h_nr_frames():
                 raise XenPanic(_CYCLE.format(what="p2m->pages", mfn=int(pg)))
             pg = self._lib.h_pages_prev(self._cdom, pg)
-        return iter(out)
+        return out
 
     def __len__(self) -> int:
-        return len(list(self))
+        return len(self._walk())
 
     def __bool__(self) -> bool:
         return self._lib.h_pages_last(self._cdom) >= 0
 
     def __contains__(self, mfn: object) -> bool:
-        return mfn in list(self)
+        return mfn in self._walk()
 
     def pop(self, mfn: int, default: Any = None) -> Any:
         """page_list_del (the glue takes the root pages off the list before freeing them to the heap)."""

@@ -207,7 +207,9 @@ def test_the_64_bit_fields_are_the_logs_wide_ones() -> None:
 def test_the_configuration_is_the_runs_identity() -> None:
     fields = schema.CONFIG.fields
     assert set(DEFAULTS.identity()) == {k for k, fld in fields.items() if not fld.optional}
-    every = Config("w", ad="svadu", svinval="all", tlb_negative=2, tlb_multi=True, variants=("v.py",), xen_tree="~/src/xen")
+    every = Config(
+        "w", ad="svadu", svinval="all", tlb_negative=2, tlb_multi=True, variants=("v.py",), xen_tree="~/src/xen"
+    )
     assert set(every.identity()) == set(fields)
     assert {k for k, fld in fields.items() if fld.optional} == set(MACHINE_OPTIONS)
 

@@ -15,6 +15,8 @@ unsigned long harness_nr_frames;
 unsigned char *harness_direct_map;
 cpumask_t cpu_online_map = { -1 };
 
+#define HARNESS_MAX_DEPTH 4096 /* C calls deep: far past any real recursion of p2m.c, well inside our stack */
+
 /* pages mapped now (map_domain_page), to find the frame and index of a store */
 #define HARNESS_MAPS 128 /* shared by every hart's call into the C */
 static struct { uint64_t *base; unsigned long mfn; int refs; unsigned char *snap; } maps[HARNESS_MAPS];
@@ -29,7 +31,11 @@ __attribute__((no_instrument_function, visibility("hidden"))) void __cyg_profile
     {
         if ( hctx->depth < HARNESS_STACK )
             hctx->stack[hctx->depth] = fn;
-        hctx->depth++;
+        if ( ++hctx->depth > HARNESS_MAX_DEPTH && hctx->in_c )
+        {
+            hctx->fault_sig = -1; /* unbounded recursion: Xen's stack would overflow here */
+            siglongjmp(hctx->jmp, 2);
+        }
     }
 }
 
@@ -294,6 +300,13 @@ static void catch_faults(void)
     sa.sa_sigaction = on_fault;
     sa.sa_flags = SA_SIGINFO | SA_NODEFER; /* not blocked after the jump: the next fault is caught too */
     sigemptyset(&sa.sa_mask);
+    {
+        static char altstack[64 * 1024]; /* the handler runs here: a fault may be the stack's own end */
+        stack_t ss = { .ss_sp = altstack, .ss_size = sizeof(altstack), .ss_flags = 0 };
+
+        sigaltstack(&ss, NULL);
+        sa.sa_flags |= SA_ONSTACK;
+    }
     sigaction(SIGSEGV, &sa, &old_segv);
     sigaction(SIGBUS, &sa, &old_bus);
 }

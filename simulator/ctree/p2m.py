@@ -209,7 +209,9 @@ class CLib:
     def _fault(self, ctx: Any) -> str:
         addr = self.ffi.new("unsigned long *")
         sig = self.lib.h_ctx_fault(ctx, addr)
-        where = " <- ".join(self.frames(ctx)) or "?"
+        where = " <- ".join(self.frames(ctx)[:8]) or "?"
+        if sig < 0:
+            return f"the tree's C recursed more than 4096 calls deep (Xen's stack overflows) in {where} <- ..."
         return f"the tree's C faulted: {SIGNALS.get(sig, sig)} at address {int(addr[0]):#x} in {where}"
 
     def call_sync(self, fn: Callable[..., int], *args: Any) -> int:
@@ -362,7 +364,7 @@ class CLib:
     def _cb_free_page(self, domid: int, mfn: int) -> None:
         """The probe in p2m_free_page: a table page p2m_free_table frees (the model's narrative event)."""
         xen = self._x()
-        if "p2m_free_table" in self.frames_now() and xen.memory.state[mfn] == M.TABLE:
+        if "p2m_free_table" in self.frames_now():  # whatever the frame is: the model's p2m_free_table says so too
             xen.emit("p2m_free_subtree.table_freed", dom=domid, mfn=mfn)
 
     def _cb_leaf(self, domid: int, table: int, idx: int, level: int, pte: int, t: int) -> None:

@@ -67,6 +67,7 @@ EINVAL = -22
 EOVERFLOW = -75
 INT_MAX = (1 << 31) - 1
 UINT_MAX = (1 << 32) - 1
+WRAPPED_LEVELS = 32  # recursion below level 0 the model follows before it calls it a stack overflow
 
 
 def p2m_is_foreign(t: int) -> bool:
@@ -479,15 +480,20 @@ class P2m(Paging):
             await self.p2m_put_page(entry, level, p2mt)
             return
         pg = P.pte_ppn(entry)
-        self.memory.load(pg)
+        contents = self.memory.load(pg)
         # P2M_PAGETABLE_ENTRIES(p2m, level): the entry's own level, 2048 below a root entry; the
         # entries past 511 are the next frames of the direct map (the fix: the table's 512)
         entries = 512 if self.profile.free_subtree_table_entries else self.gstage_mode.entries(level)
         sub = level - 1 if level else UINT_MAX  # unsigned int: below level 0 (an over-read entry) it wraps
+        if sub > P2M_MAX_ROOT_LEVEL and UINT_MAX - sub >= WRAPPED_LEVELS:
+            raise XenPanic(
+                f"p2m_free_subtree recursed {WRAPPED_LEVELS} levels below level 0, through PTEs read past a table "
+                f"(table {P.pte_ppn(entry):#x}): the hypervisor's stack overflows (the model stops here)"
+            )
         for i in range(entries):
             gfn = ctx.gfn + (i << (9 * sub)) if ctx.gfn >= 0 and sub <= P2M_MAX_ROOT_LEVEL else -1
             if i < 512:
-                e = self.memory.load_pte(pg, i)[0]
+                e = contents[i]
             else:  # a plain load past the mapping: the C's is not seen either (no hypervisor-access check)
                 e = self.memory.read_pte(pg + i // 512, i % 512)[0] if pg + i // 512 < self.memory.nr_frames else 0
             await self.p2m_free_subtree(p2m, e, PteCtx(p2m, pg, i, sub, gfn=gfn))

@@ -1,9 +1,11 @@
-"""A Xen tree's own p2m.c as the hypervisor's P2M: the model's p2m.py functions, run from the C.
+"""A Xen tree's own p2m.c and paging.c as the hypervisor's P2M and pool: the model's functions of those
+files (``FROM_C``), run from the C.
 
 ``xen_class(tree)`` builds the tree (``build.py``) and returns a subclass of the
-model's ``Xen`` whose p2m.c functions call into the library.  Everything else
-(the heap, paging.c, context switch, VMIDs, SMP, teardown glue, foreign
-mapping) is the Python model, chosen by ``--profile`` as without a tree.
+model's ``Xen`` whose p2m.c entry points call into the library (paging.c is
+called by the C itself).  Everything else (the heap, VMIDs, context switch,
+SMP, teardown glue, foreign mapping) is the Python model, chosen by
+``--profile`` as without a tree.
 
 Invariants:
 

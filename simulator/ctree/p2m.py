@@ -366,7 +366,8 @@ class CLib:
     def _cb_free_page(self, domid: int, mfn: int) -> None:
         """The probe in p2m_free_page: a table page p2m_free_table frees (the model's narrative event)."""
         xen = self._x()
-        if "p2m_free_table" in self.frames_now():  # whatever the frame is: the model's p2m_free_table says so too
+        # called by p2m_free_table itself (not for its metadata page), whatever the frame: as the model says
+        if self.frames_now()[1:2] == ["p2m_free_table"]:
             xen.emit("p2m_free_subtree.table_freed", dom=domid, mfn=mfn)
 
     def _cb_leaf(self, domid: int, table: int, idx: int, level: int, pte: int, t: int) -> None:

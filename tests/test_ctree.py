@@ -282,3 +282,15 @@ def test_a_fault_in_the_c_is_a_panic_finding_not_a_crash(tmp_path: Path) -> None
     )
     again = run(Config("teardown-under-load", seed=1, xen_tree=str(TREE)))  # the process goes on as before
     assert again.verdict == "clean"
+
+
+def test_matrix_knows_which_bugs_the_c_replaces(capsys: pytest.CaptureFixture[str]) -> None:
+    """A bug that replaces a function the C provides is skipped by matrix --xen-tree; one that mutates the
+    heap, the SBI or the glue runs on the C; compare needs a change to judge."""
+    from simulator.hunt.matrix import replaced_from_c
+
+    assert {"p2m_tlb_flush_sync", "p2m_free_subtree"} <= set(replaced_from_c("no-flush-before-table-free"))
+    assert replaced_from_c("no-reuse-flush") == [] and replaced_from_c("async-remote-fence") == []
+    assert cli_main(["compare", "--workload", "balloon"]) == 2
+    err = capsys.readouterr().err.strip()
+    assert "compare needs a change to judge: --variant FILE, or --xen-tree DIR" in err and "\n" not in err

@@ -1,8 +1,9 @@
 /*
  * p2msim's entry points into the tree's p2m.c, appended to the same translation
  * unit so that its static functions can be called.  Each entry sets the current
- * context and a setjmp point: a panic, an ASSERT of a debug build, or a failure
- * in Python (a stop, a cancellation) longjmps back here and returns H_ABORTED.
+ * context and a sigsetjmp point: a panic, an ASSERT of a debug build, or a
+ * failure in Python (a stop, a cancellation) jumps back here and returns
+ * H_ABORTED; a fault of the C (SIGSEGV, SIGBUS, runaway recursion) H_FAULTED.
  */
 
 #define H_ABORTED INT_MIN

@@ -20,7 +20,7 @@ from typing import Any
 import orjson
 
 from simulator import __version__
-from simulator.cli.args import CliError, Parser, at_least_one, param, positive, seconds
+from simulator.cli.args import CliError, Parser, at_least_one, param, positive, seconds, shared_config, xen_tree_option
 
 EXIT_CLEAN, EXIT_VIOLATION, EXIT_BAD_INPUT, EXIT_INCOMPLETE, EXIT_VACUOUS = 0, 1, 2, 3, 5
 EXIT_NOTHING_TO_COMPARE = 4  # replay: the source recorded no digest or verdict to hold the replay to
@@ -117,12 +117,7 @@ def build_parser() -> argparse.ArgumentParser:
         help="a Xen boot option (repeatable): vmid=0 turns VMIDs off",
     )
     r.add_argument("--debug-build", action="store_true", help="CONFIG_DEBUG: a failed ASSERT() is a panic finding")
-    r.add_argument(
-        "--xen-tree",
-        metavar="DIR",
-        default="",
-        help="a Xen tree (or its xen/ directory) whose own xen/arch/riscv/p2m.c runs as the P2M (needs cc)",
-    )
+    xen_tree_option(r)
     r.add_argument(
         "--ad",
         default="svade",
@@ -216,11 +211,8 @@ def build_parser() -> argparse.ArgumentParser:
         metavar="S",
         help=f"a seed with no verdict after S seconds is a timeout, not a hang (default {SEED_TIMEOUT:g})",
     )
-    m.add_argument(
-        "--xen-tree",
-        metavar="DIR",
-        default="",
-        help="run the catalogue on this Xen tree's p2m.c: bugs that replace a function the C provides are skipped",
+    xen_tree_option(
+        m, help="run the catalogue on this Xen tree's C: bugs that replace a function the C provides are skipped"
     )
     m.add_argument("--json", action="store_true")
 
@@ -229,12 +221,8 @@ def build_parser() -> argparse.ArgumentParser:
     )
     cp.add_argument("--variant", action="append", default=[], metavar="FILE", help="a variant file")
     cp.add_argument("--against", default="fixed", help="the baseline profile (default fixed); the variant runs on it")
-    cp.add_argument(
-        "--xen-tree", metavar="DIR", default="", help="your Xen tree: its p2m.c is the variant side's P2M (needs cc)"
-    )
-    cp.add_argument(
-        "--against-tree", metavar="DIR", default="", help="the baseline's Xen tree (default: the Python model)"
-    )
+    xen_tree_option(cp, help="your Xen tree: its p2m.c and paging.c are the variant side's (needs cc)")
+    xen_tree_option(cp, "--against-tree", "the baseline's Xen tree (default: the Python model)")
     cp.add_argument("--workload", action="append", default=[], help="only these workloads (default: every built-in)")
     cp.add_argument("--seeds", type=at_least_one, default=20, help="seeds 0..N-1 per workload (default 20)")
     cp.add_argument("--jobs", type=at_least_one, default=2)
@@ -316,33 +304,18 @@ def cmd_run(args: argparse.Namespace) -> int:
     from simulator.engine.simulation import Config, ConfigError, run
 
     cfg = Config(
-        workload=args.workload,
+        **shared_config(args),
         seed=args.seed,
         strategy=args.strategy,
         pct_depth=args.pct_depth,
         pcpus=args.pcpus,
         profile=args.profile,
-        bugs=tuple(args.bug),
-        steps=args.steps,
-        mode=args.mode,
         vmid_bits=args.vmid_bits,
         tlb_leaf=args.tlb_leaf,
         tlb_nonleaf=args.tlb_nonleaf,
-        tlb_negative=args.tlb_negative,
-        tlb_multi=args.tlb_multi,
-        frames=args.frames,
-        backend=args.backend,
         log=args.log,
         log_level=args.log_level,
-        strict=args.strict,
-        params=tuple(args.param),
         speculate=args.speculate,
-        xen_opts=tuple(args.xen_opt),
-        debug_build=args.debug_build,
-        xen_tree=args.xen_tree,
-        ad=args.ad,
-        svinval=args.svinval,
-        variants=tuple(args.variant),
     )
     try:
         result = run(cfg)

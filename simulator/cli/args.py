@@ -67,3 +67,33 @@ def seconds(text: str) -> float:
     if not v > 0 or v == float("inf"):
         raise argparse.ArgumentTypeError(f"{text!r}: a positive number of seconds")
     return v
+
+
+XEN_TREE_HELP = "a Xen tree (or its xen/ directory) whose own p2m.c and paging.c run as the hypervisor's (needs cc)"
+
+
+def xen_tree_option(p: argparse.ArgumentParser, flag: str = "--xen-tree", help: str = XEN_TREE_HELP) -> None:
+    """--xen-tree DIR (or --against-tree): the one definition every command that runs a tree's C shares."""
+    p.add_argument(flag, metavar="DIR", default="", help=help)
+
+
+def shared_config(args: argparse.Namespace) -> dict[str, Any]:
+    """The Config fields `run` and `sweep` take from the same options (each adds its own to them)."""
+    return {
+        "workload": args.workload,
+        "bugs": tuple(args.bug),
+        "steps": args.steps,
+        "mode": args.mode,
+        "frames": args.frames,
+        "backend": args.backend,
+        "strict": args.strict,
+        "params": tuple(args.param),
+        "xen_opts": tuple(args.xen_opt),
+        "debug_build": args.debug_build,
+        "xen_tree": args.xen_tree,
+        "ad": args.ad,
+        "svinval": args.svinval,
+        "variants": tuple(args.variant),
+        "tlb_negative": args.tlb_negative,
+        "tlb_multi": args.tlb_multi,
+    }

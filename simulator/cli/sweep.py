@@ -7,7 +7,7 @@ import sys
 
 import orjson
 
-from simulator.cli.args import CliError, Parser, param, positive, seconds
+from simulator.cli.args import CliError, Parser, param, positive, seconds, shared_config, xen_tree_option
 from simulator.hunt.sweep import (
     EXIT_BAD_INPUT,
     SEED_TIMEOUT,
@@ -77,12 +77,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     p.add_argument("--speculate", type=float, default=None, metavar="P", help="speculative walk probability (0.02)")
     p.add_argument("--xen-opt", type=param, action="append", default=[], metavar="KEY=VALUE", help="Xen boot option")
     p.add_argument("--debug-build", action="store_true", help="CONFIG_DEBUG: a failed ASSERT() is a panic finding")
-    p.add_argument(
-        "--xen-tree",
-        metavar="DIR",
-        default="",
-        help="a Xen tree (or its xen/ directory) whose own xen/arch/riscv/p2m.c runs as the P2M (needs cc)",
-    )
+    xen_tree_option(p)
     p.add_argument("--ad", default="svade", help="the machine's A/D scheme: svade or svadu (walks set A/D)")
     p.add_argument("--svinval", default="", metavar="HARTS", help="harts with Svinval ('all' or IDs like 0,2)")
     p.add_argument("--tlb-negative", type=positive, default=0, help="negative TLB entries per hart (default 0)")
@@ -113,26 +108,7 @@ def sweep_from_args(args: argparse.Namespace) -> Sweep:
         if given:
             raise ConfigError(f"--swarm draws {', '.join(given)} per seed: leave it out, or sweep without --swarm")
     chosen = {name: getattr(DEFAULTS, name) if value is None else value for name, value in drawn.items()}
-    base = Config(
-        workload=args.workload,
-        profile=_resolved_profile(args.profile),
-        bugs=tuple(args.bug),
-        steps=args.steps,
-        mode=args.mode,
-        frames=args.frames,
-        backend=args.backend,
-        strict=args.strict,
-        params=tuple(args.param),
-        xen_opts=tuple(args.xen_opt),
-        debug_build=args.debug_build,
-        xen_tree=args.xen_tree,
-        ad=args.ad,
-        svinval=args.svinval,
-        variants=tuple(args.variant),
-        tlb_negative=args.tlb_negative,
-        tlb_multi=args.tlb_multi,
-        **chosen,
-    )
+    base = Config(**shared_config(args), profile=_resolved_profile(args.profile), **chosen)
     return Sweep(base, args.seeds, swarm=args.swarm, log_dir=args.log, seed_timeout=args.seed_timeout)
 
 

@@ -16,7 +16,10 @@ import orjson
 import pytest
 
 from simulator.cli import main as cli_main
+from simulator.ctree.build import SOURCES
+from simulator.engine.scenario import Scenario
 from simulator.engine.simulation import Config, ConfigError, run
+from tests.conftest import simulate
 
 ROOT = Path(__file__).resolve().parent.parent
 TREE = ROOT.parent / "shared" / "xen" / "xen-c447b7308b"
@@ -103,12 +106,7 @@ FREE_LIST = "    while ( (pg = page_list_remove_head(&p2m->deferred)) )\n       
 def edited_tree(dst: Path, edit: str) -> Path:
     """A copy of the pinned tree's P2M sources with ``edit`` made to them."""
     x = dst / "xen"
-    for rel in (
-        "arch/riscv/p2m.c",
-        "arch/riscv/include/asm/p2m.h",
-        "arch/riscv/paging.c",
-        "arch/riscv/include/asm/paging.h",
-    ):
+    for rel in SOURCES:
         (x / rel).parent.mkdir(parents=True, exist_ok=True)
         shutil.copy(TREE / "xen" / rel, x / rel)
     if edit.endswith("+fix-underflow"):  # paging_alloc_page decrements total_pages only for a page it takes
@@ -294,3 +292,85 @@ def test_matrix_knows_which_bugs_the_c_replaces(capsys: pytest.CaptureFixture[st
     assert cli_main(["compare", "--workload", "balloon"]) == 2
     err = capsys.readouterr().err.strip()
     assert "compare needs a change to judge: --variant FILE, or --xen-tree DIR" in err and "\n" not in err
+
+
+# -- vmid.c and the context switch of p2m.c, from the C --------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    ("workload", "seed", "profile", "vmid_bits"),
+    [
+        ("vmid-rollover", 3, "upstream+handle_guest_page_faults", 2),
+        ("vmid-rollover", 3, "fixed", 2),
+        ("vcpu-migration", 1, "fixed", 7),
+    ],
+)
+def test_vmid_c_runs_exactly_as_the_model(
+    workload: str, seed: int, profile: str, vmid_bits: int, tmp_path: Path
+) -> None:
+    """With 2 VMID bits every hart runs out of VMIDs again and again: the C's vmid_handle_vmenter,
+    vmid_flush_hart, p2m_handle_vmenter and p2m_ctxt_switch_to give the model's log event for event (the
+    assignments, the rollovers, the hgatp writes and the fences they ask for), on the tree as it is and with
+    the fixed profile's context-switch glue around it (VMID before hgatp, vmid_flush_vcpu on migration)."""
+    py, c = tmp_path / "py.jsonl", tmp_path / "c.jsonl"
+    base = Config(workload, seed=seed, profile=profile, vmid_bits=vmid_bits, log=str(py), log_level="debug")
+    a = run(base)
+    b = run(replace(base, log=str(c), xen_tree=str(TREE)))
+    assert a.verdict == b.verdict and [x["title"] for x in a.causes] == [x["title"] for x in b.causes]
+    events = _events(c)
+    assert _events(py) == events
+    names = [orjson.loads(e)["event"] for step in events for e in step]
+    assert names.count("vmid.assign") > 10 and names.count("hgatp.write") > 10
+    if workload == "vmid-rollover":
+        assert names.count("vmid.rollover") > 5
+
+
+def test_a_generation_overflow_in_the_cs_vmid_data_turns_vmids_off() -> None:
+    """this_cpu(vmid_data) is the C's: a test sets it as a debugger would, and the C's vmid_flush_hart
+    disables VMIDs on the overflow (its printk is logged), as the model's does."""
+    from tests.test_upstream import _time_share
+
+    async def main(sim: Scenario) -> None:
+        sim.xen.vmid_data[0].generation = (1 << 64) - 1
+        sim.xen.vmid_data[0].next_vmid = sim.xen.vmid_data[0].max_vmid + 1
+        await _time_share(sim)
+
+    r = simulate(main, pcpus=1, profile="upstream", speculate=0.0, xen_tree=str(TREE))
+    assert not r.clean and r.violations[0].cls == "vmid-alias", r.explain()
+    assert simulate(main, pcpus=1, profile="fixed", xen_tree=str(TREE)).clean
+
+
+def test_the_vmid_boot_option_reaches_the_c() -> None:
+    """--xen-opt vmid=0 sets the tree's boolean_param: every vCPU runs with VMID 0 and, on upstream, one
+    domain uses another's translations; the next simulation in the process has the tree's default again."""
+    from tests.test_upstream import _time_share
+
+    tree = {"pcpus": 1, "profile": "upstream", "speculate": 0.0, "xen_tree": str(TREE)}
+    off = simulate(_time_share, xen_opts=(("vmid", "0"),), **tree)
+    assert any(v.cls == "vmid-alias" and "VMID 0" in v.headline for v in off.violations), off.explain()
+    assert simulate(_time_share, **tree).clean
+
+
+NEW_GENERATION = "    return vmid->vmid == 1;\n"
+
+
+def test_an_edit_of_vmid_c_is_found_as_the_catalogued_bug_is(tmp_path: Path) -> None:
+    """vmid_handle_vmenter that never asks for the flush a new generation needs (the C edit of the catalogued
+    vmid-rollover-no-flush) is found under --profile fixed with the same cause; the tree as it is is silent."""
+    tree = edited_tree(tmp_path, "none")
+    vc = tree / "xen" / "arch/riscv/vmid.c"
+    assert NEW_GENERATION in vc.read_text()
+    vc.write_text(vc.read_text().replace(NEW_GENERATION, "    return 0;\n"))
+    for seed in range(2):
+        base = Config("vmid-rollover", seed=seed, vmid_bits=2)
+        c = run(replace(base, xen_tree=str(tree)))
+        py = run(replace(base, bugs=("vmid-rollover-no-flush",)))
+        assert c.verdict == py.verdict == "violation"
+        assert c.causes[0]["title"].split(":")[0] == py.causes[0]["title"].split(":")[0], c.causes[0]["title"]
+        assert run(replace(base, xen_tree=str(TREE))).verdict == "clean"
+
+
+def test_arm_broadcast_cannot_replace_the_trees_vmid_c(capsys: pytest.CaptureFixture[str]) -> None:
+    assert cli_main(["run", "vmid-rollover", "--profile", "arm-broadcast", "--xen-tree", str(TREE)]) == 2
+    err = capsys.readouterr().err.strip()
+    assert "in place of the tree's vmid.c: it cannot run with --xen-tree" in err and "\n" not in err

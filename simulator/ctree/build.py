@@ -1,7 +1,7 @@
-"""Build a Xen tree's p2m.c and paging.c into a shared library p2msim can run, once per distinct source.
+"""Build a Xen tree's p2m.c, paging.c and vmid.c into a shared library p2msim can run, once per distinct source.
 
 The translation unit is the harness (``harness.h``), the tree's own
-``include/asm/{p2m,paging}.h`` and ``{p2m,paging}.c`` with their ``#include`` lines blanked (so
+``include/asm/{p2m,paging,vmid}.h`` and ``{p2m,paging,vmid}.c`` with their ``#include`` lines blanked (so
 ``__FILE__:__LINE__`` of an ASSERT is the tree's), and ``harness_tail.c``, whose
 entry points call p2m.c's static functions.  A probe call is put at the top of
 ``p2m_free_subtree`` on the line of its opening brace (no line moves), so the
@@ -30,6 +30,9 @@ P2M_C = "arch/riscv/p2m.c"
 P2M_H = "arch/riscv/include/asm/p2m.h"
 PAGING_C = "arch/riscv/paging.c"
 PAGING_H = "arch/riscv/include/asm/paging.h"
+VMID_C = "arch/riscv/vmid.c"
+VMID_H = "arch/riscv/include/asm/vmid.h"
+SOURCES = (P2M_C, P2M_H, PAGING_C, PAGING_H, VMID_C, VMID_H)  # what is read from a tree
 CFLAGS = (
     "-std=gnu11",
     "-O2",
@@ -46,7 +49,7 @@ CFLAGS = (
     "-Wno-unused-but-set-variable",
 )
 PROBE = "harness_probe_free_subtree"
-FORMAT = "p2msim-ctree-3"  # what the cache holds; a change here rebuilds every tree
+FORMAT = "p2msim-ctree-4"  # what the cache holds; a change here rebuilds every tree
 _INCLUDE = re.compile(r"^[ \t]*#[ \t]*include\b.*$", re.M)
 
 
@@ -71,7 +74,7 @@ def xen_dir(tree: str | Path) -> Path:
         raise CTreeError(f"--xen-tree {tree}: no such directory")
     for cand in (root / "xen", root):
         if (cand / P2M_C).is_file():
-            for rel in (P2M_H, PAGING_C, PAGING_H):
+            for rel in SOURCES:
                 if not (cand / rel).is_file():
                     raise CTreeError(f"--xen-tree {tree}: {cand / rel} is missing")
             return cand.resolve()
@@ -87,20 +90,27 @@ PROBES = {
     "p2m_free_subtree": (PROBE, "struct p2m_domain *, pte_t, const struct p2m_pte_ctx *"),
     "p2m_set_type": ("harness_probe_set_type", "pte_t *, p2m_type_t, const struct p2m_pte_ctx *"),
     "p2m_free_page": ("harness_probe_free_page", "struct p2m_domain *, struct page_info *"),
+    # vmid.c: the model's step before the generation moves on (an instruction boundary: the hart may speculate)
+    "vmid_flush_hart": ("harness_probe_flush_hart", "void"),
 }
 
 
 def _with_probe(source: str) -> tuple[str, bool]:
-    """p2m.c with each probe call on the line of its function's opening brace (a function not found, or
-    with other parameters, gets none); whether p2m_free_subtree got its probe."""
+    """The source with each probe call on the line of its function's opening brace (a function not found,
+    or with other parameters, gets none); whether p2m_free_subtree got its probe."""
     found = False
     for fn, (probe, types) in PROBES.items():
-        m = re.search(rf"\bstatic\s+void\s+{fn}\s*\(([^)]*)\)\s*\{{", source)
+        m = re.search(rf"\b(?:static\s+)?void\s+{fn}\s*\(([^)]*)\)\s*\{{", source)
         if m is None:
             continue
-        names = [re.split(r"[\s*]+", p.strip())[-1] for p in m.group(1).split(",")]
-        if len(names) != len(types.split(",")):
-            continue
+        if types == "void":
+            if m.group(1).strip() != "void":
+                continue
+            names = []
+        else:
+            names = [re.split(r"[\s*]+", p.strip())[-1] for p in m.group(1).split(",")]
+            if len(names) != len(types.split(",")):
+                continue
         call = f" extern void {probe}({types}); {probe}({', '.join(names)});"
         source = source[: m.end()] + call + source[m.end() :]
         found = found or fn == "p2m_free_subtree"
@@ -113,12 +123,16 @@ def translation_unit(xen: Path) -> tuple[str, bool]:
     paging_h = _blank_includes((xen / PAGING_H).read_text())
     p2m_c, probe = _with_probe(_blank_includes((xen / P2M_C).read_text()))
     paging_c = _blank_includes((xen / PAGING_C).read_text())
+    vmid_h = _blank_includes((xen / VMID_H).read_text())
+    vmid_c, _ = _with_probe(_blank_includes((xen / VMID_C).read_text()))
     return (
         f'#line 1 "xen/{P2M_H}"\n{p2m_h}\n'
         f'#line 1 "xen/{PAGING_H}"\n{paging_h}\n'
+        f'#line 1 "xen/{VMID_H}"\n{vmid_h}\n'
         '#include "harness_domain.h"\n'
         f'#line 1 "xen/{P2M_C}"\n{p2m_c}\n'
         f'#line 1 "xen/{PAGING_C}"\n{paging_c}\n'
+        f'#line 1 "xen/{VMID_C}"\n{vmid_c}\n'
         '#include "harness_tail.c"\n'
     ), probe
 

@@ -261,6 +261,10 @@ struct harness_ops {
     void (*printk)(const char *text);
     void (*leaf)(int domid, unsigned long table, unsigned int idx, unsigned int level, uint64_t pte, int type);
     void (*free_page)(int domid, unsigned long mfn); /* p2m_free_page was called for it */
+    void (*hgatp)(unsigned long val);                /* csr_write(CSR_HGATP): the hart's, a step */
+    void (*local_hfence)(void);                      /* local_hfence_gvma_all() on this hart */
+    void (*vmid_assigned)(int domid, int vcpu_id, unsigned int vmid, uint64_t generation);
+    void (*step)(void);                              /* an instruction boundary the model steps at */
 };
 
 #define HARNESS_STACK 64 /* C frames kept for explanations (deeper ones are counted, not named) */
@@ -272,6 +276,8 @@ struct harness_ctx {
     void *fault_addr;
     int depth;
     long md_table; /* the table p2m_set_type was last called for (its metadata page's "why") */
+    int cpu;       /* the hart this call runs on (smp_processor_id), -1 for the workload's driver */
+    int boot;      /* vmid_init at bring-up: hgatp writes stay in the harness (vmidlen_detect's probe) */
     void *stack[HARNESS_STACK];
 };
 
@@ -336,15 +342,33 @@ static inline long harness_lock(int op, int domid) { long r = harness_ops.lock(o
 enum riscv_isa_ext_id { RISCV_ISA_EXT_svade = 1, RISCV_ISA_EXT_svpbmt = 2 };
 bool riscv_isa_extension_available(const unsigned long *isa_bitmap, enum riscv_isa_ext_id id);
 
-/* -- the rest of the hypervisor, called from code p2msim does not run (boot, context switch) -- */
+/* -- per-CPU data and the current hart (xen/percpu.h, xen/smp.h) -- */
+#define HARNESS_NR_CPUS 1024 /* p2msim's MAX_HARTS */
+unsigned int harness_cpu(void);
+#define smp_processor_id() harness_cpu()
+#define DEFINE_PER_CPU(type, name) __typeof__(type) per_cpu__##name[HARNESS_NR_CPUS]
+#define per_cpu(name, cpu) (per_cpu__##name[(cpu)])
+#define this_cpu(name) per_cpu(name, smp_processor_id())
+#define BITS_PER_BYTE 8
+static inline int flsl(unsigned long x) { return x ? 64 - __builtin_clzl(x) : 0; }
+
+/* xen/atomic.h: a vCPU's VMID generation is written with write_atomic, and Python is told (vmid.assign) */
+void harness_written(const volatile void *p);
+#define read_atomic(p) ACCESS_ONCE(*(p))
+#define write_atomic(p, x) ((void)(ACCESS_ONCE(*(p)) = (x)), harness_written(p))
+
+/* xen/param.h: a boot option is a variable p2msim sets from --xen-opt before each simulation */
+void harness_boolean_param(const char *name, bool *var);
+#define boolean_param(_name, _var) \
+    __attribute__((constructor)) static void harness_param_##_var(void) { harness_boolean_param(_name, &(_var)); } \
+    extern int harness_param_end_##_var
+
+/* -- CSRs and local fences (asm/csr.h, asm/flushtlb.h): hgatp is the hart's, VS-stage is not modelled -- */
 unsigned long csr_read(unsigned long csr);
 void csr_write(unsigned long csr, unsigned long val);
 unsigned long csr_swap(unsigned long csr, unsigned long val);
 void local_hfence_gvma_all(void);
 void flush_tlb_guest_local(void);
-void vmid_init(void);
-struct vcpu_vmid;
-bool vmid_handle_vmenter(struct vcpu_vmid *vmid);
 int sbi_remote_hfence_gvma(const cpumask_t *cpu_mask, vaddr_t start, size_t size);
 
 #endif /* P2MSIM_HARNESS_H */

@@ -42,7 +42,9 @@ struct vcpu {
     struct arch_vcpu arch;
 };
 
-#define current ((struct vcpu *)NULL)
+/* the vCPU each hart runs (set_current in the model's context_switch glue); NULL: the idle vCPU */
+extern struct vcpu *harness_current[HARNESS_NR_CPUS];
+#define current (harness_current[smp_processor_id()])
 #define is_idle_vcpu(v) ((v) == NULL)
 #define is_system_domain(d) ((d)->domain_id >= 0x7FF0U)
 

@@ -255,19 +255,126 @@ void printk(const char *fmt, ...)
     harness_ops.printk(out);
 }
 
-/* code p2msim does not run (boot, context switch, VMIDs): reaching it is a harness error */
+/* -- the hart's CSRs, as the tree's vmid.c and p2m.c use them ---------------------------- */
+
+struct vcpu *harness_current[HARNESS_NR_CPUS];
+static unsigned long csr_hgatp[HARNESS_NR_CPUS], csr_vsatp[HARNESS_NR_CPUS];
+static unsigned long hgatp_vmid_bits; /* the hgatp.VMID bits the machine keeps (VMIDLEN; the field is WARL) */
+
+unsigned int harness_cpu(void)
+{
+    if ( !hctx || hctx->cpu < 0 )
+    {
+        printk("smp_processor_id(): the C ran from the workload's driver, on no hart\n");
+        BUG();
+    }
+    return (unsigned int)hctx->cpu;
+}
+
 static void not_modelled(const char *what)
 {
     printk("%s: not run by p2msim (the model's Python glue does this)\n", what);
     BUG();
 }
-unsigned long csr_read(unsigned long csr) { (void)csr; not_modelled("csr_read"); return 0; }
-void csr_write(unsigned long csr, unsigned long val) { (void)csr; (void)val; not_modelled("csr_write"); }
-unsigned long csr_swap(unsigned long csr, unsigned long val) { (void)csr; (void)val; not_modelled("csr_swap"); return 0; }
-void local_hfence_gvma_all(void) { not_modelled("local_hfence_gvma_all"); }
-void flush_tlb_guest_local(void) { not_modelled("flush_tlb_guest_local"); }
-void vmid_init(void) { not_modelled("vmid_init"); }
-bool vmid_handle_vmenter(struct vcpu_vmid *vmid) { (void)vmid; not_modelled("vmid_handle_vmenter"); return false; }
+
+unsigned long csr_read(unsigned long csr)
+{
+    if ( csr == CSR_HGATP )
+        return csr_hgatp[smp_processor_id()];
+    if ( csr == CSR_VSATP )
+        return csr_vsatp[smp_processor_id()];
+    not_modelled("csr_read of this CSR");
+    return 0;
+}
+
+void csr_write(unsigned long csr, unsigned long val)
+{
+    unsigned int cpu = smp_processor_id();
+
+    if ( csr == CSR_VSATP ) /* no VS-stage in p2msim: kept, nothing else */
+    {
+        csr_vsatp[cpu] = val;
+        return;
+    }
+    if ( csr != CSR_HGATP )
+    {
+        not_modelled("csr_write of this CSR");
+        return;
+    }
+    val = (val & ~HGATP_VMID_MASK) | (val & hgatp_vmid_bits);
+    csr_hgatp[cpu] = val;
+    /*
+     * vmidlen_detect()'s probe at bring-up (all-ones VMID, read back, then 0) is answered here and does
+     * not reach the hart: nothing runs on it between the writes and it ends with the hgatp it began with.
+     */
+    if ( hctx->boot )
+        return;
+    harness_ops.hgatp(val);
+    harness_check();
+}
+
+unsigned long csr_swap(unsigned long csr, unsigned long val)
+{
+    unsigned long old = csr_read(csr);
+
+    csr_write(csr, val);
+    return old;
+}
+
+void local_hfence_gvma_all(void)
+{
+    harness_ops.local_hfence();
+    harness_check();
+}
+
+void flush_tlb_guest_local(void) { /* the VS-stage TLB: not modelled (p2msim has no VS-stage) */ }
+
+/* every struct vcpu p2msim made, to know a write_atomic to a VMID generation when it sees one */
+static struct vcpu **vcpus;
+static int nr_vcpus, max_vcpus;
+
+void harness_written(const volatile void *p)
+{
+    for ( int i = 0; i < nr_vcpus; i++ )
+    {
+        struct vcpu *v = vcpus[i];
+
+        if ( p == &v->arch.vmid.generation && v->arch.vmid.generation ) /* 0: vmid_flush_vcpu */
+        {
+            harness_ops.vmid_assigned(v->domain->domain_id, v->vcpu_id, v->arch.vmid.vmid,
+                                      v->arch.vmid.generation);
+            harness_check();
+            return;
+        }
+    }
+}
+
+/* boot options (boolean_param): the tree's default, and what p2msim set for this simulation */
+#define HARNESS_PARAMS 32
+static struct { const char *name; bool *var; bool dflt; } params[HARNESS_PARAMS];
+static int nr_params;
+
+void harness_boolean_param(const char *name, bool *var)
+{
+    if ( nr_params < HARNESS_PARAMS )
+    {
+        params[nr_params].name = name;
+        params[nr_params].var = var;
+        params[nr_params++].dflt = *var;
+    }
+}
+
+/* 1 if the tree has the option (and it is set), 0 if it has not */
+int h_boolean_param(const char *name, int val)
+{
+    for ( int i = 0; i < nr_params; i++ )
+        if ( !strcmp(params[i].name, name) )
+        {
+            *params[i].var = val < 0 ? params[i].dflt : val;
+            return 1;
+        }
+    return 0;
+}
 
 /* -- called from Python ------------------------------------------------------------ */
 
@@ -319,9 +426,16 @@ int h_ctx_fault(struct harness_ctx *c, unsigned long *addr)
     return c->fault_sig;
 }
 
-int h_init(unsigned long nr_frames, unsigned int paging_levels, unsigned char *direct_map)
+int h_init(unsigned long nr_frames, unsigned int paging_levels, unsigned char *direct_map, unsigned int vmid_bits)
 {
     catch_faults();
+    hgatp_vmid_bits = MASK_INSR((1UL << vmid_bits) - 1, HGATP_VMID_MASK);
+    memset(harness_current, 0, sizeof(harness_current));
+    memset(csr_hgatp, 0, sizeof(csr_hgatp));
+    memset(csr_vsatp, 0, sizeof(csr_vsatp));
+    for ( int i = 0; i < nr_params; i++ )
+        *params[i].var = params[i].dflt;
+    nr_vcpus = 0; /* the last simulation's vCPUs are not freed: Python may still hold them (as domains) */
     harness_direct_map = direct_map;
     static struct page_info *old_ft;
     static unsigned char *old_unpub;
@@ -348,7 +462,13 @@ void h_set_op(int which, void *fn)
     ops[which] = fn;
 }
 
-struct harness_ctx *h_ctx_new(void) { return calloc(1, sizeof(struct harness_ctx)); }
+struct harness_ctx *h_ctx_new(int cpu)
+{
+    struct harness_ctx *c = calloc(1, sizeof(struct harness_ctx));
+
+    c->cpu = cpu;
+    return c;
+}
 void h_ctx_free(struct harness_ctx *c) { if ( hctx == c ) hctx = NULL; free(c); }
 struct harness_ctx *h_ctx_switch(struct harness_ctx *c) { struct harness_ctx *o = hctx; hctx = c; return o; }
 void h_ctx_abort(struct harness_ctx *c) { c->aborted = 1; }
@@ -577,5 +697,111 @@ void harness_probe_set_type(pte_t *pte, p2m_type_t t, const struct p2m_pte_ctx *
 void harness_probe_free_page(struct p2m_domain *p2m, struct page_info *pg)
 {
     harness_ops.free_page(p2m->domain->domain_id, mfn_x(page_to_mfn(pg)));
+    harness_check();
+}
+
+/* -- vmid.c and the context switch (p2m.c) ----------------------------------------- */
+
+struct vcpu *h_vcpu_new(struct domain *d, int vcpu_id)
+{
+    struct vcpu *v = calloc(1, sizeof(*v));
+
+    v->vcpu_id = vcpu_id;
+    v->domain = d;
+    if ( nr_vcpus == max_vcpus )
+    {
+        max_vcpus = max_vcpus ? 2 * max_vcpus : 64;
+        vcpus = realloc(vcpus, max_vcpus * sizeof(*vcpus));
+    }
+    vcpus[nr_vcpus++] = v;
+    return v;
+}
+
+/* v->arch.vmid, for the model's glue and the log: 0 the VMID, 1 the generation */
+unsigned long h_vcpu_get(struct vcpu *v, int field) { return field ? v->arch.vmid.generation : v->arch.vmid.vmid; }
+void h_vcpu_set(struct vcpu *v, int field, unsigned long val)
+{
+    if ( field )
+        v->arch.vmid.generation = val;
+    else
+        v->arch.vmid.vmid = (uint16_t)val;
+}
+
+void h_set_current(int cpu, struct vcpu *v) { harness_current[cpu] = v; }
+
+/* this_cpu(vmid_data) of a hart: 0 generation, 1 next_vmid, 2 max_vmid, 3 used */
+unsigned long h_vmid_data_get(int cpu, int field)
+{
+    struct vmid_data *data = &per_cpu(vmid_data, cpu);
+
+    switch ( field )
+    {
+    case 0: return data->generation;
+    case 1: return data->next_vmid;
+    case 2: return data->max_vmid;
+    }
+    return data->used;
+}
+
+void h_vmid_data_set(int cpu, int field, unsigned long val)
+{
+    struct vmid_data *data = &per_cpu(vmid_data, cpu);
+
+    switch ( field )
+    {
+    case 0: data->generation = val; break;
+    case 1: data->next_vmid = (uint16_t)val; break;
+    case 2: data->max_vmid = (uint16_t)val; break;
+    default: data->used = val; break;
+    }
+}
+
+int h_vmid_init(struct harness_ctx *c)
+{
+    H_ENTER(c);
+    c->boot = 1;
+    vmid_init();
+    c->boot = 0;
+    return 0;
+}
+
+int h_vmid_flush_vcpu(struct harness_ctx *c, struct vcpu *v)
+{
+    H_ENTER(c);
+    vmid_flush_vcpu(v);
+    return 0;
+}
+
+int h_vmid_handle_vmenter(struct harness_ctx *c, struct vcpu *v)
+{
+    H_ENTER(c);
+    return vmid_handle_vmenter(&v->arch.vmid);
+}
+
+int h_p2m_ctxt_switch_from(struct harness_ctx *c, struct vcpu *p)
+{
+    H_ENTER(c);
+    p2m_ctxt_switch_from(p);
+    return 0;
+}
+
+int h_p2m_ctxt_switch_to(struct harness_ctx *c, struct vcpu *n)
+{
+    H_ENTER(c);
+    p2m_ctxt_switch_to(n);
+    return 0;
+}
+
+int h_p2m_handle_vmenter(struct harness_ctx *c)
+{
+    H_ENTER(c);
+    p2m_handle_vmenter();
+    return 0;
+}
+
+/* the probe at the top of vmid_flush_hart: the step the model takes there (an instruction boundary) */
+void harness_probe_flush_hart(void)
+{
+    harness_ops.step();
     harness_check();
 }

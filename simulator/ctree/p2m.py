@@ -34,7 +34,7 @@ from simulator.ctree.build import Built, CTreeError, build
 from simulator.riscv import memory as M
 from simulator.riscv import pte as P
 from simulator.xen.base import XenPanic
-from simulator.xen.domain import Domain
+from simulator.xen.domain import Domain, Vcpu
 from simulator.xen.fidelity import model
 from simulator.xen.hypervisor import Xen
 from simulator.xen.p2m import INVALID_MFN, P2MDomain, type_name
@@ -46,11 +46,11 @@ if TYPE_CHECKING:
 CDEF = """
 struct harness_ctx;
 struct domain;
-int h_init(unsigned long nr_frames, unsigned int paging_levels, unsigned char *direct_map);
+int h_init(unsigned long nr_frames, unsigned int paging_levels, unsigned char *direct_map, unsigned int vmid_bits);
 void h_in_c(int in_c);
 int h_ctx_fault(struct harness_ctx *c, unsigned long *addr);
 void h_set_op(int which, void *fn);
-struct harness_ctx *h_ctx_new(void);
+struct harness_ctx *h_ctx_new(int cpu);
 void h_ctx_free(struct harness_ctx *c);
 struct harness_ctx *h_ctx_switch(struct harness_ctx *c);
 void h_abort_current(void);
@@ -81,6 +81,20 @@ int h_p2m_tlb_flush(struct harness_ctx *, struct domain *);
 int h_p2m_set_allocation(struct harness_ctx *, struct domain *, unsigned long, int);
 int h_p2m_free_page(struct harness_ctx *, struct domain *, unsigned long);
 int h_p2m_free_metadata_page(struct harness_ctx *, struct domain *, unsigned long);
+struct vcpu;
+int h_boolean_param(const char *name, int val);
+struct vcpu *h_vcpu_new(struct domain *d, int vcpu_id);
+unsigned long h_vcpu_get(struct vcpu *v, int field);
+void h_vcpu_set(struct vcpu *v, int field, unsigned long val);
+void h_set_current(int cpu, struct vcpu *v);
+unsigned long h_vmid_data_get(int cpu, int field);
+void h_vmid_data_set(int cpu, int field, unsigned long val);
+int h_vmid_init(struct harness_ctx *);
+int h_vmid_flush_vcpu(struct harness_ctx *, struct vcpu *);
+int h_vmid_handle_vmenter(struct harness_ctx *, struct vcpu *);
+int h_p2m_ctxt_switch_from(struct harness_ctx *, struct vcpu *);
+int h_p2m_ctxt_switch_to(struct harness_ctx *, struct vcpu *);
+int h_p2m_handle_vmenter(struct harness_ctx *);
 """
 H_ABORTED = -(1 << 31)
 H_FAULTED = H_ABORTED + 1
@@ -136,6 +150,15 @@ FROM_C = (
     "paging_ret_to_domheap",
     "paging_free_page",
     "paging_alloc_page",
+    # vmid.c, and p2m.c's context switch
+    "vmidlen_detect",
+    "vmid_init",
+    "vmid_flush_vcpu",
+    "vmid_flush_hart",
+    "vmid_handle_vmenter",
+    "p2m_ctxt_switch_from",
+    "p2m_ctxt_switch_to",
+    "p2m_handle_vmenter",
 )
 
 
@@ -171,6 +194,10 @@ class CLib:
             ("void(char *)", self._cb_printk),
             ("void(int, unsigned long, unsigned int, unsigned int, uint64_t, int)", self._cb_leaf),
             ("void(int, unsigned long)", self._cb_free_page),
+            ("void(unsigned long)", self._cb_hgatp),
+            ("void(void)", self._cb_local_hfence),
+            ("void(int, int, unsigned int, uint64_t)", self._cb_vmid_assigned),
+            ("void(void)", self._cb_step),
         )
         for i, (sig, fn) in enumerate(sigs):
             cb = self.ffi.callback(sig, self._guarded(fn, sig))
@@ -190,9 +217,13 @@ class CLib:
 
     # -- calls into the C ----------------------------------------------------------------
 
+    def _ctx(self) -> Any:
+        cpu = self.xen.running_hart() if self.xen is not None else None
+        return self.lib.h_ctx_new(-1 if cpu is None else cpu)
+
     async def call(self, fn: Callable[..., int], *args: Any) -> int:
         """Run one entry point of the harness as the current hart's hypervisor code."""
-        ctx = self.lib.h_ctx_new()
+        ctx = self._ctx()
         try:
             rc = await greenlet_spawn(
                 fn, ctx, *args, enter=lambda: self.lib.h_ctx_switch(ctx), frames=lambda: self.frames(ctx)
@@ -216,9 +247,9 @@ class CLib:
             return f"the tree's C recursed more than 4096 calls deep (Xen's stack overflows) in {where} <- ..."
         return f"the tree's C faulted: {SIGNALS.get(sig, sig)} at address {int(addr[0]):#x} in {where}"
 
-    def call_sync(self, fn: Callable[..., int], *args: Any) -> int:
-        """A call from synchronous Python (p2m_get_entry): its callbacks must not await."""
-        ctx = self.lib.h_ctx_new()
+    def call_sync(self, fn: Callable[..., int], *args: Any, cpu: int | None = None) -> int:
+        """A call from synchronous Python (p2m_get_entry, vmid_init): its callbacks must not await."""
+        ctx = self._ctx() if cpu is None else self.lib.h_ctx_new(cpu)
         old = self.lib.h_ctx_switch(ctx)
         self.sync_failure: BaseException | None = None
         self._sync_ctx = ctx
@@ -361,7 +392,32 @@ class CLib:
         xen.ASSERT(False, f"{what} at {where}{fn}", note=xen.running_hart() is not None)
 
     def _cb_printk(self, text: Any) -> None:
-        self._x().emit("printk", text=self.ffi.string(text).decode(errors="replace").rstrip("\n"))
+        xen = self._x()
+        line = self.ffi.string(text).decode(errors="replace").rstrip("\n")
+        if xen._c_booting:  # vmid_init's messages: the console at bring-up, not the run's log
+            xen.boot_messages.append(line)
+            return
+        xen._vmid_rollover_seen()
+        xen.emit("printk", text=line)
+
+    def _cb_hgatp(self, val: int) -> None:
+        xen = self._x()
+        xen._vmid_rollover_seen()
+        await_only(xen.step())  # as the model: a step, then the write
+        xen.this_hart().write_hgatp(val)
+
+    def _cb_local_hfence(self) -> None:
+        xen = self._x()
+        xen._vmid_rollover_seen()
+        await_only(xen._c_local_hfence())  # on the hart's stack, where the C frames are named (no step)
+
+    def _cb_step(self) -> None:
+        await_only(self._x().step())
+
+    def _cb_vmid_assigned(self, domid: int, vcpu_id: int, vmid: int, generation: int) -> None:
+        xen = self._x()
+        xen._vmid_rollover_seen()
+        xen.emit("vmid.assign", dom=domid, vcpu=vcpu_id, vmid=vmid, generation=generation)
 
     def _cb_free_page(self, domid: int, mfn: int) -> None:
         """The probe in p2m_free_page: a table page p2m_free_table frees (the model's narrative event)."""
@@ -533,6 +589,54 @@ class CDomain(Domain):
             self.clib.h_domain_set_dying(self.cdom, int(v))
 
 
+class CVcpu(Vcpu):
+    """struct vcpu of the C: v->arch.vmid is read from (and written to) the C."""
+
+    cv: Any = None
+    clib: Any = None
+
+    @property  # type: ignore[override]
+    def vmid(self) -> int:
+        return int(self.clib.h_vcpu_get(self.cv, 0))
+
+    @vmid.setter
+    def vmid(self, v: int) -> None:
+        self.clib.h_vcpu_set(self.cv, 0, v)
+
+    @property  # type: ignore[override]
+    def vmid_generation(self) -> int:
+        return int(self.clib.h_vcpu_get(self.cv, 1))
+
+    @vmid_generation.setter
+    def vmid_generation(self, v: int) -> None:
+        self.clib.h_vcpu_set(self.cv, 1, v)
+
+
+def _cvcpu(v: Vcpu) -> Any:
+    assert isinstance(v, CVcpu), "a vCPU the tree's C does not know"
+    return v.cv
+
+
+class CVmidData:
+    """this_cpu(vmid_data) of one hart in the C, as the model's VmidData (a test may set it, as a debugger)."""
+
+    _FIELDS = ("generation", "next_vmid", "max_vmid", "used")
+
+    def __init__(self, lib: Any, cpu: int) -> None:
+        object.__setattr__(self, "_lib", lib)
+        object.__setattr__(self, "_cpu", cpu)
+
+    def __getattr__(self, name: str) -> int:
+        if name not in self._FIELDS:
+            raise AttributeError(name)
+        return int(self._lib.h_vmid_data_get(self._cpu, self._FIELDS.index(name)))
+
+    def __setattr__(self, name: str, v: int) -> None:
+        if name not in self._FIELDS:
+            raise AttributeError(name)
+        self._lib.h_vmid_data_set(self._cpu, self._FIELDS.index(name), int(v))
+
+
 class _UsedEntries:
     """page_info.u.md.used_entries, kept in the C's frame table (the model's heap resets it on allocation)."""
 
@@ -558,14 +662,24 @@ class CXen(Xen):
         if self.memory.direct_map is None:
             raise CTreeError("a tree's C needs the machine's memory as one direct map (Memory(contiguous=True))")
         self._direct_map = self.clib.ffi.from_buffer("unsigned char[]", self.memory.direct_map)
-        self.gaddr_bits = lib.h_init(self.memory.nr_frames, self.gstage_mode.root_level, self._direct_map)
+        self.gaddr_bits = lib.h_init(
+            self.memory.nr_frames, self.gstage_mode.root_level, self._direct_map, self.vmid_bits
+        )
         if self.gaddr_bits < 0:
             raise CTreeError(f"the tree's p2m.c has no G-stage mode with {self.gstage_mode.root_level} levels")
+        if not lib.h_boolean_param(b"vmid", int(self.opt_vmid)) and not self.opt_vmid:
+            raise CTreeError('--xen-opt vmid=0: the tree\'s vmid.c has no boolean_param("vmid", ...)')
         self.clib.xen = self
         self.clib.stalled_in = []
         self.u_md_used_entries = _UsedEntries(lib)  # type: ignore[assignment]
         # table page -> (first gfn it maps, level of its entries), from the links the C stores
         self._tbl_gfn: dict[int, tuple[int, int]] = {}
+        # the harts' bring-up, now that the C can run (Xen.__init__'s calls came before the library was set up)
+        self.vmid_data = [CVmidData(lib, h.id) for h in self.harts]  # type: ignore[misc]
+        self._vmid_generation = [0] * len(self.harts)  # this_cpu(vmid_data).generation the log last told
+        self._c_ready = True
+        for h in self.harts:
+            self.vmid_init(h.id)
 
     # -- struct domain and struct p2m_domain ------------------------------------------------
 
@@ -573,7 +687,7 @@ class CXen(Xen):
     def p2m_init(self, d: Domain) -> None:
         lib, ffi = self.clib.lib, self.clib.ffi
         rc = ffi.new("int *")
-        ctx = lib.h_ctx_new()
+        ctx = self.clib._ctx()
         old = lib.h_ctx_switch(ctx)
         try:
             cdom = lib.h_domain_new(d.domain_id, self.gaddr_bits, rc)
@@ -640,6 +754,93 @@ class CXen(Xen):
         m = int(mfn[0])
         return (INVALID_MFN if m == ULONG else m), int(t[0]), int(order[0])
 
+    # -- vmid.c, and the context switch of p2m.c ------------------------------------------------
+
+    _c_ready = False  # the library is set up for this simulation
+    _c_booting = False  # vmid_init runs: its printk is the boot console's
+    boot_messages: list[str]
+
+    @model("vcpu_create: the vCPU's struct vcpu is the C's (its arch.vmid is what vmid.c reads and writes)")
+    def vcpu_create(self, d: Domain, vcpu_id: int) -> Vcpu:
+        v = super().vcpu_create(d, vcpu_id)
+        assert isinstance(d, CDomain)
+        v.__dict__.pop("vmid", None)
+        v.__dict__.pop("vmid_generation", None)
+        v.__class__ = CVcpu
+        assert isinstance(v, CVcpu)
+        v.cv, v.clib = self.clib.lib.h_vcpu_new(d.cdom, vcpu_id), self.clib.lib
+        return v
+
+    def vmid_init(self, cpu: int) -> None:
+        if not self._c_ready:
+            return  # from Xen.__init__, before the library is set up: CXen.__init__ calls it again
+        if not hasattr(self, "boot_messages"):
+            self.boot_messages = []
+        self._c_booting = True
+        try:
+            self.clib.call_sync(self.clib.lib.h_vmid_init, cpu=cpu)
+        finally:
+            self._c_booting = False
+        self._vmid_generation[cpu] = self.vmid_data[cpu].generation
+
+    def vmid_flush_vcpu(self, v: Vcpu) -> None:
+        self.clib.call_sync(self.clib.lib.h_vmid_flush_vcpu, _cvcpu(v))
+
+    async def vmid_handle_vmenter(self, v: Vcpu) -> bool:
+        need_flush = await self.clib.call(self.clib.lib.h_vmid_handle_vmenter, _cvcpu(v))
+        self._vmid_rollover_seen()
+        return bool(need_flush)
+
+    def vmids_used(self, cpu: int) -> bool:
+        return bool(self.vmid_data[cpu].used)
+
+    def _vmid_rollover_seen(self) -> None:
+        """The model's vmid.rollover event, told at the C's next observable action after vmid_flush_hart
+        moved this hart's generation on (nothing the C does in between is seen by anyone)."""
+        cpu = self.running_hart()
+        if cpu is None or not self._c_ready:
+            return
+        gen = self.vmid_data[cpu].generation
+        if gen != self._vmid_generation[cpu]:
+            self._vmid_generation[cpu] = gen
+            self.emit("vmid.rollover", generation=gen)
+
+    def ctxt_switch_from(self, prev: Vcpu) -> None:
+        super().ctxt_switch_from(prev)
+        self.clib.lib.h_set_current(self.this_hart().id, self.clib.ffi.NULL)  # the idle vCPU
+
+    def ctxt_switch_to(self, nxt: Vcpu) -> None:
+        super().ctxt_switch_to(nxt)
+        self.clib.lib.h_set_current(self.this_hart().id, _cvcpu(nxt))  # set_current(next)
+
+    async def p2m_ctxt_switch_from(self, p: Vcpu) -> None:
+        await self.clib.call(self.clib.lib.h_p2m_ctxt_switch_from, _cvcpu(p))
+        if self.profile.hgatp_bare_on_switch_out:
+            await self.step()
+            self.this_hart().write_hgatp(0)  # fix: no speculative walk through a root that may be freed
+
+    async def p2m_ctxt_switch_to(self, n: Vcpu) -> None:
+        """The C's, with the fixed profile's VMID fixes as glue around it (the order of the model's)."""
+        hart = self.this_hart()
+        if self.profile.vmid_flush_on_migration and n.last_processor not in (None, hart.id):
+            self.vmid_flush_vcpu(n)  # fix: the tree has no caller of vmid_flush_vcpu
+        n.last_processor = hart.id
+        need_flush = False
+        if self.profile.vmid_before_hgatp:
+            # fix: a valid VMID before the C's csr_write(CSR_HGATP) names this p2m
+            need_flush = await self.vmid_handle_vmenter(n)
+        await self.clib.call(self.clib.lib.h_p2m_ctxt_switch_to, _cvcpu(n))
+        if need_flush:
+            self.local_hfence_gvma_all()
+        if not self.vmids_used(hart.id) and self.profile.flush_on_switch_without_vmids:
+            self.local_hfence_gvma_all()  # fix: VMID 0 is everybody's, as x86 SVM flushes for ASID 0
+
+    async def p2m_handle_vmenter(self) -> None:
+        if self.curr_vcpu[self.this_hart().id] is None:
+            return  # the idle vCPU never returns to a guest (the tree BUG_ONs)
+        await self.clib.call(self.clib.lib.h_p2m_handle_vmenter)
+        self._vmid_rollover_seen()
+
     # -- what the callbacks await (the same steps as the Python model at the same points) -------
 
     async def _c_lock_op(self, op: int, d: Domain) -> None:
@@ -661,6 +862,9 @@ class CXen(Xen):
             await self.spin_lock(d.arch_paging.lock)
         elif op == SPIN_UNLOCK:
             self.spin_unlock(d.arch_paging.lock)
+
+    async def _c_local_hfence(self) -> None:
+        self.local_hfence_gvma_all()
 
     async def _c_put_page(self, mfn: int) -> None:
         await self.step()  # as the model's p2m_put_foreign_page: the put is one atomic action

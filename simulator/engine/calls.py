@@ -11,6 +11,7 @@ fences, SBI errors, puts and frees are attributed to it whatever its body does.
 
 from __future__ import annotations
 
+import functools
 import sys
 from typing import TYPE_CHECKING, Any
 
@@ -153,7 +154,8 @@ def observe(xen: Xen, observer: Any) -> None:
 
 
 _SKIP = ("/simulator/riscv/", "/simulator/engine/conductor", "/simulator/engine/calls", "/simulator/engine/oracle",
-         "/simulator/engine/windows", "/simulator/ctree/")  # fmt: skip
+         "/simulator/engine/windows", "/simulator/ctree/bridge")  # fmt: skip
+_CTREE = "/simulator/ctree/"
 
 
 def _c_named(path: str, name: str) -> bool:
@@ -161,9 +163,18 @@ def _c_named(path: str, name: str) -> bool:
     they replace), not the machine's, the engine's plumbing, a library's or a wrapper's."""
     if name.startswith(("_", "<", "observed_")) or name in ("apply", "body", "call", "main", "run_job"):
         return False
+    if _CTREE in path:  # --xen-tree: the model's glue around the C (CXen's methods), not the plumbing
+        return _is_model_function(name)
     if "/simulator/" in path:
         return not any(s in path for s in _SKIP)
     return "site-packages" not in path and "/lib/python" not in path
+
+
+@functools.cache
+def _is_model_function(name: str) -> bool:
+    from simulator.xen.hypervisor import Xen  # (not at import: xen's modules import the engine's plumbing)
+
+    return callable(getattr(Xen, name, None))
 
 
 def c_stack(depth: int = 1, limit: int = 64) -> list[str]:
@@ -177,7 +188,9 @@ def c_stack(depth: int = 1, limit: int = 64) -> list[str]:
         c_frames = spawned_frames(f)  # a hypervisor function of a Xen tree's C (--xen-tree) is running here
         if c_frames is not None:
             out.extend(c_frames)
-        elif _c_named(code.co_filename.replace("\\", "/"), code.co_name):
+        elif _c_named(path := code.co_filename.replace("\\", "/"), code.co_name) and not (
+            _CTREE in path and out and out[-1] == code.co_name  # the glue of the C frame just named
+        ):
             out.append(code.co_name)
         f = f.f_back  # type: ignore[assignment]
     return out[:limit]

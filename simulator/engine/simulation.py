@@ -286,6 +286,11 @@ def validate(config: Config, bugs: bool = True) -> None:
                 f"unknown bug {b!r} (see `p2msim list`; a workload file may register its own)"
                 + did_you_mean(b, list(BUGS))
             )
+    if config.xen_tree and lookup_profile(name).vmid_per_domain:
+        raise ConfigError(
+            f"--profile {config.profile} gives each domain one VMID for life (ARM's scheme) in place of the "
+            "tree's vmid.c: it cannot run with --xen-tree (use upstream or fixed)"
+        )
     if config.mode not in MODES:
         raise ConfigError(f"unknown G-stage mode {config.mode!r} (choose from {', '.join(MODES)})")
     if not 1 <= config.pcpus <= MAX_HARTS:

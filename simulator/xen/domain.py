@@ -135,8 +135,12 @@ class DomainOps(Vmid):
         except HypercallFailed:
             await self.domain_create_fail(d)
             raise
-        d.vcpus = [Vcpu(d, i) for i in range(nr_vcpus)]
+        d.vcpus = [self.vcpu_create(d, i) for i in range(nr_vcpus)]
         return d
+
+    @glue("xen/common/domain.c", differs="a vCPU is its VMID state, where it runs, and its guest program")
+    def vcpu_create(self, d: Domain, vcpu_id: int) -> Vcpu:
+        return Vcpu(d, vcpu_id)
 
     @glue("xen/common/domain.c", "domain_create", differs="its error path: what was allocated goes back")
     async def domain_create_fail(self, d: Domain) -> None:

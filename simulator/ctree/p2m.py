@@ -1,11 +1,12 @@
-"""A Xen tree's own p2m.c and paging.c as the hypervisor's P2M and pool: the model's functions of those
-files (``FROM_C``), run from the C.
+"""A Xen tree's own p2m.c, paging.c and vmid.c as the hypervisor's P2M, pool and VMIDs: the model's
+functions of those files (``FROM_C``), run from the C.
 
 ``xen_class(tree)`` builds the tree (``build.py``) and returns a subclass of the
-model's ``Xen`` whose p2m.c entry points call into the library (paging.c is
-called by the C itself).  Everything else (the heap, VMIDs, context switch,
-SMP, teardown glue, foreign mapping) is the Python model, chosen by
-``--profile`` as without a tree.
+model's ``Xen`` whose p2m.c and vmid.c entry points call into the library
+(paging.c is called by the C itself).  Everything else (the heap, the
+scheduler's side of the context switch, SMP, teardown glue, foreign mapping)
+is the Python model, chosen by ``--profile`` as without a tree; the fixed
+profile's context-switch fixes are glue around the C's functions.
 
 Invariants:
 

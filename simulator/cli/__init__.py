@@ -221,7 +221,7 @@ def build_parser() -> argparse.ArgumentParser:
     )
     cp.add_argument("--variant", action="append", default=[], metavar="FILE", help="a variant file")
     cp.add_argument("--against", default="fixed", help="the baseline profile (default fixed); the variant runs on it")
-    xen_tree_option(cp, help="your Xen tree: its p2m.c and paging.c are the variant side's (needs cc)")
+    xen_tree_option(cp, help="your Xen tree: its p2m.c, paging.c and vmid.c are the variant side's (needs cc)")
     xen_tree_option(cp, "--against-tree", "the baseline's Xen tree (default: the Python model)")
     cp.add_argument("--workload", action="append", default=[], help="only these workloads (default: every built-in)")
     cp.add_argument("--seeds", type=at_least_one, default=20, help="seeds 0..N-1 per workload (default 20)")

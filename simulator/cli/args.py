@@ -69,7 +69,9 @@ def seconds(text: str) -> float:
     return v
 
 
-XEN_TREE_HELP = "a Xen tree (or its xen/ directory) whose own p2m.c and paging.c run as the hypervisor's (needs cc)"
+XEN_TREE_HELP = (
+    "a Xen tree (or its xen/ directory) whose own p2m.c, paging.c and vmid.c run as the hypervisor's (needs cc)"
+)
 
 
 def xen_tree_option(p: argparse.ArgumentParser, flag: str = "--xen-tree", help: str = XEN_TREE_HELP) -> None:

@@ -268,7 +268,9 @@ CONFIG = Object(
         "tlb_negative": opt(NAT, "negative TLB entries per hart (only when set)"),
         "tlb_multi": opt(BOOL, "several TLB entries per address (only when set)"),
         "variants": opt(STRS, "variant files applied before the bugs (only when set)"),
-        "xen_tree": opt(STR, "the Xen tree whose p2m.c and paging.c ran as the hypervisor (--xen-tree; only when set)"),
+        "xen_tree": opt(
+            STR, "the Xen tree whose p2m.c, paging.c and vmid.c ran as the hypervisor (--xen-tree; only when set)"
+        ),
     },
     "a run's configuration (Config.identity())",
 )

@@ -862,6 +862,12 @@ def cmd_matrix(args: argparse.Namespace) -> int:
         con = Console(width=160)
         con.print(t)
         con.print(c2)
+        for r in out["clean"]:
+            if r.get("first_error"):
+                con.print(
+                    f"{r['profile']} {r['workload']}: {r['classes'].get('error', 0)} seeds could not run the"
+                    f" workload to its end; the first, {r['first_error']}"
+                )
         if out.get("skipped"):
             con.print(f"not run on the tree's C (they replace a function it provides): {', '.join(out['skipped'])}")
         con.print(

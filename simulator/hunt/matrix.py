@@ -51,6 +51,7 @@ class CleanRow:
     vacuous: int = 0  # seeds that finished without a finding but opened no race window
     warnings: int = 0
     windows: dict[str, Any] = field(default_factory=dict)  # race windows over the seeds (engine.windows)
+    first_error: str = ""  # the first run the workload or the configuration broke ("error" in classes)
 
 
 Outcome = tuple[int, list[str], str, float, dict[str, Any]]  # seed, classes, stop, seconds, the run's numbers
@@ -67,7 +68,7 @@ def _one(args: tuple[Config, float | None]) -> Outcome:
     except SeedTimeout:
         return config.seed, [], "timeout", time.monotonic() - t, {}
     except (ConfigError, WorkloadError) as exc:  # a broken run is a finding of its own, not a crash of the matrix
-        return config.seed, [f"error: {exc}"], "error", time.monotonic() - t, {}
+        return config.seed, ["error"], "error", time.monotonic() - t, {"error": str(exc)}
     numbers = {"verdict": r.verdict, "warnings": r.warning_count, "windows": r.windows}
     return config.seed, [v.cls for v in r.violations], r.stop_reason, time.monotonic() - t, numbers
 
@@ -123,7 +124,9 @@ def clean(
     row = CleanRow(profile, workload, seeds)
     cfgs = [(Config(workload, seed=s, profile=profile, xen_tree=xen_tree), limit) for s in range(seeds)]
     for seed, classes, stop, _secs, numbers in pool.map(_one, cfgs, chunksize=8):
-        if numbers:
+        if "error" in numbers and not row.first_error:
+            row.first_error = f"seed {seed}: {numbers['error']}"
+        if "verdict" in numbers:
             row.vacuous += numbers["verdict"] == "vacuous"
             row.warnings += numbers["warnings"]
             windows.add(row.windows, numbers["windows"])

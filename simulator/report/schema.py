@@ -1074,6 +1074,7 @@ MATRIX = Object(
                         "vacuous": f(NAT, "seeds that opened no race window"),
                         "warnings": f(NAT, "warnings"),
                         "windows": f(WINDOWS_SUM, "race windows over the seeds"),
+                        "first_error": f(STR, "the first seed whose workload could not run to its end, or ''"),
                     },
                     "a clean profile x workload row",
                 )

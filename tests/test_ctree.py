@@ -386,3 +386,15 @@ def test_matrix_counts_a_broken_workload_once_and_says_why() -> None:
     assert row["profile"] == "fixed" and row["classes"].get("error") == 1
     assert not any(k.startswith("error:") for k in row["classes"])
     assert row["first_error"].startswith("seed 0: workload pool-churn failed at step ")
+
+
+def test_compare_names_an_invariant_finding_by_what_it_says() -> None:
+    """A finding with no causal case (an invariant) is told apart by its headline, numbers taken out: the
+    tree's leaked foreign reference is one cause over its seeds, not a blank 'invariant:  in'."""
+    from simulator.hunt.compare import compare
+
+    out = compare((), workloads=["foreign-remap"], seeds=2, jobs=1, xen_tree=str(TREE))
+    cases = {a["case"] for a in out["adds"] if a["class"] == "invariant"}
+    assert cases and all(c and "0x" not in c for c in cases), out["adds"]
+    assert any("the reference it held was never dropped" in c for c in cases)
+    assert all(a["seeds"] == 2 for a in out["adds"])

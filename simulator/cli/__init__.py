@@ -971,7 +971,8 @@ def render_compare(out: dict[str, Any]) -> str:
         if out[key]:
             lines.append(f"{title}:")
             for c in out[key]:
-                lines.append(f"  {c['class']}: {c['case']} in {c['function']} ({c['seeds']} seed(s)); {c['replay']}")
+                what = f"{c['case']} in {c['function']}" if c["function"] else c["case"]
+                lines.append(f"  {c['class']}: {what} ({c['seeds']} seed(s)); {c['replay']}")
     if not out["adds"] and not out["removes"]:
         lines.append("the same findings on both sides" + (": none" if not tb["failing"] else ""))
     elif not out["adds"]:

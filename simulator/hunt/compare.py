@@ -84,12 +84,17 @@ def _one(args: tuple[Config, float | None]) -> dict[str, Any]:
         return _result(config, [], "timeout", {})
     except WorkloadError as exc:  # the change made a hypercall fail (a pool too small, say): a finding of its own
         why = getattr(exc, "reason", None) or str(exc).split(": ", 1)[-1]  # not the step, not the place
-        shape = re.sub(r"0x[0-9a-f]+|\d[\d,]*", "#", why)  # one cause for every seed it hits
-        return _result(config, [("workload-error", shape, config.workload)], "error", {})
+        return _result(config, [("workload-error", _shape(why), config.workload)], "error", {})
     causes = sorted(
-        {(v.cls, v.cause.case if v.cause else "", v.cause.function if v.cause else "") for v in r.violations}
+        {(v.cls, v.cause.case, v.cause.function) if v.cause else (v.cls, _shape(v.headline), "") for v in r.violations}
     )
     return _result(config, causes, r.stop_reason, r.stats, r.warning_count, r.windows)
+
+
+def _shape(text: str) -> str:
+    """One cause for every seed it hits: a finding with no causal case (an invariant, a panic) is named by
+    its headline with the numbers taken out."""
+    return re.sub(r"0x[0-9a-f]+|\d[\d,]*", "#", text)[:200]
 
 
 def _result(

@@ -162,6 +162,22 @@ def test_bench_prints_the_three_numbers(capsys: pytest.CaptureFixture[str]) -> N
         assert out[key] > 0
 
 
+def test_bench_workloads_prices_each_step_in_dict_lookups(capsys: pytest.CaptureFixture[str]) -> None:
+    """Each workload's steps and seconds, and a step's cost against the baseline measured beside it:
+    the numbers add up (steps/s is steps over seconds; lookups/step is baseline x seconds / steps)."""
+    assert cli_main(["bench", "--workloads", "--workload", "foreign-remap", "--repeat", "1", "--json"]) == 0
+    out = orjson.loads(capsys.readouterr().out)
+    (w,) = out["workloads"]
+    assert w["workload"] == "foreign-remap" and w["steps"] > 1000 and w["seconds"] > 0
+    assert abs(w["steps_per_s"] - w["steps"] / w["seconds"]) / w["steps_per_s"] < 0.02  # (seconds are rounded)
+    want = w["baseline_lookups_per_s"] * w["seconds"] / w["steps"]
+    assert abs(w["lookups_per_step"] - want) <= 0.1 + 0.01 * want
+    assert out["total"]["steps"] == w["steps"]
+    assert cli_main(["bench", "--workloads", "--workload", "nosuch"]) == 2
+    err = capsys.readouterr().err.strip()
+    assert "unknown built-in workload 'nosuch'" in err and "\n" not in err
+
+
 def test_python_api_run_workload() -> None:
     from simulator import run_workload
 

@@ -74,6 +74,10 @@ def real(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Any]:
             "inspect-violation": (["inspect", str(log), "--violation", "1", "--json"], (0,)),
             "shrink": (["shrink", str(log), "-o", str(d / "shrunk.json"), "--max-tests", "4", "--json"], (0,)),
             "bench": (["bench", "--json", "--steps", "20000", "--repeat", "1"], (0,)),
+            "bench-workloads": (
+                ["bench", "--workloads", "--workload", "foreign-remap", "--repeat", "1", "--json"],
+                (0,),
+            ),
         },
         d,
     )
@@ -101,6 +105,7 @@ DOCUMENT_OF = {  # real output -> the schema it must pass
     "inspect-violation": "inspect-violation",
     "shrink": "shrink",
     "bench": "bench",
+    "bench-workloads": "bench-workloads",
 }
 
 

@@ -237,6 +237,13 @@ def build_parser() -> argparse.ArgumentParser:
     b.add_argument("--backend", default="trio")
     b.add_argument("--steps", type=at_least_one, default=600_000)
     b.add_argument("--repeat", type=at_least_one, default=3)
+    b.add_argument(
+        "--workloads",
+        action="store_true",
+        help="every built-in workload at one seed: steps/s and runs/s, and a step's cost in dict lookups",
+    )
+    b.add_argument("--seed", type=int, default=1, help="the seed of --workloads (default 1)")
+    b.add_argument("--workload", action="append", default=[], help="with --workloads: only these (repeatable)")
     return p
 
 
@@ -985,6 +992,8 @@ def cmd_bench(args: argparse.Namespace) -> int:
 
     if args.backend not in ("trio", "asyncio"):
         raise CliError(f"unknown backend {args.backend!r} (trio or asyncio)")
+    if args.workloads or args.workload:
+        return _bench_workloads(args)
     r = bench(args.backend, args.steps, args.repeat)
     if args.json:
         print(orjson.dumps(r).decode())
@@ -998,6 +1007,33 @@ def cmd_bench(args: argparse.Namespace) -> int:
     print(f"  baseline_lookups_per_s  {r['baseline_lookups_per_s']:>12,}   (plain dict lookups, same process)")
     verdict = "within" if r["baseline_ratio"] <= r["target_ratio"] else "OVER"
     print(f"  baseline / accesses     {r['baseline_ratio']:>12}   ({verdict} the target of {r['target_ratio']})")
+    return EXIT_CLEAN
+
+
+def _bench_workloads(args: argparse.Namespace) -> int:
+    from simulator.engine.simulation import builtin_workloads
+    from simulator.hunt.bench import workloads_bench
+
+    known = list(builtin_workloads())
+    for w in args.workload:
+        if w not in known:
+            raise CliError(f"unknown built-in workload {w!r} (choose from {', '.join(known)})")
+    r = workloads_bench(args.seed, args.repeat, args.backend, args.workload or None)
+    if args.json:
+        print(orjson.dumps(r).decode())
+        return EXIT_CLEAN
+    print(f"p2msim {__version__} bench --workloads ({r['backend']}, seed {r['seed']}, median of {r['repeat']})")
+    print(f"{'workload':<22}{'verdict':<11}{'steps':>10}{'seconds':>9}{'steps/s':>10}{'runs/s':>8}{'lookups/step':>14}")
+    for w in r["workloads"]:
+        print(
+            f"{w['workload']:<22}{w['verdict']:<11}{w['steps']:>10,}{w['seconds']:>9.2f}{w['steps_per_s']:>10,}"
+            f"{w['runs_per_s']:>8.2f}{w['lookups_per_step']:>14.1f}"
+        )
+    t = r["total"]
+    print(
+        f"{'all':<22}{'':<11}{t['steps']:>10,}{t['seconds']:>9.2f}{t['steps_per_s']:>10,}{'':>8}{t['lookups_per_step']:>14.1f}"
+    )
+    print("lookups/step: a step's cost in plain dict lookups, each measured beside its run (lower is faster)")
     return EXIT_CLEAN
 
 

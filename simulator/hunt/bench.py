@@ -6,6 +6,10 @@ Three numbers:
 * baseline_lookups_per_s - a plain Python dict-lookup loop, so ratios mean something
   on a noisy machine.
 
+``bench --workloads`` runs every built-in workload at one seed instead, each
+beside its own baseline measurement: a step costs so many dict lookups, a
+figure that moves with the code, not with the machine's load.
+
 This module is also a workload file (``NAME``/``main``), loaded by path.
 """
 
@@ -106,4 +110,51 @@ def bench(backend: str = "trio", steps: int = 600_000, repeat: int = 3) -> dict[
         "tlb_hit_rate": round(stats["tlb_hits"] / max(1, stats["accesses"]), 4),
         "accesses": stats["accesses"],
         "steps": stats["steps"],
+    }
+
+
+def workloads_bench(
+    seed: int = 1, repeat: int = 3, backend: str = "trio", names: list[str] | None = None
+) -> dict[str, Any]:
+    """Each workload ``repeat`` times, interleaved with the baseline; the medians, and their sum."""
+    from simulator.engine.simulation import Config, builtin_workloads, run
+
+    rows: list[dict[str, Any]] = []
+    for name in names or list(builtin_workloads()):
+        seconds: list[float] = []
+        bases: list[float] = []
+        steps, verdict = 0, ""
+        for _ in range(max(1, repeat)):
+            bases.append(baseline_lookups_per_s())
+            t = time.perf_counter()
+            r = run(Config(name, seed=seed, backend=backend))
+            seconds.append(time.perf_counter() - t)
+            steps, verdict = r.stats["steps"], r.verdict
+        dt, base = statistics.median(seconds), statistics.median(bases)
+        rows.append(
+            {
+                "workload": name,
+                "verdict": verdict,
+                "steps": steps,
+                "seconds": round(dt, 4),
+                "steps_per_s": round(steps / dt),
+                "runs_per_s": round(1 / dt, 3),
+                "baseline_lookups_per_s": round(base),
+                "lookups_per_step": round(base * dt / max(1, steps), 1),
+            }
+        )
+    steps = sum(r["steps"] for r in rows)
+    dt = sum(r["seconds"] for r in rows)
+    lookups = sum(r["baseline_lookups_per_s"] * r["seconds"] for r in rows)
+    return {
+        "backend": backend,
+        "seed": seed,
+        "repeat": repeat,
+        "workloads": rows,
+        "total": {
+            "steps": steps,
+            "seconds": round(dt, 3),
+            "steps_per_s": round(steps / dt) if dt else 0,
+            "lookups_per_step": round(lookups / max(1, steps), 1),
+        },
     }

@@ -1118,6 +1118,44 @@ BENCH = Object(
     },
     "a benchmark",
 )
+BENCH_WORKLOADS = Object(
+    {
+        "backend": f(Enum(("trio", "asyncio")), "the event loop"),
+        "seed": f(INT, "the seed every workload ran with"),
+        "repeat": f(POS, "runs per workload (the median is taken)"),
+        "workloads": f(
+            ArrayOf(
+                Object(
+                    {
+                        "workload": f(STR, "the built-in workload"),
+                        "verdict": f(STR, "its verdict at this seed"),
+                        "steps": f(NAT, "steps of one run"),
+                        "seconds": f(NUM, "the median wall-clock seconds of a run"),
+                        "steps_per_s": f(NAT, "steps / seconds"),
+                        "runs_per_s": f(NUM, "1 / seconds"),
+                        "baseline_lookups_per_s": f(NAT, "plain dict lookups per second, measured beside it"),
+                        "lookups_per_step": f(NUM, "a step's cost in dict lookups (lower is faster)"),
+                    },
+                    "one workload",
+                )
+            ),
+            "one per workload",
+        ),
+        "total": f(
+            Object(
+                {
+                    "steps": f(NAT, "steps of all the runs"),
+                    "seconds": f(NUM, "their seconds"),
+                    "steps_per_s": f(NAT, "steps / seconds"),
+                    "lookups_per_step": f(NUM, "a step's cost in dict lookups over all of them"),
+                },
+                "the sum",
+            ),
+            "over every workload",
+        ),
+    },
+    "a per-workload benchmark",
+)
 INSPECT_VIOLATION = Object(
     {
         "violation": f(_VIOLATION_SUMMARY, "the violation"),
@@ -1154,6 +1192,7 @@ DOCUMENTS: dict[str, tuple[int, str, Object]] = {
     "matrix": (OUTPUT_VERSION, "`p2msim matrix --json`", MATRIX),
     "shrink": (OUTPUT_VERSION, "`p2msim shrink --json`", SHRINK),
     "bench": (OUTPUT_VERSION, "`p2msim bench --json`", BENCH),
+    "bench-workloads": (OUTPUT_VERSION, "`p2msim bench --workloads --json`", BENCH_WORKLOADS),
 }
 
 

@@ -177,20 +177,39 @@ def _is_model_function(name: str) -> bool:
     return callable(getattr(Xen, name, None))
 
 
+@functools.cache
+def _actor_root() -> Any:
+    from simulator.engine.conductor import Conductor
+
+    return Conductor.run_actor.__code__
+
+
+# code object -> (C-named, in simulator/ctree/): a pure function of the code, worked out once per function
+_NAMED: dict[Any, tuple[bool, bool]] = {}
+
+
 def c_stack(depth: int = 1, limit: int = 64) -> list[str]:
     """The C-named functions on the current hart's stack, innermost first (coroutines that await one
     another share one Python stack).  What called what, as Xen's code did: for explanations, never
     for decisions."""
     f = sys._getframe(depth)
     out: list[str] = []
+    named = _NAMED
+    bottom = _actor_root()
     while f is not None and len(out) < limit:
         code = f.f_code
+        if code is bottom:  # an actor's root: below it are the event loop and the simulation's driver
+            break
         c_frames = spawned_frames(f)  # a hypervisor function of a Xen tree's C (--xen-tree) is running here
         if c_frames is not None:
             out.extend(c_frames)
-        elif _c_named(path := code.co_filename.replace("\\", "/"), code.co_name) and not (
-            _CTREE in path and out and out[-1] == code.co_name  # the glue of the C frame just named
-        ):
-            out.append(code.co_name)
+        else:
+            known = named.get(code)
+            if known is None:
+                path = code.co_filename.replace("\\", "/")
+                known = named[code] = (_c_named(path, code.co_name), _CTREE in path)
+            # (a CXen method right after the C frame of the same name is that frame's glue: named once)
+            if known[0] and not (known[1] and out and out[-1] == code.co_name):
+                out.append(code.co_name)
         f = f.f_back  # type: ignore[assignment]
     return out[:limit]

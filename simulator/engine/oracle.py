@@ -419,7 +419,8 @@ class Oracle(Observer):
         if what == "sent":
             self.fence_origin[req.id] = origin()
         elif what == "local":
-            self._gone(hart, origin(), -1)
+            if self.harts[hart].tlb.gone:  # (who asked is read from the stack only when something went)
+                self._gone(hart, origin(), -1)
         elif what == "taken":
             self._gone(hart, self.fence_origin.pop(req.id, "HFENCE.GVMA"), -1, req)
         flush = self.flushlog.current(hart) if what in ("sent", "local") else None

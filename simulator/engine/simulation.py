@@ -234,6 +234,12 @@ PCT_HORIZON = 120_000  # change points are drawn over the first steps, where wor
 # -- workloads ------------------------------------------------------------------------------
 
 
+def hunting_workloads() -> list[str]:
+    """The built-in workloads compare and matrix run by default: each races a teardown against running
+    vCPUs.  One that says ``HUNT = False`` (big-guest: it measures scale) runs only when named."""
+    return [n for n, m in builtin_workloads().items() if getattr(m, "HUNT", True)]
+
+
 def builtin_workloads() -> dict[str, ModuleType]:
     import workloads
 
@@ -528,6 +534,24 @@ def live_domains(mod: Any, params: dict[str, Any]) -> int:
     return int(domains(params) if callable(domains) else domains)
 
 
+def _sized_for(mod: Any, params: dict[str, Any], config: Config) -> tuple[Config, str]:
+    """The machine and the budget grown to what the workload says it needs (its ``FRAMES`` and ``STEPS``, a
+    number or a function of its parameters), with a note saying so; a config already big enough is kept."""
+    grown: dict[str, int] = {}
+    frames = getattr(mod, "FRAMES", None)
+    need = int(frames(params) if callable(frames) else frames or 0)
+    if need > config.frames:
+        grown["frames"] = need
+    steps = getattr(mod, "STEPS", None)
+    want = int(steps(params) if callable(steps) else steps or 0)
+    if not config.steps and want > config.budget:  # an explicit --steps is the user's to keep
+        grown["steps"] = want
+    if not grown:
+        return config, ""
+    said = ", ".join(f"--{k} {v}" for k, v in grown.items())
+    return replace(config, **grown), f"workload {config.workload} runs with {said} (what it needs for its parameters)"
+
+
 def vmid_bits_needed(config: Config, mod: Any = None, params: dict[str, Any] | None = None) -> int:
     """The fewest --vmid-bits a profile with one VMID per domain needs for this workload (0: any will do).
 
@@ -563,6 +587,10 @@ def run(
     mod = SimpleNamespace(main=main, PARAMS={}) if main is not None else load_workload(config.where(config.workload))
     validate(config)  # now with the bugs a workload file may have registered
     params = _params(mod, config)
+    config, sized = _sized_for(mod, params, config)
+    if sized:
+        note = "; ".join(x for x in (note, sized) if x)
+        validate(config)
     least, why = getattr(mod, "PCPUS", (1, ""))
     if config.pcpus < least:
         raise ConfigError(f"workload {config.workload} needs --pcpus {least} or more: {why}")

@@ -19,7 +19,7 @@ from typing import Any
 
 from simulator.engine import windows
 from simulator.engine.scenario import WorkloadError
-from simulator.engine.simulation import Config, ConfigError, SeedTimeout, builtin_workloads, replay_command, run
+from simulator.engine.simulation import Config, ConfigError, SeedTimeout, hunting_workloads, replay_command, run
 from simulator.hunt.sweep import _interruptible, _worker_init, stop_pool
 
 Cause = tuple[str, str, str]  # class, case, function
@@ -133,7 +133,7 @@ def compare(
     """
     if not variants and not xen_tree:
         raise ConfigError("compare needs at least one --variant FILE (or a --xen-tree)")
-    names = workloads or list(builtin_workloads())
+    names = workloads or hunting_workloads()
     template = base or Config("")
     tasks: list[tuple[str, int, str, Config]] = []
     for w in names:

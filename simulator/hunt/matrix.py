@@ -18,7 +18,7 @@ from typing import Any
 from simulator.engine import windows
 from simulator.engine.bugs import BUGS
 from simulator.engine.scenario import WorkloadError
-from simulator.engine.simulation import Config, ConfigError, SeedTimeout, builtin_workloads, run
+from simulator.engine.simulation import Config, ConfigError, SeedTimeout, hunting_workloads, run
 from simulator.hunt.sweep import _interruptible, _worker_init, stop_pool
 
 STRATEGIES = ("random", "pct", "uncontrolled")
@@ -158,7 +158,7 @@ def matrix(
     With ``xen_tree`` every run uses that tree's p2m.c; a bug that replaces a function the C
     provides cannot be applied to it and is skipped (listed under "skipped").
     """
-    names = list(builtin_workloads())
+    names = hunting_workloads()
     chosen = workloads or names
     cells: list[Cell] = []
     rows: list[CleanRow] = []

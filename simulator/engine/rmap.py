@@ -11,6 +11,7 @@ their table, whatever they still hold.
 
 from __future__ import annotations
 
+from array import array
 from typing import TYPE_CHECKING
 
 from simulator.riscv import memory as M
@@ -31,7 +32,10 @@ class ReverseMap:
     def __init__(self, memory: Memory, root_level: int) -> None:
         self.memory = memory
         self.root_level = root_level
-        self.links: dict[int, set[tuple[int, int]]] = {}  # frame -> {(table, idx)} whose store named it
+        # frame -> the slots (table << 9 | idx) whose last store named it: one in a per-frame array (1 +
+        # the slot; 0: none), the others (a frame several slots name, or one beyond memory) in ``more``
+        self.first = array("Q", [0]) * memory.nr_frames
+        self.more: dict[int, set[int]] = {}
         self.level: dict[int, int] = {}  # table -> its level
         self.parent: dict[int, tuple[int, int]] = {}  # table -> the slot that linked it last
         self.roots: dict[int, int] = {}  # root page -> the first page of its root (roots span pages)
@@ -41,14 +45,44 @@ class ReverseMap:
             self.roots[mfn + i] = mfn
             self.level[mfn + i] = self.root_level
 
+    def _unlink(self, ppn: int, slot: int) -> None:
+        first = self.first
+        if ppn < len(first) and first[ppn] == slot + 1:
+            rest = self.more.get(ppn)
+            first[ppn] = rest.pop() + 1 if rest else 0  # (any of the others: mapped_by sorts them)
+            if rest is not None and not rest:
+                del self.more[ppn]
+            return
+        rest = self.more.get(ppn)
+        if rest is not None:
+            rest.discard(slot)
+            if not rest:
+                del self.more[ppn]
+
+    def _link(self, ppn: int, slot: int) -> None:
+        first = self.first
+        if ppn < len(first):
+            if not first[ppn]:
+                first[ppn] = slot + 1
+                return
+            if first[ppn] == slot + 1:
+                return
+        self.more.setdefault(ppn, set()).add(slot)
+
+    def slots(self, ppn: int) -> list[tuple[int, int]]:
+        """(table, idx) of every slot whose last store named ``ppn``, in order."""
+        out = sorted(self.more.get(ppn, ()))
+        if ppn < len(self.first) and self.first[ppn]:
+            out = sorted([self.first[ppn] - 1, *out])
+        return [(s >> 9, s & 511) for s in out]
+
     def store(self, table: int, idx: int, old: int, new: int) -> None:
+        slot = table << 9 | idx
         if old & PTE_V:
-            s = self.links.get(_ppn(old))
-            if s is not None:
-                s.discard((table, idx))
+            self._unlink(_ppn(old), slot)
         if new & PTE_V:
             ppn = _ppn(new)
-            self.links.setdefault(ppn, set()).add((table, idx))
+            self._link(ppn, slot)
             if not new & RWX:
                 self.parent[ppn] = (table, idx)
                 lvl = self.level.get(table)
@@ -85,7 +119,7 @@ class ReverseMap:
         out = []
         for lvl in range(3):
             base = mfn >> (9 * lvl) << (9 * lvl)
-            for table, idx in sorted(self.links.get(base, ())):
+            for table, idx in self.slots(base):
                 pte = mem.read_pte(table, idx)[0]
                 if not pte & PTE_V or _ppn(pte) != base:
                     continue

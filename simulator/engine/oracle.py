@@ -39,6 +39,7 @@ Classes:
 
 from __future__ import annotations
 
+import sys
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
@@ -177,7 +178,8 @@ class Oracle(Observer):
         # history for explanations
         # mfn -> [(seq, hart, kind, stamp, why, gen, state, owner)]
         self.frame_hist: dict[int, list[tuple[Any, ...]]] = {}
-        self.pte_hist: dict[tuple[int, int], list[tuple[int, int | None, int, int, str]]] = {}
+        # slot (table << 9 | idx) -> [(seq, hart, old, new, op)] of the stores over a valid PTE
+        self.pte_hist: dict[int, list[tuple[int, int | None, int, int, str]]] = {}
         self.fences: list[tuple[int, int, str, FenceRequest]] = []
         self.flushlog = FlushLog(len(harts))  # Xen's flush calls and the fences each sent
         self.roots: dict[int, list[tuple[int, int]]] = {}  # root mfn -> [(step, domain)] of its allocations
@@ -198,10 +200,11 @@ class Oracle(Observer):
         self.vmid_assigns: dict[tuple[int | None, int], list[tuple[int, int, int, int]]] = {}
         self.diagnosis = Diagnosis(self)
         self.rmap = ReverseMap(memory, mode.root_level)
-        self.last_store: dict[tuple[int, int], tuple[int, int | None, int]] = {}  # slot -> (step, hart, value)
+        self.last_store: dict[int, tuple[int, int | None, int]] = {}  # slot (table << 9 | idx) -> (step, hart, value)
         self.dying: set[int] = set()  # domains domain_kill has begun to tear down
         self.freed_mapped_dying = 0  # frames freed while only a dying domain's p2m still mapped them
         self.windows = Windows()  # race windows opened and what closed them (engine.windows)
+        self._paths: dict[tuple[str, ...], list[str]] = {}  # (never changed: shared by every frame put that way)
         self.put_paths: dict[int, list[str]] = {}  # mfn -> the C functions of its last put_page, innermost first
         self.dom_roots: dict[int, int] = {}  # domain -> its p2m root now
         self.fence_origin: dict[int, str] = {}  # remote request id -> the Xen function that sent it
@@ -234,6 +237,7 @@ class Oracle(Observer):
 
     def on_hand_out(self, mfn: int, state: int, owner: int, gen: int, why: str) -> None:
         hart = self._hart()
+        why = sys.intern(why)  # (the same few reasons for every frame: one string each)
         if gen > 1:
             self.frames_reused += 1
         self.frame_hist.setdefault(mfn, []).append(
@@ -265,6 +269,7 @@ class Oracle(Observer):
 
     def on_retire(self, mfn: int, old_state: int, new_state: int, gen: int, why: str) -> None:
         hart = self._hart()
+        why = sys.intern(why)
         if old_state == M.FREE:
             self.invariant(f"double free of mfn {mfn:#x} ({why})", mfn=mfn)
             return
@@ -294,7 +299,7 @@ class Oracle(Observer):
         root = self.rmap.root_of(fault.table)
         dom = self.root_owner(root, self.conductor.seq) if root is not None else None
         chain: list[tuple[int, int | None, str, str]] = []
-        store = self.last_store.get((fault.table, fault.idx))
+        store = self.last_store.get(fault.table << 9 | fault.idx)
         if store is not None and store[2] == fault.pte:
             seq, h, _new = store
             chain.append((seq, h, "store", f"store: PTE {fault.table:#x}[{fault.idx}] = {fault.pte:#x}"))
@@ -326,9 +331,9 @@ class Oracle(Observer):
     def on_pte_write(self, mfn: int, idx: int, old: int, new: int) -> None:
         hart = self._hart()
         self.rmap.store(mfn, idx, old, new)
-        self.last_store[(mfn, idx)] = (self.conductor.seq, hart, new)
+        self.last_store[mfn << 9 | idx] = (self.conductor.seq, hart, new)
         if old & 1:
-            self.pte_hist.setdefault((mfn, idx), []).append((self.conductor.seq, hart, old, new, self._op(hart)))
+            self.pte_hist.setdefault(mfn << 9 | idx, []).append((self.conductor.seq, hart, old, new, self._op(hart)))
         if self.log.enabled:
             self.log.debug(hart, "pte.write", table=mfn, idx=idx, old=old, new=new, **self._slot(mfn, idx, new or old))
 
@@ -362,7 +367,7 @@ class Oracle(Observer):
         if n < SPURIOUS_LOOP:
             return
         first = self.spurious.get(hart, e.fill_seq)
-        store = self.last_store.get((fault.table, fault.idx))
+        store = self.last_store.get(fault.table << 9 | fault.idx)
         chain: list[tuple[int, int | None, str, str]] = [
             (e.fill_seq, hart, "fill", f"fill: hart {hart} caches the invalid PTE {fault.table:#x}[{fault.idx}]"
              f" (L{e.level}, VMID {e.vmid}, gfn {e.gfn_base:#x}) as its walk faults on it"),
@@ -539,7 +544,8 @@ class Oracle(Observer):
             self.rmap.add_root(fields["mfn"], ROOT_PAGES)
         elif name == "put_page":
             self.puts.setdefault(fields["mfn"], []).append((self.conductor.seq, hart, *self._call(hart)))
-            self.put_paths[fields["mfn"]] = _from(c_stack(2, 8), "put_page")
+            path = _from(c_stack(2, 8), "put_page")
+            self.put_paths[fields["mfn"]] = self._paths.setdefault(tuple(path), path)  # one list per distinct path
         elif name == "dirty_cpumask":
             self.dirty_hist.setdefault((fields["dom"], fields["cpu"]), []).append(
                 (self.conductor.seq, fields["set"], fields["fn"])
@@ -1078,7 +1084,7 @@ class Oracle(Observer):
         seq, hart, f = self.leaf_puts[mfn]
         table, idx, gfn, dom = f["table"], f["idx"], f.get("gfn", -1), f["dom"]
         where = f"dom{dom} gfn {gfn:#x}" if gfn >= 0 else f"dom{dom}"
-        replaced = [ev for ev in self.pte_hist.get((table, idx), ()) if ev[0] <= seq and ev[2] == f["pte"]]
+        replaced = [ev for ev in self.pte_hist.get(table << 9 | idx, ()) if ev[0] <= seq and ev[2] == f["pte"]]
         if replaced:
             wseq, wh, old, new, op = replaced[-1]
             rsw = (new >> 8) & 3
@@ -1172,7 +1178,7 @@ class Oracle(Observer):
         """The first change, after it was read, to any PTE this translation was built from."""
         unmap = None
         for since, table, idx in self._walked_locations(entry, gfn):
-            for ev in self.pte_hist.get((table, idx), ()):
+            for ev in self.pte_hist.get(table << 9 | idx, ()):
                 if ev[0] >= since:
                     if unmap is None or ev[0] < unmap[0]:
                         unmap = (ev[0], ev[1], (table, idx), ev[2], ev[3], ev[4])

@@ -39,7 +39,6 @@ Classes:
 
 from __future__ import annotations
 
-import sys
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
@@ -48,6 +47,7 @@ from simulator.engine.calls import FlushLog, c_stack
 from simulator.engine.cause import FLUSH_ON_VMID, Cause, Diagnosis, Stale, covers
 from simulator.engine.conductor import SimulationStop
 from simulator.engine.findings import Groups
+from simulator.engine.history import FrameHistory
 from simulator.engine.rmap import ReverseMap
 from simulator.engine.windows import EVICTED, MARK_ALIAS, REFILLED, STILL_CACHED, Windows, origin
 from simulator.riscv import memory as M
@@ -177,7 +177,7 @@ class Oracle(Observer):
         self.hart_ctx: list[tuple[int, int, int] | None] = [None] * len(harts)  # (dom, vcpu, vmid)
         # history for explanations
         # mfn -> [(seq, hart, kind, stamp, why, gen, state, owner)]
-        self.frame_hist: dict[int, list[tuple[Any, ...]]] = {}
+        self.frame_hist = FrameHistory(memory.nr_frames)
         # slot (table << 9 | idx) -> [(seq, hart, old, new, op)] of the stores over a valid PTE
         self.pte_hist: dict[int, list[tuple[int, int | None, int, int, str]]] = {}
         self.fences: list[tuple[int, int, str, FenceRequest]] = []
@@ -237,19 +237,26 @@ class Oracle(Observer):
 
     def on_hand_out(self, mfn: int, state: int, owner: int, gen: int, why: str) -> None:
         hart = self._hart()
-        why = sys.intern(why)  # (the same few reasons for every frame: one string each)
         if gen > 1:
             self.frames_reused += 1
-        self.frame_hist.setdefault(mfn, []).append(
-            (self.conductor.seq, hart, "reuse" if gen > 1 else "alloc", self.memory.stamp[mfn], why, gen, state, owner)
+        self.frame_hist.add(
+            mfn,
+            self.conductor.seq,
+            hart,
+            "reuse" if gen > 1 else "alloc",
+            self.memory.stamp[mfn],
+            why,
+            gen,
+            state,
+            owner,
         )
         if self.log.enabled:
             self.log.debug(hart, "frame.hand_out", mfn=mfn, gen=gen, state=M.STATE_NAMES[state], owner=owner, why=why)
 
     def on_assign(self, mfn: int, owner: int) -> None:
         hart = self._hart()
-        self.frame_hist.setdefault(mfn, []).append(
-            (self.conductor.seq, hart, "assign", 0, "", self.memory.gen[mfn], self.memory.state[mfn], owner)
+        self.frame_hist.add(
+            mfn, self.conductor.seq, hart, "assign", 0, "", self.memory.gen[mfn], self.memory.state[mfn], owner
         )
         if self.log.enabled:
             self.log.debug(hart, "frame.assign", mfn=mfn, gen=self.memory.gen[mfn], owner=owner)
@@ -259,9 +266,9 @@ class Oracle(Observer):
 
     def on_scrub(self, mfn: int, why: str) -> None:
         hart = self._hart()
-        hist = self.frame_hist.get(mfn)
-        if hist is not None:  # only frames with a history matter to an explanation
-            hist.append((self.conductor.seq, hart, "scrub", 0, why, self.memory.gen[mfn], self.memory.state[mfn], -1))
+        if mfn in self.frame_hist:  # only frames with a history matter to an explanation
+            mem = self.memory
+            self.frame_hist.add(mfn, self.conductor.seq, hart, "scrub", 0, why, mem.gen[mfn], mem.state[mfn], -1)
         if self.survivors.pop(mfn, None) is not None:
             self.wiped += 1
         if self.log.enabled:
@@ -269,16 +276,13 @@ class Oracle(Observer):
 
     def on_retire(self, mfn: int, old_state: int, new_state: int, gen: int, why: str) -> None:
         hart = self._hart()
-        why = sys.intern(why)
         if old_state == M.FREE:
             self.invariant(f"double free of mfn {mfn:#x} ({why})", mfn=mfn)
             return
         self.frames_freed += 1
         self.free_ops[(mfn, self.conductor.seq)] = self._call(hart)[0]
         # a free's stamp field holds its place among all frees (to order it against a flush of the same step)
-        self.frame_hist.setdefault(mfn, []).append(
-            (self.conductor.seq, hart, "free", self.frames_freed, why, gen, new_state, -1)
-        )
+        self.frame_hist.add(mfn, self.conductor.seq, hart, "free", self.frames_freed, why, gen, new_state, -1)
         self._freed_while_mapped(hart, mfn, why)
         if self.log.enabled:
             self.log.debug(hart, "frame.free", mfn=mfn, gen=gen, to=M.STATE_NAMES[new_state], why=why)
@@ -735,10 +739,7 @@ class Oracle(Observer):
         self.log.info(hart, "oracle.warning", mfn=mfn, gfn=gfn, text=text)
 
     def _last(self, mfn: int, kind: str) -> int:
-        for ev in reversed(self.frame_hist.get(mfn, ())):
-            if ev[2] == kind:
-                return ev[0]
-        return -1
+        return self.frame_hist.last(mfn, kind)
 
     def on_alias_use(self, hart: int, entry: TlbEntry, gfn: int, root_mfn: int) -> None:
         self.windows.use("used-alias")

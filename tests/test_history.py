@@ -5,7 +5,7 @@ from __future__ import annotations
 from hypothesis import given
 from hypothesis import strategies as st
 
-from simulator.engine.history import KINDS, FrameHistory
+from simulator.engine.history import KINDS, Chained, FrameHistory, SlotHeads, SlotLast
 
 EVENT = st.tuples(
     st.integers(0, 7),  # mfn
@@ -34,3 +34,43 @@ def test_a_frames_events_come_back_oldest_first_as_added(events: list[tuple]) ->
             want = [e[0] for e in model.get(mfn, ()) if e[2] == kind]
             assert h.last(mfn, kind) == (want[-1] if want else -1)
     assert 9 not in h and h.get(9) is None
+
+
+SLOT_EVENT = st.tuples(
+    st.sampled_from([0, 5, 1 << 20]),  # table (one far beyond any per-frame array)
+    st.integers(0, 511),  # idx
+    st.integers(0, 1 << 40),  # seq
+    st.one_of(st.none(), st.integers(0, 3)),  # hart
+    st.integers(0, (1 << 64) - 1),  # old PTE
+    st.integers(0, (1 << 64) - 1),  # new PTE
+    st.sampled_from(["guest", "decrease_reservation", "domain_kill"]),
+)
+
+
+@given(st.lists(SLOT_EVENT, max_size=60))
+def test_a_slots_stores_come_back_as_a_dict_of_lists_would_keep_them(events: list[tuple]) -> None:  # type: ignore[type-arg]
+    hist, last = Chained("QoQQs", SlotHeads()), SlotLast()
+    model: dict[int, list[tuple]] = {}  # type: ignore[type-arg]
+    final: dict[tuple[int, int], tuple] = {}  # type: ignore[type-arg]
+    for table, idx, seq, hart, old, new, op in events:
+        hist.add(table << 9 | idx, seq, hart, old, new, op)
+        last.set(table, idx, seq, hart, new)
+        model.setdefault(table << 9 | idx, []).append((seq, hart, old, new, op))
+        final[(table, idx)] = (seq, hart, new)
+    for key in {*model, 0, 5 << 9 | 7}:
+        assert hist.get(key, ()) == model.get(key, ())
+        assert last.get(key >> 9, key & 511) == final.get((key >> 9, key & 511))
+
+
+def test_a_free_keeps_what_the_freeing_hart_was_doing() -> None:
+    h = FrameHistory(4)
+    h.add(2, 10, 0, "alloc", 7, "p2m table", 1, 1, -1)
+    h.add(2, 20, 1, "free", 1, "p2m_free_page -> pool", 1, 2, -1, "decrease_reservation")
+    h.add(2, 30, None, "reuse", 8, "p2m table", 2, 1, -1)
+    assert h.get(2) == [
+        (10, 0, "alloc", 7, "p2m table", 1, 1, -1),
+        (20, 1, "free", 1, "p2m_free_page -> pool", 1, 2, -1),
+        (30, None, "reuse", 8, "p2m table", 2, 1, -1),
+    ]
+    assert h.free_op(2, 20, "?") == "decrease_reservation" and h.free_op(2, 30, "?") == "?"
+    assert h.last(2, "free") == 20 and h.last(2, "scrub") == -1 and h.last(3, "free") == -1

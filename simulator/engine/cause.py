@@ -131,7 +131,7 @@ class Diagnosis:
 
     def _free_op(self, st: Stale, x: int) -> str:
         """The C name of what the hart that freed the frame was doing (its hypercall, say)."""
-        return self.o.free_ops.get((st.mfn, x), "the code that freed it")
+        return self.o.frame_hist.free_op(st.mfn, x, "the code that freed it")
 
     def _freer(self, st: Stale) -> str:
         """The C function that freed the frame, from the free's own event."""

@@ -1,16 +1,17 @@
-"""Each frame's life (handed out, assigned, scrubbed, freed), kept compact for guests of many GiB.
+"""The oracle's history (a frame's life, a PTE slot's stores, a frame's puts), compact for guests of many GiB.
 
-The oracle explains a stale use from the history of the frame it reached,
-so it must keep every frame's, not only the ones that will matter; a Python
-tuple in a list per event cost about 120 bytes, several per mapped page.
-Here an event is one row of parallel arrays (about 44 bytes), the events of
-a frame are chained from its latest backwards, and a reason string is kept
-once, however many frames share it.  ``get`` rebuilds a frame's events as
-the tuples the explanations read: ``(seq, hart, kind, stamp, why, gen,
-state, owner)``, oldest first.
+The oracle explains a stale use from the history of what it reached, so it
+must keep the history of every frame and every PTE slot, not only of those
+that will matter; a Python tuple in a list per event cost 100-250 bytes, and
+a mapped page has several.  Here an event is one row of typed parallel arrays
+(``Chained``: 30-50 bytes), the events of one key are chained from the newest
+backwards, a string (a reason, a caller) is kept once however many rows share
+it, and the head of each chain sits in a per-frame array (``FrameHeads``) or,
+for PTE slots, in a 512-entry array per table (``SlotHeads``).  ``get`` gives
+a key's events back as the tuples the explanations read, oldest first.
 
-Invariant: rows are only appended; a frame's chain runs through rows of
-that frame alone, newest first (``prev`` -1 ends it).
+Invariant: rows are only appended; a key's chain runs through rows of that
+key alone, newest first (-1 ends it).
 """
 
 from __future__ import annotations
@@ -19,79 +20,155 @@ from array import array
 from typing import Any
 
 KINDS = ("alloc", "reuse", "assign", "scrub", "free")
-_KIND = {k: i for i, k in enumerate(KINDS)}
-
-Event = tuple[int, int | None, str, int, str, int, int, int]
 
 
-class FrameHistory:
+class FrameHeads:
+    """The newest row of each frame, in a per-frame array (a frame beyond memory, MMIO, in a dict)."""
+
     def __init__(self, nr_frames: int) -> None:
-        self._last = array("q", [-1]) * nr_frames  # frame -> its newest row, -1: no history
+        self._a = array("q", [-1]) * nr_frames
+        self._far: dict[int, int] = {}
+
+    def get(self, key: int) -> int:
+        return self._a[key] if 0 <= key < len(self._a) else self._far.get(key, -1)
+
+    def set(self, key: int, row: int) -> None:
+        if 0 <= key < len(self._a):
+            self._a[key] = row
+        else:
+            self._far[key] = row
+
+
+class SlotHeads:
+    """The newest row of each PTE slot (``table << 9 | idx``), in a 512-entry array per table."""
+
+    def __init__(self) -> None:
+        self._t: dict[int, array[int]] = {}
+
+    def get(self, key: int) -> int:
+        a = self._t.get(key >> 9)
+        return -1 if a is None else a[key & 511]
+
+    def set(self, key: int, row: int) -> None:
+        a = self._t.get(key >> 9)
+        if a is None:
+            a = self._t[key >> 9] = array("q", [-1]) * 512
+        a[key & 511] = row
+
+
+class Chained:
+    """Events keyed by an int.  ``columns``: an array typecode per field, or ``s`` for a string (kept
+    once) and ``o`` for an int that may be None (a hart: the workload driver is None)."""
+
+    def __init__(self, columns: str, heads: FrameHeads | SlotHeads) -> None:
+        self._heads = heads
         self._prev = array("q")
-        self._seq = array("Q")
-        self._hart = array("h")  # -1: the workload driver (None)
-        self._kind = array("B")
-        self._stamp = array("Q")
-        self._why = array("I")
-        self._gen = array("Q")
-        self._state = array("B")
-        self._owner = array("i")
-        self._whys: list[str] = []
-        self._why_id: dict[str, int] = {}
+        self._kinds = columns
+        self._cols = [array("I" if c == "s" else "h" if c == "o" else c) for c in columns]
+        self._strs: list[str] = []
+        self._str_id: dict[str, int] = {}
 
-    def add(self, mfn: int, seq: int, hart: int | None, kind: str, stamp: int, why: str, gen: int, state: int,
-            owner: int) -> None:  # fmt: skip
-        w = self._why_id.get(why)
-        if w is None:
-            w = self._why_id[why] = len(self._whys)
-            self._whys.append(why)
-        self._prev.append(self._last[mfn])
-        self._last[mfn] = len(self._seq)
-        self._seq.append(seq)
-        self._hart.append(-1 if hart is None else hart)
-        self._kind.append(_KIND[kind])
-        self._stamp.append(stamp)
-        self._why.append(w)
-        self._gen.append(gen)
-        self._state.append(state)
-        self._owner.append(owner)
+    def add(self, key: int, *values: Any) -> None:
+        self._prev.append(self._heads.get(key))
+        self._heads.set(key, len(self._prev) - 1)
+        for col, kind, v in zip(self._cols, self._kinds, values, strict=True):
+            if kind == "s":
+                i = self._str_id.get(v)
+                if i is None:
+                    i = self._str_id[v] = len(self._strs)
+                    self._strs.append(v)
+                v = i
+            elif kind == "o" and v is None:
+                v = -1
+            col.append(v)
 
-    def __contains__(self, mfn: int) -> bool:
-        return 0 <= mfn < len(self._last) and self._last[mfn] >= 0
+    def __contains__(self, key: int) -> bool:
+        return self._heads.get(key) >= 0
 
-    def _row(self, i: int) -> Event:
-        h = self._hart[i]
-        return (
-            self._seq[i],
-            None if h < 0 else h,
-            KINDS[self._kind[i]],
-            self._stamp[i],
-            self._whys[self._why[i]],
-            self._gen[i],
-            self._state[i],
-            self._owner[i],
-        )
+    def _value(self, c: int, row: int) -> Any:
+        v = self._cols[c][row]
+        kind = self._kinds[c]
+        if kind == "s":
+            return self._strs[v]
+        if kind == "o" and v < 0:
+            return None
+        return v
 
-    def get(self, mfn: int, default: Any = None) -> list[Event] | Any:
-        """The frame's events, oldest first (``default`` if it has none)."""
-        if mfn not in self:
+    def _row(self, row: int) -> tuple[Any, ...]:
+        return tuple(self._value(c, row) for c in range(len(self._cols)))
+
+    def _rows(self, key: int) -> list[int]:
+        """The key's rows, newest first."""
+        out = []
+        row = self._heads.get(key)
+        while row >= 0:
+            out.append(row)
+            row = self._prev[row]
+        return out
+
+    def get(self, key: int, default: Any = None) -> list[tuple[Any, ...]] | Any:
+        """The key's events, oldest first (``default`` if it has none)."""
+        rows = self._rows(key)
+        if not rows:
             return default
-        rows = []
-        i = self._last[mfn]
-        while i >= 0:
-            rows.append(self._row(i))
-            i = self._prev[i]
-        rows.reverse()
-        return rows
+        return [self._row(r) for r in reversed(rows)]
+
+    def newest(self, key: int, col: int, value: Any, out: int = 0) -> Any:
+        """Field ``out`` of the key's newest event whose field ``col`` is ``value``; None if there is none
+        (without building the key's events)."""
+        row = self._heads.get(key)
+        while row >= 0:
+            if self._value(col, row) == value:
+                return self._value(out, row)
+            row = self._prev[row]
+        return None
+
+
+class FrameHistory(Chained):
+    """A frame's life: ``(seq, hart, kind, stamp, why, gen, state, owner)``; a free also keeps what the
+    freeing hart was doing (``free_op``)."""
+
+    def __init__(self, nr_frames: int) -> None:
+        super().__init__("QosQsQBis", FrameHeads(nr_frames))
+
+    def add(self, key: int, *values: Any) -> None:  # (seq, hart, kind, stamp, why, gen, state, owner[, op])
+        super().add(key, *values, *(("",) if len(values) == 8 else ()))
+
+    def _row(self, row: int) -> tuple[Any, ...]:
+        return super()._row(row)[:8]
 
     def last(self, mfn: int, kind: str) -> int:
-        """The step of the frame's latest event of ``kind``, -1 if none (without rebuilding its events)."""
-        if mfn not in self:
-            return -1
-        k = _KIND[kind]
-        i = self._last[mfn]
-        while i >= 0:
-            if self._kind[i] == k:
-                return self._seq[i]
-            i = self._prev[i]
-        return -1
+        """The step of the frame's latest event of ``kind``, -1 if none."""
+        seq = self.newest(mfn, 2, kind)
+        return -1 if seq is None else seq
+
+    def free_op(self, mfn: int, seq: int, default: str) -> str:
+        """What the hart that freed ``mfn`` at step ``seq`` was doing."""
+        row = self._heads.get(mfn)
+        while row >= 0:
+            if self._value(2, row) == "free" and self._cols[0][row] == seq:
+                return self._value(8, row)
+            row = self._prev[row]
+        return default
+
+
+class SlotLast:
+    """The last store into each PTE slot: ``(seq, hart, value)``, in 512-entry arrays per table."""
+
+    def __init__(self) -> None:
+        self._t: dict[int, tuple[array[int], array[int], array[int]]] = {}
+
+    def set(self, table: int, idx: int, seq: int, hart: int | None, value: int) -> None:
+        cols = self._t.get(table)
+        if cols is None:
+            cols = self._t[table] = (array("q", [-1]) * 512, array("h", [-1]) * 512, array("Q", [0]) * 512)
+        cols[0][idx] = seq
+        cols[1][idx] = -1 if hart is None else hart
+        cols[2][idx] = value
+
+    def get(self, table: int, idx: int) -> tuple[int, int | None, int] | None:
+        cols = self._t.get(table)
+        if cols is None or cols[0][idx] < 0:
+            return None
+        h = cols[1][idx]
+        return cols[0][idx], (None if h < 0 else h), cols[2][idx]

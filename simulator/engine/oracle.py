@@ -47,7 +47,7 @@ from simulator.engine.calls import FlushLog, c_stack
 from simulator.engine.cause import FLUSH_ON_VMID, Cause, Diagnosis, Stale, covers
 from simulator.engine.conductor import SimulationStop
 from simulator.engine.findings import Groups
-from simulator.engine.history import FrameHistory
+from simulator.engine.history import Chained, FrameHeads, FrameHistory, SlotHeads, SlotLast
 from simulator.engine.rmap import ReverseMap
 from simulator.engine.windows import EVICTED, MARK_ALIAS, REFILLED, STILL_CACHED, Windows, origin
 from simulator.riscv import memory as M
@@ -179,7 +179,7 @@ class Oracle(Observer):
         # mfn -> [(seq, hart, kind, stamp, why, gen, state, owner)]
         self.frame_hist = FrameHistory(memory.nr_frames)
         # slot (table << 9 | idx) -> [(seq, hart, old, new, op)] of the stores over a valid PTE
-        self.pte_hist: dict[int, list[tuple[int, int | None, int, int, str]]] = {}
+        self.pte_hist = Chained("QoQQs", SlotHeads())
         self.fences: list[tuple[int, int, str, FenceRequest]] = []
         self.flushlog = FlushLog(len(harts))  # Xen's flush calls and the fences each sent
         self.roots: dict[int, list[tuple[int, int]]] = {}  # root mfn -> [(step, domain)] of its allocations
@@ -191,8 +191,7 @@ class Oracle(Observer):
         self.leaf_puts: dict[int, tuple[int, int | None, dict[str, Any]]] = {}  # mfn -> p2m_free_subtree.leaf
         self.cpu_events: dict[int, list[tuple[int, str]]] = {}  # hart -> [(step, "down" | "up")]
         self.dirty_hist: dict[tuple[int, int], list[tuple[int, bool, str]]] = {}  # (dom, cpu) -> [(step, bit, fn)]
-        self.free_ops: dict[tuple[int, int], str] = {}  # (mfn, step) -> what the freeing hart was doing
-        self.puts: dict[int, list[tuple[int, int | None, str, int]]] = {}  # mfn -> [(step, hart, op, dom)]
+        self.puts = Chained("Qosi", FrameHeads(memory.nr_frames))  # mfn -> [(step, hart, op, dom)]
         self.calls: dict[int, list[tuple[str, int]]] = {}  # hart -> the hypercalls it is in: [(name, dom)]
         self.ctx_hist: dict[int, list[tuple[int, tuple[int, int] | None]]] = {}  # hart -> [(step, (dom, vcpu))]
         self.hgatp_hist: dict[int, list[tuple[int, int, Any]]] = {}  # hart -> [(step, hgatp, who ran)]
@@ -200,7 +199,7 @@ class Oracle(Observer):
         self.vmid_assigns: dict[tuple[int | None, int], list[tuple[int, int, int, int]]] = {}
         self.diagnosis = Diagnosis(self)
         self.rmap = ReverseMap(memory, mode.root_level)
-        self.last_store: dict[int, tuple[int, int | None, int]] = {}  # slot (table << 9 | idx) -> (step, hart, value)
+        self.last_store = SlotLast()  # (table, idx) -> (step, hart, value) of its last store
         self.dying: set[int] = set()  # domains domain_kill has begun to tear down
         self.freed_mapped_dying = 0  # frames freed while only a dying domain's p2m still mapped them
         self.windows = Windows()  # race windows opened and what closed them (engine.windows)
@@ -280,9 +279,9 @@ class Oracle(Observer):
             self.invariant(f"double free of mfn {mfn:#x} ({why})", mfn=mfn)
             return
         self.frames_freed += 1
-        self.free_ops[(mfn, self.conductor.seq)] = self._call(hart)[0]
         # a free's stamp field holds its place among all frees (to order it against a flush of the same step)
-        self.frame_hist.add(mfn, self.conductor.seq, hart, "free", self.frames_freed, why, gen, new_state, -1)
+        op = self._call(hart)[0]  # what the freeing hart was doing
+        self.frame_hist.add(mfn, self.conductor.seq, hart, "free", self.frames_freed, why, gen, new_state, -1, op)
         self._freed_while_mapped(hart, mfn, why)
         if self.log.enabled:
             self.log.debug(hart, "frame.free", mfn=mfn, gen=gen, to=M.STATE_NAMES[new_state], why=why)
@@ -303,7 +302,7 @@ class Oracle(Observer):
         root = self.rmap.root_of(fault.table)
         dom = self.root_owner(root, self.conductor.seq) if root is not None else None
         chain: list[tuple[int, int | None, str, str]] = []
-        store = self.last_store.get(fault.table << 9 | fault.idx)
+        store = self.last_store.get(fault.table, fault.idx)
         if store is not None and store[2] == fault.pte:
             seq, h, _new = store
             chain.append((seq, h, "store", f"store: PTE {fault.table:#x}[{fault.idx}] = {fault.pte:#x}"))
@@ -335,9 +334,9 @@ class Oracle(Observer):
     def on_pte_write(self, mfn: int, idx: int, old: int, new: int) -> None:
         hart = self._hart()
         self.rmap.store(mfn, idx, old, new)
-        self.last_store[mfn << 9 | idx] = (self.conductor.seq, hart, new)
+        self.last_store.set(mfn, idx, self.conductor.seq, hart, new)
         if old & 1:
-            self.pte_hist.setdefault(mfn << 9 | idx, []).append((self.conductor.seq, hart, old, new, self._op(hart)))
+            self.pte_hist.add(mfn << 9 | idx, self.conductor.seq, hart, old, new, self._op(hart))
         if self.log.enabled:
             self.log.debug(hart, "pte.write", table=mfn, idx=idx, old=old, new=new, **self._slot(mfn, idx, new or old))
 
@@ -371,7 +370,7 @@ class Oracle(Observer):
         if n < SPURIOUS_LOOP:
             return
         first = self.spurious.get(hart, e.fill_seq)
-        store = self.last_store.get(fault.table << 9 | fault.idx)
+        store = self.last_store.get(fault.table, fault.idx)
         chain: list[tuple[int, int | None, str, str]] = [
             (e.fill_seq, hart, "fill", f"fill: hart {hart} caches the invalid PTE {fault.table:#x}[{fault.idx}]"
              f" (L{e.level}, VMID {e.vmid}, gfn {e.gfn_base:#x}) as its walk faults on it"),
@@ -547,7 +546,7 @@ class Oracle(Observer):
             self.dom_roots[fields["dom"]] = fields["mfn"]
             self.rmap.add_root(fields["mfn"], ROOT_PAGES)
         elif name == "put_page":
-            self.puts.setdefault(fields["mfn"], []).append((self.conductor.seq, hart, *self._call(hart)))
+            self.puts.add(fields["mfn"], self.conductor.seq, hart, *self._call(hart))
             path = _from(c_stack(2, 8), "put_page")
             self.put_paths[fields["mfn"]] = self._paths.setdefault(tuple(path), path)  # one list per distinct path
         elif name == "dirty_cpumask":
@@ -645,7 +644,8 @@ class Oracle(Observer):
             chain.append((x[0], x[1], "free", f"free: mfn {mfn:#x}: {x[4]}"))
             freer = str(x[4]).split(" ")[0]
             text = (
-                f"{op} {verb} mfn {slot} at step {now:,}, after {self.free_ops.get((mfn, x[0]), freer)} freed it at "
+                f"{op} {verb} mfn {slot} at step {now:,}, after {self.frame_hist.free_op(mfn, x[0], freer)} freed "
+                "it at "
                 f"step {x[0]:,} ({x[4]}): the free must come after the last use"
             )
         else:

@@ -13,6 +13,8 @@ from __future__ import annotations
 
 import functools
 import sys
+from collections.abc import Mapping, Sequence
+from types import MappingProxyType
 from typing import TYPE_CHECKING, Any
 
 from simulator.ctree.bridge import spawned_frames
@@ -20,6 +22,9 @@ from simulator.ctree.bridge import spawned_frames
 if TYPE_CHECKING:
     from simulator.riscv.sbi import FenceRequest
     from simulator.xen.hypervisor import Xen
+
+
+NOTHING_FILTERED: Mapping[int, int] = MappingProxyType({})
 
 
 class Flush:
@@ -59,12 +64,23 @@ class Flush:
         self.mask: list[int] | None = None
         self.dirty: list[int] | None = None
         self.locked: bool | None = None
-        self.fences: list[tuple[int, str, FenceRequest]] = []
-        self.errors: list[tuple[int, int, str]] = []  # (step, SBI error, printk)
+        # (most flushes send nothing and fail nothing: they share one empty tuple until their first)
+        self.fences: Sequence[tuple[int, str, FenceRequest]] = ()
+        self.errors: Sequence[tuple[int, int, str]] = ()  # (step, SBI error, printk)
         self.end = -1
         self.frees_before = 0  # frames freed before it began (orders it against a free of the same step)
-        self.filtered: dict[int, int] = {}  # harts tlbflush_filter took out: their tlbflush_time
+        self.filtered: Mapping[int, int] = NOTHING_FILTERED  # harts tlbflush_filter took out: their tlbflush_time
         self.stamp = 0  # the pages' tlbflush timestamp the filter was given
+
+    def add_fence(self, fence: tuple[int, str, FenceRequest]) -> None:
+        if not self.fences:
+            self.fences = []
+        self.fences.append(fence)  # type: ignore[attr-defined]
+
+    def add_error(self, error: tuple[int, int, str]) -> None:
+        if not self.errors:
+            self.errors = []
+        self.errors.append(error)  # type: ignore[attr-defined]
 
     def covers_frame(self, mfn: int) -> bool:
         return self.mfn <= mfn < self.mfn + (1 << self.order)

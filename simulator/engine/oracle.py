@@ -43,7 +43,7 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
-from simulator.engine.calls import FlushLog, c_stack
+from simulator.engine.calls import NOTHING_FILTERED, FlushLog, c_stack
 from simulator.engine.cause import FLUSH_ON_VMID, Cause, Diagnosis, Stale, covers
 from simulator.engine.conductor import SimulationStop
 from simulator.engine.findings import Groups
@@ -433,7 +433,7 @@ class Oracle(Observer):
             self._gone(hart, self.fence_origin.pop(req.id, "HFENCE.GVMA"), -1, req)
         flush = self.flushlog.current(hart) if what in ("sent", "local") else None
         if flush is not None:
-            flush.fences.append((self.conductor.seq, what, req))
+            flush.add_fence((self.conductor.seq, what, req))
         if self.log.enabled:
             gfns = None if req.gfns is None else list(req.gfns)
             self.log.debug(hart, f"fence.{what}", id=req.id, src=req.src, dst=req.dst, vmid=req.vmid, gfns=gfns)
@@ -532,7 +532,7 @@ class Oracle(Observer):
                 flush.mask = list(fields["mask"])
                 flush.dirty = list(fields["dirty"]) if "dirty" in fields else None
                 flush.locked = fields.get("locked")
-                flush.filtered = {c: t for c, t in fields.get("filtered", ())}
+                flush.filtered = {c: t for c, t in fields["filtered"]} if fields.get("filtered") else NOTHING_FILTERED
                 self.tlbflush_filtered += len(flush.filtered)
                 flush.stamp = fields.get("stamp", 0)
         elif name == "tlbflush.stamp":
@@ -540,7 +540,7 @@ class Oracle(Observer):
         elif name == "printk" and "rc" in fields:
             flush = self.flushlog.current(hart)
             if flush is not None:
-                flush.errors.append((self.conductor.seq, fields["rc"], fields["text"]))
+                flush.add_error((self.conductor.seq, fields["rc"], fields["text"]))
         elif name == "p2m_alloc_root_table":
             self.roots.setdefault(fields["mfn"], []).append((self.conductor.seq, fields["dom"]))
             self.dom_roots[fields["dom"]] = fields["mfn"]

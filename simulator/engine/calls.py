@@ -25,6 +25,7 @@ if TYPE_CHECKING:
 
 
 NOTHING_FILTERED: Mapping[int, int] = MappingProxyType({})
+NO_HARTS: list[int] = []  # the mask of most flushes: one list, never changed (readers print and test it)
 
 
 class Flush:

@@ -43,7 +43,7 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
-from simulator.engine.calls import NOTHING_FILTERED, FlushLog, c_stack
+from simulator.engine.calls import NO_HARTS, NOTHING_FILTERED, FlushLog, c_stack
 from simulator.engine.cause import FLUSH_ON_VMID, Cause, Diagnosis, Stale, covers
 from simulator.engine.conductor import SimulationStop
 from simulator.engine.findings import Groups
@@ -529,8 +529,8 @@ class Oracle(Observer):
         elif name in ("p2m_tlb_flush", "page_alloc.reuse_flush"):
             flush = self.flushlog.current(hart)
             if flush is not None:
-                flush.mask = list(fields["mask"])
-                flush.dirty = list(fields["dirty"]) if "dirty" in fields else None
+                flush.mask = list(fields["mask"]) or NO_HARTS
+                flush.dirty = (list(fields["dirty"]) or NO_HARTS) if "dirty" in fields else None
                 flush.locked = fields.get("locked")
                 flush.filtered = {c: t for c, t in fields["filtered"]} if fields.get("filtered") else NOTHING_FILTERED
                 self.tlbflush_filtered += len(flush.filtered)

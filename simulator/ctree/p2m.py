@@ -679,6 +679,7 @@ class CXen(Xen):
         self.vmid_data = [CVmidData(lib, h.id) for h in self.harts]  # type: ignore[misc]
         self._vmid_generation = [0] * len(self.harts)  # this_cpu(vmid_data).generation the log last told
         self._c_ready = True
+        self.boot_messages = []  # the console's lines at bring-up (vmid_init's printk)
         for h in self.harts:
             self.vmid_init(h.id)
 
@@ -775,8 +776,6 @@ class CXen(Xen):
     def vmid_init(self, cpu: int) -> None:
         if not self._c_ready:
             return  # from Xen.__init__, before the library is set up: CXen.__init__ calls it again
-        if not hasattr(self, "boot_messages"):
-            self.boot_messages = []
         self._c_booting = True
         try:
             self.clib.call_sync(self.clib.lib.h_vmid_init, cpu=cpu)

@@ -131,8 +131,11 @@ class FrameHistory(Chained):
     def __init__(self, nr_frames: int) -> None:
         super().__init__("QosQsQBis", FrameHeads(nr_frames))
 
-    def add(self, key: int, *values: Any) -> None:  # (seq, hart, kind, stamp, why, gen, state, owner[, op])
-        super().add(key, *values, *(("",) if len(values) == 8 else ()))
+    def add(  # type: ignore[override]
+        self, mfn: int, seq: int, hart: int | None, kind: str, stamp: int, why: str, gen: int, state: int,
+        owner: int, op: str = "",
+    ) -> None:  # fmt: skip
+        super().add(mfn, seq, hart, kind, stamp, why, gen, state, owner, op)
 
     def _row(self, row: int) -> tuple[Any, ...]:
         return super()._row(row)[:8]

@@ -462,6 +462,18 @@ _CYCLE = (
 )
 
 
+def _page_list(lib: Any, first: int, step: Callable[[int], int], what: str) -> list[int]:
+    """A page list of the C from ``first`` along ``step``; a panic if it comes back on itself."""
+    out: list[int] = []
+    pg = first
+    while pg >= 0:
+        out.append(int(pg))
+        if len(out) > lib.h_nr_frames():
+            raise XenPanic(_CYCLE.format(what=what, mfn=int(pg)))
+        pg = step(pg)
+    return out
+
+
 class CPageList:
     """p2m->pages of the C, as the model's glue and invariants use p2m.pages (a dict of frames, oldest first)."""
 
@@ -473,14 +485,8 @@ class CPageList:
         return iter(self._walk())
 
     def _walk(self) -> list[int]:
-        out: list[int] = []
-        pg = self._lib.h_pages_last(self._cdom)
-        while pg >= 0:
-            out.append(int(pg))
-            if len(out) > self._lib.h_nr_frames():
-                raise XenPanic(_CYCLE.format(what="p2m->pages", mfn=int(pg)))
-            pg = self._lib.h_pages_prev(self._cdom, pg)
-        return out
+        lib, cdom = self._lib, self._cdom
+        return _page_list(lib, lib.h_pages_last(cdom), lambda pg: lib.h_pages_prev(cdom, pg), "p2m->pages")
 
     def __len__(self) -> int:
         return len(self._walk())
@@ -514,14 +520,8 @@ class CPool:
 
     @property
     def freelist(self) -> list[int]:
-        out: list[int] = []
-        pg = self._lib.h_pool_first(self._cdom)
-        while pg >= 0:
-            out.append(int(pg))
-            if len(out) > self._lib.h_nr_frames():
-                raise XenPanic(_CYCLE.format(what="d->arch.paging.freelist", mfn=int(pg)))
-            pg = self._lib.h_pool_next(pg)
-        return out
+        lib = self._lib
+        return _page_list(lib, lib.h_pool_first(self._cdom), lib.h_pool_next, "d->arch.paging.freelist")
 
 
 class CP2MDomain(P2MDomain):

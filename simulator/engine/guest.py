@@ -11,6 +11,11 @@ import random
 from bisect import bisect_right
 from collections.abc import Sequence
 
+try:
+    import numpy as np
+except ImportError:  # the draw below has a pure-Python twin that gives the same accesses
+    np = None  # type: ignore[assignment]
+
 Ranges = Sequence[tuple[int, int]]
 
 
@@ -47,6 +52,9 @@ class _Table:
         self.total = total
 
 
+_VECTOR_MAX = 1 << 31  # (r >> 8) * total stays within 64 bits
+
+
 class AccessPattern:
     """``next_access`` returns ``gfn << 1 | is_write`` (see riscv.hart.GuestProgram).
 
@@ -75,13 +83,48 @@ class AccessPattern:
         self.hot_prob = hot_prob if self._hot.total else 0.0
 
     def next_accesses(self, rng: random.Random, n: int) -> list[int]:
-        """The next ``n`` accesses at once (the hart's hot loop consumes them)."""
+        """The next ``n`` accesses at once (the hart's hot loop consumes them): the same values,
+        and the same state of ``rng`` after, as ``n`` calls of ``next_access``."""
+        if np is not None and n > 0 and self._all.total < _VECTOR_MAX and self._hot.total < _VECTOR_MAX:
+            return self._vector(rng, n)
         t = self._all
         if self.hot_prob or len(t.cum) != 1:
             return [self.next_access(rng) for _ in range(n)]
         bits = rng.getrandbits
         start, total, w = t.starts[0], t.total, self._w256
         return [(start + (((r >> 8) * total) >> 32)) << 1 | ((r & 255) < w) for r in map(bits, [40] * n)]
+
+    def _vector(self, rng: random.Random, n: int) -> list[int]:
+        """``next_accesses`` from one draw of the Mersenne Twister's words, in numpy.
+
+        CPython's ``getrandbits(k)`` for k > 32 takes ceil(k/32) 32-bit words, least
+        significant first, the last shifted right to k's remainder; ``random()`` takes
+        two words a, b and returns ((a >> 5) * 2**26 + (b >> 6)) / 2**53, exact in a double.
+        So an access is 2 words (4 with a hot set: random() first), and one
+        ``getrandbits(32 * words)`` yields the very words the calls would have taken.
+        """
+        per = 4 if self.hot_prob else 2
+        words = np.frombuffer(rng.getrandbits(32 * per * n).to_bytes(4 * per * n, "little"), dtype="<u4")
+        words = words.reshape(n, per).astype(np.uint64)
+        r = words[:, per - 2] | (words[:, per - 1] >> np.uint64(24)) << np.uint64(32)  # getrandbits(40)
+        high = r >> np.uint64(8)
+        gfn = self._gfns(self._all, high)
+        if per == 4:
+            u = ((words[:, 0] >> np.uint64(5)).astype(np.float64) * 67108864.0 + (words[:, 1] >> np.uint64(6))) / (
+                9007199254740992.0
+            )
+            hot = u < self.hot_prob
+            if hot.any():
+                gfn = np.where(hot, self._gfns(self._hot, high), gfn)
+        codes = gfn << 1 | ((r & np.uint64(255)) < self._w256).astype(np.int64)
+        return codes.tolist()  # type: ignore[no-any-return]
+
+    @staticmethod
+    def _gfns(t: _Table, high: object) -> object:
+        x = ((high * np.uint64(t.total)) >> np.uint64(32)).astype(np.int64)
+        if len(t.cum) == 1:
+            return x + t.starts[0]
+        return np.asarray(t.starts, dtype=np.int64)[np.searchsorted(t.cum, x, side="right")] + x
 
     def next_access(self, rng: random.Random) -> int:
         t = self._hot if self.hot_prob and rng.random() < self.hot_prob else self._all

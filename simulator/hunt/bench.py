@@ -105,7 +105,7 @@ def bench(backend: str = "trio", steps: int = 600_000, repeat: int = 3) -> dict[
         "switches_per_s": round(sw),
         "baseline_lookups_per_s": round(baseline),
         "baseline_ratio": round(baseline / acc, 1),
-        "target_ratio": 30,
+        "target_ratio": 20,
         "repeat": repeat,
         "tlb_hit_rate": round(stats["tlb_hits"] / max(1, stats["accesses"]), 4),
         "accesses": stats["accesses"],

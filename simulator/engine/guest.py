@@ -53,6 +53,8 @@ class _Table:
 
 
 _VECTOR_MAX = 1 << 31  # (r >> 8) * total stays within 64 bits
+if np is not None:
+    _U5, _U8, _U24, _U32, _U38, _U56, _U255 = (np.uint64(x) for x in (5, 8, 24, 0xFFFFFFFF, 38, 56, 255))
 
 
 class AccessPattern:
@@ -103,21 +105,22 @@ class AccessPattern:
         So an access is 2 words (4 with a hot set: random() first), and one
         ``getrandbits(32 * words)`` yields the very words the calls would have taken.
         """
-        per = 4 if self.hot_prob else 2
-        words = np.frombuffer(rng.getrandbits(32 * per * n).to_bytes(4 * per * n, "little"), dtype="<u4")
-        words = words.reshape(n, per).astype(np.uint64)
-        r = words[:, per - 2] | (words[:, per - 1] >> np.uint64(24)) << np.uint64(32)  # getrandbits(40)
-        high = r >> np.uint64(8)
+        per = 2 if self.hot_prob else 1  # 64-bit pairs of words per access
+        q = np.frombuffer(rng.getrandbits(64 * per * n).to_bytes(8 * per * n, "little"), dtype="<u8")
+        if per == 2:
+            q = q.reshape(n, 2)
+            ab, q = q[:, 0], q[:, 1]
+        # getrandbits(40) >> 8: the first word's high 24 bits under the second word's top 8
+        high = (q & _U32) >> _U8 | (q >> _U56) << _U24
         gfn = self._gfns(self._all, high)
-        if per == 4:
-            u = ((words[:, 0] >> np.uint64(5)).astype(np.float64) * 67108864.0 + (words[:, 1] >> np.uint64(6))) / (
-                9007199254740992.0
-            )
-            hot = u < self.hot_prob
+        if per == 2:
+            u = ((ab & _U32) >> _U5).astype(np.float64) * 67108864.0 + (ab >> _U38)
+            hot = u < self.hot_prob * 9007199254740992.0  # u / 2**53 < p, exactly
             if hot.any():
                 gfn = np.where(hot, self._gfns(self._hot, high), gfn)
-        codes = gfn << 1 | ((r & np.uint64(255)) < self._w256).astype(np.int64)
-        return codes.tolist()  # type: ignore[no-any-return]
+        gfn <<= 1
+        gfn |= (q & _U255) < self._w256
+        return gfn.tolist()  # type: ignore[no-any-return]
 
     @staticmethod
     def _gfns(t: _Table, high: object) -> object:

@@ -74,3 +74,38 @@ def test_a_free_keeps_what_the_freeing_hart_was_doing() -> None:
     ]
     assert h.free_op(2, 20, "?") == "decrease_reservation" and h.free_op(2, 30, "?") == "?"
     assert h.last(2, "free") == 20 and h.last(2, "scrub") == -1 and h.last(3, "free") == -1
+
+
+def test_flushlog_folds_quiet_flushes_and_gives_them_back_in_order():
+    """A flush that fenced nobody is kept as a row; ``all`` makes it an object again, in begin order,
+    with every field it had, and the same object each time it is read."""
+    from simulator.engine.calls import NO_HARTS, FlushLog
+
+    log = FlushLog(2)
+    log.begin(10, 0, "p2m_tlb_flush", 1, frees=3)
+    quiet = log.current(0)
+    quiet.mask, quiet.dirty, quiet.locked = NO_HARTS, NO_HARTS, True
+    log.begin(11, 1, "filtered_flush_tlb_mask", None, mfn=0x40, order=2)
+    loud = log.current(1)
+    loud.mask = [0]
+    log.end(12, 0)  # not the newest open flush: it stays an object
+    log.end(13, 1)
+    log.begin(14, 0, "p2m_tlb_flush", 2)
+    log.current(0).mask, log.current(0).locked = NO_HARTS, False
+    log.end(15, 0)  # quiet and the newest: folded
+    assert len(log._kept) == 2 and len(log._quiet["seq"]) == 1
+    got = log.all
+    assert [f.seq for f in got] == [10, 11, 14] and got[0] is quiet and got[1] is loud
+    folded = got[2]
+    assert (folded.fn, folded.dom, folded.hart, folded.end, folded.mask, folded.dirty, folded.locked) == (
+        "p2m_tlb_flush",
+        2,
+        0,
+        15,
+        [],
+        None,
+        False,
+    )
+    assert log.all[2] is folded  # made once
+    log.begin(16, 1, "p2m_tlb_flush", 2)
+    assert [f.seq for f in log.all] == [10, 11, 14, 16] and log.all[2] is folded

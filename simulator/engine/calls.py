@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import functools
 import sys
+from array import array
 from collections.abc import Mapping, Sequence
 from types import MappingProxyType
 from typing import TYPE_CHECKING, Any
@@ -51,6 +52,7 @@ class Flush:
         "mask",
         "mfn",
         "order",
+        "ordinal",
         "seq",
         "stamp",
     )
@@ -72,6 +74,7 @@ class Flush:
         self.frees_before = 0  # frames freed before it began (orders it against a free of the same step)
         self.filtered: Mapping[int, int] = NOTHING_FILTERED  # harts tlbflush_filter took out: their tlbflush_time
         self.stamp = 0  # the pages' tlbflush timestamp the filter was given
+        self.ordinal = 0  # its place among the run's flushes (FlushLog)
 
     def add_fence(self, fence: tuple[int, str, FenceRequest]) -> None:
         if not self.fences:
@@ -98,18 +101,49 @@ class Flush:
 
 
 class FlushLog:
-    """The flushes of one run; at most one open per hart (flushes do not nest)."""
+    """The flushes of one run; at most one open per hart (flushes do not nest).
+
+    Most flushes fence nobody (populate_physmap's ``p2m_tlb_flush`` at each
+    unlock, before any vCPU ran): a big guest has one per extent.  Such a
+    flush, once it returns, is kept as one row of typed columns, not as an
+    object, and made an object again (once, so it keeps its identity) only
+    when an explanation reads ``all``.
+    """
+
+    _COLUMNS = (
+        ("ordinal", "q"),
+        ("seq", "q"),
+        ("end", "q"),
+        ("hart", "h"),
+        ("fn", "B"),
+        ("dom", "q"),
+        ("mfn", "q"),
+        ("order", "B"),
+        ("frees_before", "q"),
+        ("locked", "b"),
+        ("stamp", "q"),
+        ("mask", "b"),
+        ("dirty", "b"),
+    )
 
     def __init__(self, nr_harts: int) -> None:
-        self.all: list[Flush] = []
+        self._kept: list[Flush] = []
         self.open: list[Flush | None] = [None] * nr_harts
+        self._quiet = {name: array(code) for name, code in self._COLUMNS}
+        self._fns: list[str] = []
+        self._made: dict[int, Flush] = {}  # ordinal -> the object a quiet row was made into
+        self._count = 0
+        self._all: list[Flush] | None = None
 
     def begin(
         self, seq: int, hart: int | None, fn: str, dom: int | None, mfn: int = -1, order: int = 0, frees: int = 0
     ) -> None:
         f = Flush(seq, hart, fn, dom, mfn, order)
         f.frees_before = frees
-        self.all.append(f)
+        f.ordinal = self._count
+        self._count += 1
+        self._kept.append(f)
+        self._all = None
         if hart is not None:
             self.open[hart] = f
 
@@ -121,6 +155,75 @@ class FlushLog:
         if f is not None and hart is not None:
             f.end = seq
             self.open[hart] = None
+            if self._kept[-1] is f and _quiet(f):
+                self._kept.pop()
+                self._fold(f)
+
+    @property
+    def all(self) -> list[Flush]:
+        """Every flush, in the order they began."""
+        if self._all is None:
+            q = self._quiet
+            made = [self._make(i) for i in range(len(q["ordinal"]))]
+            self._all = sorted(self._kept + made, key=lambda f: f.ordinal)
+        return self._all
+
+    def _fold(self, f: Flush) -> None:
+        if f.fn not in self._fns:
+            self._fns.append(f.fn)
+        q = self._quiet
+        for name, value in (
+            ("ordinal", f.ordinal),
+            ("seq", f.seq),
+            ("end", f.end),
+            ("hart", f.hart),
+            ("fn", self._fns.index(f.fn)),
+            ("dom", -1 if f.dom is None else f.dom),
+            ("mfn", f.mfn),
+            ("order", f.order),
+            ("frees_before", f.frees_before),
+            ("locked", -1 if f.locked is None else int(f.locked)),
+            ("stamp", f.stamp),
+            ("mask", -1 if f.mask is None else 0),
+            ("dirty", -1 if f.dirty is None else 0),
+        ):
+            q[name].append(value)
+        self._all = None
+
+    def _make(self, i: int) -> Flush:
+        q = self._quiet
+        ordinal = q["ordinal"][i]
+        f = self._made.get(ordinal)
+        if f is None:
+            dom = q["dom"][i]
+            f = Flush(q["seq"][i], q["hart"][i], self._fns[q["fn"][i]], None if dom < 0 else dom, q["mfn"][i])
+            f.order, f.frees_before, f.stamp, f.ordinal, f.end = (
+                q["order"][i],
+                q["frees_before"][i],
+                q["stamp"][i],
+                ordinal,
+                q["end"][i],
+            )
+            locked = q["locked"][i]
+            f.locked = None if locked < 0 else bool(locked)
+            f.mask = None if q["mask"][i] < 0 else NO_HARTS
+            f.dirty = None if q["dirty"][i] < 0 else NO_HARTS
+            self._made[ordinal] = f
+        return f
+
+
+def _quiet(f: Flush) -> bool:
+    """A flush that sent nothing, failed nothing, filtered nothing and named no hart: all it was fits a row."""
+    return (
+        not f.fences
+        and not f.errors
+        and f.filtered is NOTHING_FILTERED
+        and not f.mask
+        and not f.dirty
+        and 0 <= f.order < 256
+        and (f.dom is None or f.dom >= 0)
+        and f.locked in (None, True, False)
+    )
 
 
 HYPERCALLS = (

@@ -36,6 +36,7 @@ from simulator.xen.p2m import (
     p2m_ram_rw,
 )
 from simulator.xen.page_alloc import MEMF_no_tlbflush
+from simulator.xen.page_list import PageLinks, PageList
 from simulator.xen.paging import ENOMEM, PagingDomain
 from simulator.xen.spinlock import RwLock, SpinLock
 from simulator.xen.vmid import Vmid
@@ -76,7 +77,9 @@ class Cpumask(list[bool]):
 
 
 class Domain:
-    def __init__(self, domain_id: int, nr_harts: int, p2m_lock: RwLock, paging_lock: SpinLock) -> None:
+    def __init__(
+        self, domain_id: int, nr_harts: int, p2m_lock: RwLock, paging_lock: SpinLock, links: PageLinks
+    ) -> None:
         self.domain_id = domain_id
         self.vcpus: list[Vcpu] = []
         self.p2m = P2MDomain(self, p2m_lock)
@@ -84,7 +87,7 @@ class Domain:
         self.dirty_cpumask = Cpumask(nr_harts)
         self.running_on: list[int] = []
         self.switch_ins = [0] * nr_harts  # vCPU switch-ins per hart, for lazy dirty-mask clearing
-        self.page_list: dict[int, None] = {}  # owned pages, insertion ordered
+        self.page_list = PageList(links)  # owned pages, in the order assign_pages added them
         self.tot_pages = 0
         self.is_dying = False
         self.is_crashed = False
@@ -99,6 +102,7 @@ class Domain:
 
 class DomainOps(Vmid):
     curr_vcpu: list[Vcpu | None]
+    page_links: PageLinks  # page_info.list of every frame (simulator.xen.hypervisor)
 
     # -- creation -----------------------------------------------------------------
 
@@ -112,6 +116,7 @@ class DomainOps(Vmid):
             len(self.harts),
             RwLock(self.conductor, f"p2m lock of dom{domain_id}"),
             SpinLock(self.conductor, f"paging lock of dom{domain_id}"),
+            self.page_links,
         )
         self.domains[domain_id] = d
         self.p2m_init(d)

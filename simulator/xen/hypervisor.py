@@ -17,6 +17,7 @@ from simulator.riscv.pte import GStageMode
 from simulator.riscv.sbi import Sbi
 from simulator.xen.domain import Domain, Vcpu
 from simulator.xen.fidelity import model
+from simulator.xen.page_list import PageLinks
 from simulator.xen.profiles import Profile
 from simulator.xen.traps import Traps
 from simulator.xen.vmid import VmidData
@@ -43,6 +44,7 @@ class Xen(Traps):
         debug_build: bool = False,
     ) -> None:
         self.memory = memory
+        self.page_links = PageLinks(memory.nr_frames)
         self.harts = harts
         self.sbi = sbi
         self.conductor = conductor

@@ -41,7 +41,7 @@ class Mm(PageAlloc):
         for pg in range(mfn, mfn + (1 << order)):
             self.memory.assign(pg, d.domain_id)  # page_set_owner()
             self.memory.count[pg] = PGC_allocated | 1
-            d.page_list[pg] = None
+            d.page_list.add_tail(pg)
         d.tot_pages += 1 << order
 
     @upstream("mm.c")
@@ -78,7 +78,7 @@ class Mm(PageAlloc):
         owner = self.memory.owner[pg]
         d = self.domains.get(owner)
         if d is not None:
-            d.page_list.pop(pg, None)
+            d.page_list.remove(pg)  # page_list_del
             d.tot_pages -= 1
             scrub = d.is_dying
         else:

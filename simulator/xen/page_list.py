@@ -9,6 +9,12 @@ page), shared by every domain's ``PageList``.  A dict per domain cost about
 
 Invariant: a page is on at most one list; ``on[pg]`` names it (0: none);
 next/prev run from a list's head to its tail and back, -1 ending them.
+
+Model: a page added to a list while another still holds it (a page freed
+after its owner's struct domain went away, as a foreign page can be, and then
+given to another domain) is taken off the old list first.  Xen would
+overwrite ``page_info.list`` and leave the old list pointing at it; that list
+is never walked again, and a dict per domain kept such a stale key as well.
 """
 
 from __future__ import annotations
@@ -24,7 +30,7 @@ class PageLinks:
         self.next = array("i", [-1]) * nr_frames
         self.prev = array("i", [-1]) * nr_frames
         self.on = array("i", [0]) * nr_frames
-        self.lists = 0  # ids handed out (a list's id is never 0)
+        self.lists: list[PageList | None] = [None]  # by id (a list's id is never 0)
 
 
 class PageList:
@@ -33,8 +39,8 @@ class PageList:
     __slots__ = ("_id", "_links", "count", "head", "tail")
 
     def __init__(self, links: PageLinks) -> None:
-        links.lists += 1
-        self._id = links.lists
+        self._id = len(links.lists)
+        links.lists.append(self)
         self._links = links
         self.head = self.tail = -1
         self.count = 0
@@ -45,7 +51,9 @@ class PageList:
         if links.on[pg] == self._id:
             return
         if links.on[pg]:
-            raise ValueError(f"mfn {pg:#x} is on another page list already: remove it from that one first")
+            other = links.lists[links.on[pg]]
+            assert other is not None
+            other.remove(pg)  # model: see the module's docstring
         links.on[pg] = self._id
         links.prev[pg], links.next[pg] = self.tail, -1
         if self.tail < 0:

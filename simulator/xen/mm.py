@@ -36,7 +36,10 @@ class Mm(PageAlloc):
             self.assign_pages(d, mfn, order)
         return mfn
 
-    @upstream("xen/common/page_alloc.c")
+    @upstream(
+        "xen/common/page_alloc.c",
+        differs="a page still on another list is taken off it first (simulator/xen/page_list.py)",
+    )
     def assign_pages(self, d: Domain, mfn: int, order: int) -> None:
         for pg in range(mfn, mfn + (1 << order)):
             self.memory.assign(pg, d.domain_id)  # page_set_owner()

@@ -93,7 +93,7 @@ def test_flushlog_folds_quiet_flushes_and_gives_them_back_in_order():
     log.begin(14, 0, "p2m_tlb_flush", 2)
     log.current(0).mask, log.current(0).locked = NO_HARTS, False
     log.end(15, 0)  # quiet and the newest: folded
-    assert len(log._kept) == 2 and len(log._quiet["seq"]) == 1
+    assert len(log._kept) == 2 and len(log._quiet) == 1
     got = log.all
     assert [f.seq for f in got] == [10, 11, 14] and got[0] is quiet and got[1] is loud
     folded = got[2]

@@ -13,12 +13,12 @@ from __future__ import annotations
 
 import functools
 import sys
-from array import array
 from collections.abc import Mapping, Sequence
 from types import MappingProxyType
 from typing import TYPE_CHECKING, Any
 
 from simulator.ctree.bridge import spawned_frames
+from simulator.engine.history import Rows
 
 if TYPE_CHECKING:
     from simulator.riscv.sbi import FenceRequest
@@ -110,27 +110,11 @@ class FlushLog:
     when an explanation reads ``all``.
     """
 
-    _COLUMNS = (
-        ("ordinal", "q"),
-        ("seq", "q"),
-        ("end", "q"),
-        ("hart", "h"),
-        ("fn", "B"),
-        ("dom", "q"),
-        ("mfn", "q"),
-        ("order", "B"),
-        ("frees_before", "q"),
-        ("locked", "b"),
-        ("stamp", "q"),
-        ("mask", "b"),
-        ("dirty", "b"),
-    )
-
     def __init__(self, nr_harts: int) -> None:
         self._kept: list[Flush] = []
         self.open: list[Flush | None] = [None] * nr_harts
-        self._quiet = {name: array(code) for name, code in self._COLUMNS}
-        self._fns: list[str] = []
+        # ordinal seq end hart fn dom mfn order frees_before locked stamp mask dirty
+        self._quiet = Rows("qqqosoqBqoqoo")
         self._made: dict[int, Flush] = {}  # ordinal -> the object a quiet row was made into
         self._count = 0
         self._all: list[Flush] | None = None
@@ -163,52 +147,27 @@ class FlushLog:
     def all(self) -> list[Flush]:
         """Every flush, in the order they began."""
         if self._all is None:
-            q = self._quiet
-            made = [self._make(i) for i in range(len(q["ordinal"]))]
+            made = [self._make(i) for i in range(len(self._quiet))]
             self._all = sorted(self._kept + made, key=lambda f: f.ordinal)
         return self._all
 
     def _fold(self, f: Flush) -> None:
-        if f.fn not in self._fns:
-            self._fns.append(f.fn)
-        q = self._quiet
-        for name, value in (
-            ("ordinal", f.ordinal),
-            ("seq", f.seq),
-            ("end", f.end),
-            ("hart", f.hart),
-            ("fn", self._fns.index(f.fn)),
-            ("dom", -1 if f.dom is None else f.dom),
-            ("mfn", f.mfn),
-            ("order", f.order),
-            ("frees_before", f.frees_before),
-            ("locked", -1 if f.locked is None else int(f.locked)),
-            ("stamp", f.stamp),
-            ("mask", -1 if f.mask is None else 0),
-            ("dirty", -1 if f.dirty is None else 0),
-        ):
-            q[name].append(value)
+        locked = None if f.locked is None else int(f.locked)
+        mask, dirty = (None if m is None else 0 for m in (f.mask, f.dirty))
+        self._quiet.append(
+            f.ordinal, f.seq, f.end, f.hart, f.fn, f.dom, f.mfn, f.order, f.frees_before, locked, f.stamp, mask, dirty
+        )
         self._all = None
 
     def _make(self, i: int) -> Flush:
-        q = self._quiet
-        ordinal = q["ordinal"][i]
+        ordinal, seq, end, hart, fn, dom, mfn, order, frees, locked, stamp, mask, dirty = self._quiet.row(i)
         f = self._made.get(ordinal)
         if f is None:
-            dom = q["dom"][i]
-            f = Flush(q["seq"][i], q["hart"][i], self._fns[q["fn"][i]], None if dom < 0 else dom, q["mfn"][i])
-            f.order, f.frees_before, f.stamp, f.ordinal, f.end = (
-                q["order"][i],
-                q["frees_before"][i],
-                q["stamp"][i],
-                ordinal,
-                q["end"][i],
-            )
-            locked = q["locked"][i]
-            f.locked = None if locked < 0 else bool(locked)
-            f.mask = None if q["mask"][i] < 0 else NO_HARTS
-            f.dirty = None if q["dirty"][i] < 0 else NO_HARTS
-            self._made[ordinal] = f
+            f = self._made[ordinal] = Flush(seq, hart, fn, dom, mfn, order)
+            f.ordinal, f.end, f.frees_before, f.stamp = ordinal, end, frees, stamp
+            f.locked = None if locked is None else bool(locked)
+            f.mask = None if mask is None else NO_HARTS
+            f.dirty = None if dirty is None else NO_HARTS
         return f
 
 
@@ -221,7 +180,7 @@ def _quiet(f: Flush) -> bool:
         and not f.mask
         and not f.dirty
         and 0 <= f.order < 256
-        and (f.dom is None or f.dom >= 0)
+        and (f.dom is None or 0 <= f.dom < 1 << 15)
         and f.locked in (None, True, False)
     )
 

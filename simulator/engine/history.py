@@ -56,21 +56,17 @@ class SlotHeads:
         a[key & 511] = row
 
 
-class Chained:
-    """Events keyed by an int.  ``columns``: an array typecode per field, or ``s`` for a string (kept
-    once) and ``o`` for an int that may be None (a hart: the workload driver is None)."""
+class Rows:
+    """Rows of typed parallel arrays.  ``columns``: an array typecode per field, or ``s`` for a string
+    (kept once) and ``o`` for a small int that may be None (a hart: the workload driver is None)."""
 
-    def __init__(self, columns: str, heads: FrameHeads | SlotHeads) -> None:
-        self._heads = heads
-        self._prev = array("q")
+    def __init__(self, columns: str) -> None:
         self._kinds = columns
         self._cols = [array("I" if c == "s" else "h" if c == "o" else c) for c in columns]
         self._strs: list[str] = []
         self._str_id: dict[str, int] = {}
 
-    def add(self, key: int, *values: Any) -> None:
-        self._prev.append(self._heads.get(key))
-        self._heads.set(key, len(self._prev) - 1)
+    def append(self, *values: Any) -> None:
         for col, kind, v in zip(self._cols, self._kinds, values, strict=True):
             if kind == "s":
                 i = self._str_id.get(v)
@@ -82,8 +78,12 @@ class Chained:
                 v = -1
             col.append(v)
 
-    def __contains__(self, key: int) -> bool:
-        return self._heads.get(key) >= 0
+    def __len__(self) -> int:
+        return len(self._cols[0])
+
+    def row(self, row: int) -> tuple[Any, ...]:
+        """Row ``row`` as the values it was given."""
+        return self._row(row)
 
     def _value(self, c: int, row: int) -> Any:
         v = self._cols[c][row]
@@ -96,6 +96,23 @@ class Chained:
 
     def _row(self, row: int) -> tuple[Any, ...]:
         return tuple(self._value(c, row) for c in range(len(self._cols)))
+
+
+class Chained(Rows):
+    """Events keyed by an int, each key's rows chained from its newest (see ``Rows`` for ``columns``)."""
+
+    def __init__(self, columns: str, heads: FrameHeads | SlotHeads) -> None:
+        super().__init__(columns)
+        self._heads = heads
+        self._prev = array("q")
+
+    def add(self, key: int, *values: Any) -> None:
+        self._prev.append(self._heads.get(key))
+        self._heads.set(key, len(self._prev) - 1)
+        self.append(*values)
+
+    def __contains__(self, key: int) -> bool:
+        return self._heads.get(key) >= 0
 
     def _rows(self, key: int) -> list[int]:
         """The key's rows, newest first."""

@@ -5,7 +5,7 @@ a page is on at most one list and a list costs nothing per page beyond the
 frame table.  The model does the same: ``PageLinks`` is the frame table's
 ``list`` field (next and prev as per-frame arrays, and which list holds the
 page), shared by every domain's ``PageList``.  A dict per domain cost about
-70 bytes per owned page, most of a big guest's memory.
+70 bytes per owned page (of about 560 a mapped page cost in all).
 
 Invariant: a page is on at most one list; ``on[pg]`` names it (0: none);
 next/prev run from a list's head to its tail and back, -1 ending them.

@@ -62,6 +62,48 @@ def test_a_slots_stores_come_back_as_a_dict_of_lists_would_keep_them(events: lis
         assert last.get(key >> 9, key & 511) == final.get((key >> 9, key & 511))
 
 
+FRAME_EVENT = st.tuples(
+    st.integers(0, 3),  # mfn
+    st.sampled_from(["alloc", "reuse", "assign", "scrub", "free"]),
+    st.sampled_from([None, 0, 1]),  # hart
+    st.integers(0, 2),  # gen
+    st.integers(0, 2),  # state
+    st.integers(-1, 1),  # owner
+    st.integers(0, 5),  # steps since the event before
+)
+
+
+@given(st.lists(FRAME_EVENT, max_size=60))
+def test_a_frames_life_comes_back_as_a_list_per_frame_would_keep_it(events: list[tuple]) -> None:  # type: ignore[type-arg]
+    """An assign kept on its hand-out's row comes back as its own event, in its place, and ``last``
+    finds it, as if every event had had its own row."""
+    h = FrameHistory(4)
+    model: dict[int, list[tuple]] = {}  # type: ignore[type-arg]
+    seq = 0
+    for mfn, kind, hart, gen, state, owner, steps in events:
+        seq += steps
+        if kind == "assign":
+            h.add_assign(mfn, seq, hart, gen, state, owner)
+            ev = (seq, hart, "assign", 0, "", gen, state, owner)
+        else:
+            h.add(mfn, seq, hart, kind, 7, "why", gen, state, owner)
+            ev = (seq, hart, kind, 7, "why", gen, state, owner)
+        model.setdefault(mfn, []).append(ev)
+    for mfn in range(4):
+        assert h.get(mfn, ()) == model.get(mfn, ())
+        for kind in ("alloc", "assign", "free"):
+            assert h.last(mfn, kind) == max((e[0] for e in model.get(mfn, ()) if e[2] == kind), default=-1)
+
+
+def test_an_assign_after_its_hand_out_takes_no_row() -> None:
+    h = FrameHistory(4)
+    h.add(1, 10, 0, "alloc", 7, "alloc_domheap_pages", 1, 3, 1)
+    h.add_assign(1, 12, 0, 1, 3, 1)
+    h.add_assign(2, 13, 0, 1, 3, 1)  # nothing handed out before: a row of its own
+    assert len(h) == 2
+    assert h.get(1) == [(10, 0, "alloc", 7, "alloc_domheap_pages", 1, 3, 1), (12, 0, "assign", 0, "", 1, 3, 1)]
+
+
 def test_a_free_keeps_what_the_freeing_hart_was_doing() -> None:
     h = FrameHistory(4)
     h.add(2, 10, 0, "alloc", 7, "p2m table", 1, 1, -1)
@@ -109,3 +151,49 @@ def test_flushlog_folds_quiet_flushes_and_gives_them_back_in_order():
     assert log.all[2] is folded  # made once
     log.begin(16, 1, "p2m_tlb_flush", 2)
     assert [f.seq for f in log.all] == [10, 11, 14, 16] and log.all[2] is folded
+
+
+def test_flushlog_keeps_a_run_of_quiet_flushes_in_one_row():
+    """populate's flushes, one per extent at the same stride, fold into one row; a flush at another
+    stride, of another length, or after a flush that fenced someone starts a new row, and ``all`` gives
+    every flush back with the begin, end and ordinal it had."""
+    from simulator.engine.calls import NO_HARTS, FlushLog
+
+    log = FlushLog(1)
+    want = []
+
+    def quiet(seq: int, length: int = 2) -> None:
+        log.begin(seq, 0, "p2m_tlb_flush", 1)
+        log.current(0).mask, log.current(0).locked = NO_HARTS, True
+        log.end(seq + length, 0)
+        want.append((seq, seq + length))
+
+    for seq in (10, 17, 24, 31):  # a run: stride 7, length 2
+        quiet(seq)
+    quiet(40)  # another stride
+    quiet(47, length=3)  # another length
+    log.begin(60, 0, "p2m_tlb_flush", 1)
+    log.current(0).mask = [0]  # fenced hart 0: kept as an object
+    log.end(61, 0)
+    want.append((60, 61))
+    quiet(70)
+    quiet(77)  # after a loud flush: a new run
+    assert len(log._quiet) == 4 and len(log._kept) == 1
+    got = log.all
+    assert [(f.seq, f.end) for f in got] == want
+    assert [f.ordinal for f in got] == list(range(len(want)))
+    assert all(f.locked is True and f.mask == [] for f in got if f.seq != 60)
+    assert log.all[2] is got[2]  # made once
+
+
+def test_put_paths_keep_each_frames_last_path_and_each_path_once() -> None:
+    from simulator.engine.history import PutPaths
+
+    p = PutPaths(8)
+    p.set(1, ["put_page", "p2m_put_4k_page"])
+    p.set(2, ["put_page", "p2m_put_4k_page"])
+    p.set(1, ["put_page", "relinquish"])
+    p.set(1 << 40, ["put_page"])  # beyond memory (MMIO)
+    assert p.get(1, []) == ["put_page", "relinquish"] and p.get(2, []) == ["put_page", "p2m_put_4k_page"]
+    assert p.get(3, ["none"]) == ["none"] and p.get(1 << 40, []) == ["put_page"]
+    assert len(p._paths) == 3

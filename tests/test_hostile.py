@@ -361,6 +361,7 @@ BIG = str(1 << 64)
         (("matrix", "--jobs", "0"), "argument --jobs: '0': at least 1"),
         (("sweep", "pool-churn", "--seeds", "0:2", "--seed-timeout", "0"), "a positive number of seconds"),
         (("run", "pool-churn", "--frames", str(1 << 40)), "GiB for the machine's per-frame state"),
+        (("run", "pool-churn", "--frames", "5000"), "memory must be a whole number of 2 MiB (512 frames)"),
         (("run", "pool-churn", "--speculate", "5"), "--speculate is a probability between 0 and 1, not 5.0"),
         (("run", "pool-churn", "--speculate", "nan"), "--speculate is a probability between 0 and 1, not nan"),
         (("run", "pool-churn", "-p", "resize=maybe"), "parameter resize='maybe' is not of type bool"),

@@ -32,10 +32,10 @@ BASE = 0x80000  # dom1's RAM starts at 2 GiB, 1 GiB-aligned
 
 
 def FRAMES(params: dict[str, int]) -> int:  # (upper case: p2msim reads it, as PARAMS)
-    """The machine's frames this guest needs (its RAM, its tables, and Xen's): a power of two."""
+    """The machine's frames this guest needs (its RAM, its tables, and Xen's), in whole 2 MiB."""
     pages = _pages(params)
     need = pages + pages // 256 + 4096
-    return 1 << (need - 1).bit_length()
+    return -(-need // 512) * 512
 
 
 def STEPS(params: dict[str, int]) -> int:

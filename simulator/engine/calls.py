@@ -105,17 +105,23 @@ class FlushLog:
 
     Most flushes fence nobody (populate_physmap's ``p2m_tlb_flush`` at each
     unlock, before any vCPU ran): a big guest has one per extent.  Such a
-    flush, once it returns, is kept as one row of typed columns, not as an
+    flush, once it returns, is kept in a row of typed columns, not as an
     object, and made an object again (once, so it keeps its identity) only
-    when an explanation reads ``all``.
+    when an explanation reads ``all``.  One row holds a run of them: quiet
+    flushes one after the other (no other flush between) that differ only in
+    when they began, each the same number of steps after the one before and
+    each as long, as populate's are extent after extent.
     """
 
     def __init__(self, nr_harts: int) -> None:
         self._kept: list[Flush] = []
         self.open: list[Flush | None] = [None] * nr_harts
-        # ordinal seq end hart fn dom mfn order frees_before locked stamp mask dirty
-        self._quiet = Rows("qqqosoqBqoqoo")
-        self._made: dict[int, Flush] = {}  # ordinal -> the object a quiet row was made into
+        # ordinal seq end hart fn dom mfn order frees_before locked stamp mask dirty, and the run:
+        # how many flushes the row holds and the steps from one's begin to the next's
+        self._quiet = Rows("qqqosoqBqoqooIq")
+        # the last row's run: what its flushes share, and the ordinal and begin the next one would have
+        self._run: tuple[tuple[Any, ...], int, int] | None = None
+        self._made: dict[int, Flush] = {}  # ordinal -> the object a quiet flush was made into
         self._count = 0
         self._all: list[Flush] | None = None
 
@@ -147,24 +153,40 @@ class FlushLog:
     def all(self) -> list[Flush]:
         """Every flush, in the order they began."""
         if self._all is None:
-            made = [self._make(i) for i in range(len(self._quiet))]
+            made = [self._make(i, k) for i in range(len(self._quiet)) for k in range(self._quiet.value(i, 13))]
             self._all = sorted(self._kept + made, key=lambda f: f.ordinal)
         return self._all
 
     def _fold(self, f: Flush) -> None:
         locked = None if f.locked is None else int(f.locked)
         mask, dirty = (None if m is None else 0 for m in (f.mask, f.dirty))
-        self._quiet.append(
-            f.ordinal, f.seq, f.end, f.hart, f.fn, f.dom, f.mfn, f.order, f.frees_before, locked, f.stamp, mask, dirty
-        )
+        shared = (f.hart, f.fn, f.dom, f.mfn, f.order, f.frees_before, locked, f.stamp, mask, dirty, f.end - f.seq)
         self._all = None
+        run = self._run
+        if run is not None and run[0] == shared and run[1] == f.ordinal:
+            last = len(self._quiet) - 1
+            count = self._quiet.value(last, 13)
+            if count == 1:  # the second flush of a run sets its stride
+                self._quiet.put(last, 14, f.seq - self._quiet.value(last, 1))
+            if count == 1 or f.seq == run[2]:
+                self._quiet.put(last, 13, count + 1)
+                stride = self._quiet.value(last, 14)
+                self._run = (shared, f.ordinal + 1, f.seq + stride)
+                return
+        self._quiet.append(
+            f.ordinal, f.seq, f.end, f.hart, f.fn, f.dom, f.mfn, f.order, f.frees_before, locked, f.stamp, mask,
+            dirty, 1, 0,
+        )  # fmt: skip
+        self._run = (shared, f.ordinal + 1, -1)
 
-    def _make(self, i: int) -> Flush:
-        ordinal, seq, end, hart, fn, dom, mfn, order, frees, locked, stamp, mask, dirty = self._quiet.row(i)
+    def _make(self, i: int, k: int) -> Flush:
+        """Flush ``k`` of row ``i``'s run."""
+        first, seq, end, hart, fn, dom, mfn, order, frees, locked, stamp, mask, dirty, _n, stride = self._quiet.row(i)
+        ordinal = first + k
         f = self._made.get(ordinal)
         if f is None:
-            f = self._made[ordinal] = Flush(seq, hart, fn, dom, mfn, order)
-            f.ordinal, f.end, f.frees_before, f.stamp = ordinal, end, frees, stamp
+            f = self._made[ordinal] = Flush(seq + k * stride, hart, fn, dom, mfn, order)
+            f.ordinal, f.end, f.frees_before, f.stamp = ordinal, end + k * stride, frees, stamp
             f.locked = None if locked is None else bool(locked)
             f.mask = None if mask is None else NO_HARTS
             f.dirty = None if dirty is None else NO_HARTS

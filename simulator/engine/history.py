@@ -10,7 +10,8 @@ it, and the head of each chain sits in a per-frame array (``FrameHeads``) or,
 for PTE slots, in a 512-entry array per table (``SlotHeads``).  ``get`` gives
 a key's events back as the tuples the explanations read, oldest first.
 
-Invariant: rows are only appended; a key's chain runs through rows of that
+Invariant: rows are only appended (a field of a ``Rows`` may change, as the count of a run of
+flushes does; a chain never does); a key's chain runs through rows of that
 key alone, newest first (-1 ends it).
 """
 
@@ -85,6 +86,16 @@ class Rows:
         """Row ``row`` as the values it was given."""
         return self._row(row)
 
+    def value(self, row: int, c: int) -> Any:
+        """Field ``c`` of row ``row``."""
+        return self._value(c, row)
+
+    def put(self, row: int, c: int, v: int | None) -> None:
+        """Change an int field of a row (a run's count); a string field is not changed this way."""
+        if self._kinds[c] == "s":
+            raise TypeError("put: a string column is kept once per string; append a new row instead")
+        self._cols[c][row] = -1 if v is None and self._kinds[c] == "o" else v
+
     def _value(self, c: int, row: int) -> Any:
         v = self._cols[c][row]
         kind = self._kinds[c]
@@ -143,24 +154,70 @@ class Chained(Rows):
 
 class FrameHistory(Chained):
     """A frame's life: ``(seq, hart, kind, stamp, why, gen, state, owner)``; a free also keeps what the
-    freeing hart was doing (``free_op``)."""
+    freeing hart was doing (``free_op``).
+
+    Nearly every frame is assigned to its owner just after it is handed out (assign_pages after
+    alloc_domheap_pages): that assign is kept on the hand-out's row, as the steps between the two,
+    not as a row of its own, and ``get`` gives it back as its own event.
+    """
+
+    _ASSIGNED = 9  # the column: steps from the hand-out to the assign, plus one (0: not assigned on this row)
 
     def __init__(self, nr_frames: int) -> None:
-        super().__init__("QosQsQBis", FrameHeads(nr_frames))
+        super().__init__("QosQsQBisI", FrameHeads(nr_frames))
 
     def add(  # type: ignore[override]
         self, mfn: int, seq: int, hart: int | None, kind: str, stamp: int, why: str, gen: int, state: int,
         owner: int, op: str = "",
     ) -> None:  # fmt: skip
-        super().add(mfn, seq, hart, kind, stamp, why, gen, state, owner, op)
+        super().add(mfn, seq, hart, kind, stamp, why, gen, state, owner, op, 0)
+
+    def add_assign(self, mfn: int, seq: int, hart: int | None, gen: int, state: int, owner: int) -> None:
+        """``(seq, hart, "assign", 0, "", gen, state, owner)``: on the hand-out's row when it is the frame's
+        newest and says the same of it (hart, generation, state, owner), else a row of its own."""
+        row = self._heads.get(mfn)
+        if row >= 0 and self._value(2, row) in ("alloc", "reuse") and not self._cols[self._ASSIGNED][row]:
+            steps = seq - self._cols[0][row]
+            if (self._value(1, row), self._cols[5][row], self._cols[6][row], self._cols[7][row]) == (
+                hart, gen, state, owner,
+            ) and 0 <= steps < 0xFFFFFFFE:  # fmt: skip
+                self._cols[self._ASSIGNED][row] = steps + 1
+                return
+        self.add(mfn, seq, hart, "assign", 0, "", gen, state, owner)
+
+    def _assign(self, row: int) -> tuple[Any, ...] | None:
+        """The assign kept on ``row``, as its own event."""
+        steps = self._cols[self._ASSIGNED][row]
+        if not steps:
+            return None
+        seq, hart, _kind, _stamp, _why, gen, state, owner = self._row(row)
+        return (seq + steps - 1, hart, "assign", 0, "", gen, state, owner)
+
+    def get(self, key: int, default: Any = None) -> list[tuple[Any, ...]] | Any:
+        rows = self._rows(key)
+        if not rows:
+            return default
+        out = []
+        for r in reversed(rows):
+            out.append(self._row(r))
+            assign = self._assign(r)
+            if assign is not None:
+                out.append(assign)
+        return out
 
     def _row(self, row: int) -> tuple[Any, ...]:
         return super()._row(row)[:8]
 
     def last(self, mfn: int, kind: str) -> int:
         """The step of the frame's latest event of ``kind``, -1 if none."""
-        seq = self.newest(mfn, 2, kind)
-        return -1 if seq is None else seq
+        row = self._heads.get(mfn)
+        while row >= 0:
+            if kind == "assign" and self._cols[self._ASSIGNED][row]:
+                return self._cols[0][row] + self._cols[self._ASSIGNED][row] - 1
+            if self._value(2, row) == kind:
+                return self._cols[0][row]
+            row = self._prev[row]
+        return -1
 
     def free_op(self, mfn: int, seq: int, default: str) -> str:
         """What the hart that freed ``mfn`` at step ``seq`` was doing."""
@@ -192,3 +249,29 @@ class SlotLast:
             return None
         h = cols[1][idx]
         return cols[0][idx], (None if h < 0 else h), cols[2][idx]
+
+
+class PutPaths:
+    """The C call path of each frame's last put_page, innermost first: a per-frame index into the
+    distinct paths (a teardown puts millions of frames through a handful of paths)."""
+
+    def __init__(self, nr_frames: int) -> None:
+        self._a = array("I", [0]) * nr_frames  # 0: no put yet; else the path's index + 1
+        self._far: dict[int, int] = {}
+        self._paths: list[list[str]] = []
+        self._ids: dict[tuple[str, ...], int] = {}
+
+    def set(self, mfn: int, path: list[str]) -> None:
+        i = self._ids.get(tuple(path))
+        if i is None:
+            i = self._ids[tuple(path)] = len(self._paths)
+            self._paths.append(list(path))
+        if 0 <= mfn < len(self._a):
+            self._a[mfn] = i + 1
+        else:
+            self._far[mfn] = i + 1
+
+    def get(self, mfn: int, default: list[str]) -> list[str]:
+        """The path (never to be changed: every frame put that way shares it), or ``default``."""
+        i = self._a[mfn] if 0 <= mfn < len(self._a) else self._far.get(mfn, 0)
+        return self._paths[i - 1] if i else default

@@ -47,7 +47,7 @@ from simulator.engine.calls import NO_HARTS, NOTHING_FILTERED, FlushLog, c_stack
 from simulator.engine.cause import FLUSH_ON_VMID, Cause, Diagnosis, Stale, covers
 from simulator.engine.conductor import SimulationStop
 from simulator.engine.findings import Groups
-from simulator.engine.history import Chained, FrameHeads, FrameHistory, SlotHeads, SlotLast
+from simulator.engine.history import Chained, FrameHeads, FrameHistory, PutPaths, SlotHeads, SlotLast
 from simulator.engine.rmap import ReverseMap
 from simulator.engine.windows import EVICTED, MARK_ALIAS, REFILLED, STILL_CACHED, Windows, origin
 from simulator.riscv import memory as M
@@ -203,8 +203,8 @@ class Oracle(Observer):
         self.dying: set[int] = set()  # domains domain_kill has begun to tear down
         self.freed_mapped_dying = 0  # frames freed while only a dying domain's p2m still mapped them
         self.windows = Windows()  # race windows opened and what closed them (engine.windows)
-        self._paths: dict[tuple[str, ...], list[str]] = {}  # (never changed: shared by every frame put that way)
-        self.put_paths: dict[int, list[str]] = {}  # mfn -> the C functions of its last put_page, innermost first
+        # mfn -> the C functions of its last put_page, innermost first (each distinct path kept once)
+        self.put_paths = PutPaths(memory.nr_frames)
         self.dom_roots: dict[int, int] = {}  # domain -> its p2m root now
         self.fence_origin: dict[int, str] = {}  # remote request id -> the Xen function that sent it
 
@@ -254,9 +254,7 @@ class Oracle(Observer):
 
     def on_assign(self, mfn: int, owner: int) -> None:
         hart = self._hart()
-        self.frame_hist.add(
-            mfn, self.conductor.seq, hart, "assign", 0, "", self.memory.gen[mfn], self.memory.state[mfn], owner
-        )
+        self.frame_hist.add_assign(mfn, self.conductor.seq, hart, self.memory.gen[mfn], self.memory.state[mfn], owner)
         if self.log.enabled:
             self.log.debug(hart, "frame.assign", mfn=mfn, gen=self.memory.gen[mfn], owner=owner)
         ev = self.survivors.pop(mfn, None)
@@ -548,7 +546,7 @@ class Oracle(Observer):
         elif name == "put_page":
             self.puts.add(fields["mfn"], self.conductor.seq, hart, *self._call(hart))
             path = _from(c_stack(2, 8), "put_page")
-            self.put_paths[fields["mfn"]] = self._paths.setdefault(tuple(path), path)  # one list per distinct path
+            self.put_paths.set(fields["mfn"], path)
         elif name == "dirty_cpumask":
             self.dirty_hist.setdefault((fields["dom"], fields["cpu"]), []).append(
                 (self.conductor.seq, fields["set"], fields["fn"])

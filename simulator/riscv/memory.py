@@ -51,8 +51,8 @@ ENTRIES = 512
 
 class Memory:
     def __init__(self, nr_frames: int, observer: Observer, contiguous: bool = False) -> None:
-        if nr_frames <= 0 or nr_frames & (nr_frames - 1):
-            raise ValueError(f"memory must be a power of two number of frames, not {nr_frames}")
+        if nr_frames <= 0 or nr_frames % 512:
+            raise ValueError(f"memory must be a whole number of 2 MiB superpages (512 frames), not {nr_frames}")
         self.nr_frames = nr_frames
         self.state = bytearray(nr_frames)
         self.owner = array("i", [NO_OWNER]) * nr_frames

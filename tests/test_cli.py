@@ -162,6 +162,25 @@ def test_bench_prints_the_three_numbers(capsys: pytest.CaptureFixture[str]) -> N
         assert out[key] > 0
 
 
+def test_bench_sweep_sets_the_speed_up_beside_the_machines(capsys: pytest.CaptureFixture[str]) -> None:
+    """The sweep with one process and with two, and the machine's own speed-up measured between them:
+    the figures follow from the seconds."""
+    assert cli_main(["bench", "--sweep", "--workload", "foreign-remap", "--seeds", "3", "--jobs", "2", "--json"]) == 0
+    out = orjson.loads(capsys.readouterr().out)
+    assert (out["workload"], out["seeds"], out["jobs"], out["target_speedup"]) == ("foreign-remap", 3, 2, 1.8)
+    assert abs(out["runs_per_s_1"] - 3 / out["seconds_1"]) < 0.01 * out["runs_per_s_1"] + 0.002
+    assert abs(out["speedup"] - out["seconds_1"] / out["seconds_n"]) < 0.01 * out["speedup"] + 0.002
+    assert out["machine_speedup"] > 0.3 and abs(out["efficiency"] - out["speedup"] / out["machine_speedup"]) < 0.01
+    for argv, what in (
+        (["--sweep", "--workloads"], "--sweep or --workloads, not both"),
+        (["--sweep", "--workload", "balloon", "--workload", "pool-churn"], "sweeps one workload"),
+        (["--sweep", "--workload", "nosuch"], "unknown workload 'nosuch'"),
+    ):
+        assert cli_main(["bench", *argv]) == 2
+        err = capsys.readouterr().err.strip()
+        assert what in err and "\n" not in err
+
+
 def test_bench_workloads_prices_each_step_in_dict_lookups(capsys: pytest.CaptureFixture[str]) -> None:
     """Each workload's steps and seconds, and a step's cost against the baseline measured beside it:
     the numbers add up (steps/s is steps over seconds; lookups/step is baseline x seconds / steps)."""

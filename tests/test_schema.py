@@ -78,6 +78,7 @@ def real(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Any]:
                 ["bench", "--workloads", "--workload", "foreign-remap", "--repeat", "1", "--json"],
                 (0,),
             ),
+            "bench-sweep": (["bench", "--sweep", "--workload", "foreign-remap", "--seeds", "2", "--json"], (0,)),
         },
         d,
     )
@@ -106,6 +107,7 @@ DOCUMENT_OF = {  # real output -> the schema it must pass
     "shrink": "shrink",
     "bench": "bench",
     "bench-workloads": "bench-workloads",
+    "bench-sweep": "bench-sweep",
 }
 
 

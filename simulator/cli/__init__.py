@@ -236,14 +236,28 @@ def build_parser() -> argparse.ArgumentParser:
     b.add_argument("--json", action="store_true")
     b.add_argument("--backend", default="trio")
     b.add_argument("--steps", type=at_least_one, default=600_000)
-    b.add_argument("--repeat", type=at_least_one, default=3)
+    b.add_argument(
+        "--repeat", type=at_least_one, default=None, help="measurements (the median is taken; 3, or 1 with --sweep)"
+    )
     b.add_argument(
         "--workloads",
         action="store_true",
         help="every built-in workload at one seed: steps/s and runs/s, and a step's cost in dict lookups",
     )
     b.add_argument("--seed", type=int, default=1, help="the seed of --workloads (default 1)")
-    b.add_argument("--workload", action="append", default=[], help="with --workloads: only these (repeatable)")
+    b.add_argument(
+        "--workload",
+        action="append",
+        default=[],
+        help="with --workloads: only these (repeatable); with --sweep: the one to sweep (teardown-under-load)",
+    )
+    b.add_argument(
+        "--sweep",
+        action="store_true",
+        help="a sweep with --jobs 1 and with --jobs N, beside what N processes give over one on this machine",
+    )
+    b.add_argument("--seeds", type=at_least_one, default=40, help="with --sweep: seeds 0..N-1 (default 40)")
+    b.add_argument("--jobs", type=at_least_one, default=None, help="with --sweep: processes (default: one per core)")
     return p
 
 
@@ -992,9 +1006,11 @@ def cmd_bench(args: argparse.Namespace) -> int:
 
     if args.backend not in ("trio", "asyncio"):
         raise CliError(f"unknown backend {args.backend!r} (trio or asyncio)")
+    if args.sweep:
+        return _bench_sweep(args)
     if args.workloads or args.workload:
         return _bench_workloads(args)
-    r = bench(args.backend, args.steps, args.repeat)
+    r = bench(args.backend, args.steps, args.repeat or 3)
     if args.json:
         print(orjson.dumps(r).decode())
         return EXIT_CLEAN
@@ -1010,6 +1026,37 @@ def cmd_bench(args: argparse.Namespace) -> int:
     return EXIT_CLEAN
 
 
+def _bench_sweep(args: argparse.Namespace) -> int:
+    from simulator.engine.simulation import ConfigError, load_workload
+    from simulator.hunt.bench import sweep_bench
+    from simulator.hunt.sweep import SweepError
+
+    if args.workloads:
+        raise CliError("bench: --sweep or --workloads, not both")
+    if len(args.workload) > 1:
+        raise CliError("bench --sweep sweeps one workload (one --workload)")
+    workload = args.workload[0] if args.workload else "teardown-under-load"
+    try:
+        load_workload(workload)  # a bad name or file is a one-line error before any process starts
+        r = sweep_bench(workload, args.seeds, args.jobs or 0, args.backend, args.repeat or 1)
+    except (ConfigError, SweepError) as exc:
+        raise CliError(f"bench --sweep: {exc}") from None
+    if args.json:
+        print(orjson.dumps(r).decode())
+        return EXIT_CLEAN
+    print(f"p2msim {__version__} bench --sweep ({r['workload']}, seeds 0:{r['seeds']}, {r['backend']})")
+    for j, key in ((1, "1"), (r["jobs"], "n")):
+        print(f"  --jobs {j:<3} {r['runs_per_s_' + key]:>8.2f} runs/s   ({r['seconds_' + key]:.1f} s)")
+    verdict = "within" if r["speedup"] >= r["target_speedup"] else "UNDER"
+    print(f"  speed-up     {r['speedup']:>8.2f}x         ({verdict} the target of {r['target_speedup']}x)")
+    print(
+        f"  machine      {r['machine_speedup']:>8.2f}x         (a dict loop in {r['jobs']} processes at once over one, "
+        "measured between the sweeps)"
+    )
+    print(f"  efficiency   {100 * r['efficiency']:>8.0f}%          (the sweep's speed-up over the machine's)")
+    return EXIT_CLEAN
+
+
 def _bench_workloads(args: argparse.Namespace) -> int:
     from simulator.engine.simulation import builtin_workloads
     from simulator.hunt.bench import workloads_bench
@@ -1018,7 +1065,7 @@ def _bench_workloads(args: argparse.Namespace) -> int:
     for w in args.workload:
         if w not in known:
             raise CliError(f"unknown built-in workload {w!r} (choose from {', '.join(known)})")
-    r = workloads_bench(args.seed, args.repeat, args.backend, args.workload or None)
+    r = workloads_bench(args.seed, args.repeat or 3, args.backend, args.workload or None)
     if args.json:
         print(orjson.dumps(r).decode())
         return EXIT_CLEAN

@@ -316,7 +316,9 @@ def validate(config: Config, bugs: bool = True) -> None:
     if config.steps < 0:
         raise ConfigError(f"--steps must be positive (or 0 for the default budget), not {config.steps}")
     if config.frames < 4096 or config.frames % 512:
-        raise ConfigError(f"memory must be a whole number of 2 MiB (512 frames), at least 4096 frames, not {config.frames}")
+        raise ConfigError(
+            f"memory must be a whole number of 2 MiB (512 frames), at least 4096 frames, not {config.frames}"
+        )
     if config.log_level not in LOG_LEVELS:
         raise ConfigError(f"unknown log level {config.log_level!r} (choose from {', '.join(LOG_LEVELS)})")
     if config.frames * BYTES_PER_FRAME > physical_memory() // 2:

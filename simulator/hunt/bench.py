@@ -10,13 +10,20 @@ Three numbers:
 beside its own baseline measurement: a step costs so many dict lookups, a
 figure that moves with the code, not with the machine's load.
 
+``bench --sweep`` runs one sweep with ``--jobs 1`` and with ``--jobs N`` and
+sets the speed-up beside the machine's own: the same dict loop in one process
+and in N at once, measured in the same run (virtual cores that share a
+physical one, or a busy host, give less than N, and no sweep can beat that).
+
 This module is also a workload file (``NAME``/``main``), loaded by path.
 """
 
 from __future__ import annotations
 
+import os
 import statistics
 import time
+from concurrent.futures import ProcessPoolExecutor
 from typing import Any
 
 import anyio
@@ -157,4 +164,61 @@ def workloads_bench(
             "steps_per_s": round(steps / dt) if dt else 0,
             "lookups_per_step": round(lookups / max(1, steps), 1),
         },
+    }
+
+
+def _parallel_lookups(pool: ProcessPoolExecutor, workers: int, n: int) -> float:
+    """Dict lookups per second over ``workers`` processes each running the baseline loop at once."""
+    t = time.perf_counter()
+    list(pool.map(baseline_lookups_per_s, [n] * workers))
+    return workers * n / (time.perf_counter() - t)
+
+
+def machine_speedup(jobs: int, n: int = 4_000_000, repeat: int = 3) -> float:
+    """What ``jobs`` processes give over one on this machine now: the dict loop's throughput in ``jobs``
+    processes at once over its throughput in one (the median of ``repeat``, interleaved)."""
+    with ProcessPoolExecutor(max_workers=jobs) as pool:
+        list(pool.map(int, range(jobs)))  # every worker started before anything is timed
+        ratios = [_parallel_lookups(pool, jobs, n) / _parallel_lookups(pool, 1, n) for _ in range(max(1, repeat))]
+    return statistics.median(ratios)
+
+
+def sweep_bench(
+    workload: str = "teardown-under-load", seeds: int = 40, jobs: int = 0, backend: str = "trio", repeat: int = 1
+) -> dict[str, Any]:
+    """A sweep of ``seeds`` seeds with one process and with ``jobs`` (0: one per core), interleaved
+    ``repeat`` times, and the machine's speed-up measured between them."""
+    from simulator.engine.simulation import Config
+    from simulator.hunt.sweep import Sweep, SweepError, run_sweep
+
+    jobs = jobs or os.cpu_count() or 1
+    sweep = Sweep(Config(workload, backend=backend), range(seeds))
+    one: list[float] = []
+    many: list[float] = []
+    machine: list[float] = []
+    for _ in range(max(1, repeat)):
+        for out, j in ((one, 1), (many, jobs)):
+            t = time.perf_counter()
+            summary = run_sweep(sweep, jobs=j)
+            out.append(time.perf_counter() - t)
+            if summary.runs != seeds or summary.crashed:  # a sweep that did not run every seed times nothing
+                crashed = "; ".join(f"seed {k}: {v}" for k, v in summary.crashed.items())
+                raise SweepError(f"the sweep ran {summary.runs} of {seeds} seeds{'; ' + crashed if crashed else ''}")
+        machine.append(machine_speedup(jobs))
+    t1, tj, m = statistics.median(one), statistics.median(many), statistics.median(machine)
+    speedup = t1 / tj
+    return {
+        "backend": backend,
+        "workload": workload,
+        "seeds": seeds,
+        "jobs": jobs,
+        "repeat": repeat,
+        "seconds_1": round(t1, 3),
+        "seconds_n": round(tj, 3),
+        "runs_per_s_1": round(seeds / t1, 3),
+        "runs_per_s_n": round(seeds / tj, 3),
+        "speedup": round(speedup, 3),
+        "machine_speedup": round(m, 3),
+        "efficiency": round(speedup / m, 3),
+        "target_speedup": round(0.9 * jobs, 2),
     }

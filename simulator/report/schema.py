@@ -1156,6 +1156,24 @@ BENCH_WORKLOADS = Object(
     },
     "a per-workload benchmark",
 )
+BENCH_SWEEP = Object(
+    {
+        "backend": f(Enum(("trio", "asyncio")), "the event loop"),
+        "workload": f(STR, "the workload swept"),
+        "seeds": f(POS, "seeds 0..seeds-1"),
+        "jobs": f(POS, "the processes of the parallel sweep"),
+        "repeat": f(POS, "sweeps of each kind (the median is taken)"),
+        "seconds_1": f(NUM, "wall-clock seconds of the sweep with --jobs 1"),
+        "seconds_n": f(NUM, "wall-clock seconds of the sweep with --jobs N"),
+        "runs_per_s_1": f(NUM, "seeds / seconds_1"),
+        "runs_per_s_n": f(NUM, "seeds / seconds_n"),
+        "speedup": f(NUM, "seconds_1 / seconds_n"),
+        "machine_speedup": f(NUM, "a dict loop's throughput in N processes at once over one, measured in this run"),
+        "efficiency": f(NUM, "speedup / machine_speedup"),
+        "target_speedup": f(NUM, "the speed-up aimed at: 0.9 per process"),
+    },
+    "a sweep's scaling",
+)
 INSPECT_VIOLATION = Object(
     {
         "violation": f(_VIOLATION_SUMMARY, "the violation"),
@@ -1193,6 +1211,7 @@ DOCUMENTS: dict[str, tuple[int, str, Object]] = {
     "shrink": (OUTPUT_VERSION, "`p2msim shrink --json`", SHRINK),
     "bench": (OUTPUT_VERSION, "`p2msim bench --json`", BENCH),
     "bench-workloads": (OUTPUT_VERSION, "`p2msim bench --workloads --json`", BENCH_WORKLOADS),
+    "bench-sweep": (OUTPUT_VERSION, "`p2msim bench --sweep --json`", BENCH_SWEEP),
 }
 
 

@@ -36,3 +36,16 @@ def test_big_guest_is_not_a_race_hunt_and_refuses_a_bad_shape() -> None:
         run(Config("big-guest", params=(("mib", "8"), ("order", "3"))))
     with pytest.raises(WorkloadError, match="a whole number of 2 MiB"):
         run(Config("big-guest", params=(("mib", "0"), ("gib", "0"))))
+
+
+def test_the_readme_quotes_the_note_a_gib_guest_gets() -> None:
+    """The README's example of a grown machine is what `p2msim run big-guest -p gib=1` says."""
+    from pathlib import Path
+
+    from simulator.engine.simulation import _params, _sized_for, load_workload
+
+    mod = load_workload("big-guest")
+    config = Config("big-guest", params=(("gib", "1"),))
+    _config, note = _sized_for(mod, _params(mod, config), config)
+    readme = " ".join((Path(__file__).resolve().parent.parent / "README.md").read_text().split())
+    assert f"`{note}`" in readme, note

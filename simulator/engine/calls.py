@@ -17,7 +17,7 @@ from collections.abc import Mapping, Sequence
 from types import MappingProxyType
 from typing import TYPE_CHECKING, Any
 
-from simulator.ctree.bridge import spawned_frames
+from simulator.ctree.bridge import greenlet_spawn, spawned_frames
 from simulator.engine.history import Rows
 
 if TYPE_CHECKING:
@@ -297,13 +297,13 @@ def c_stack(depth: int = 1, limit: int = 64) -> list[str]:
     out: list[str] = []
     named = _NAMED
     bottom = _actor_root()
+    spawn = greenlet_spawn.__code__
     while f is not None and len(out) < limit:
         code = f.f_code
         if code is bottom:  # an actor's root: below it are the event loop and the simulation's driver
             break
-        c_frames = spawned_frames(f)  # a hypervisor function of a Xen tree's C (--xen-tree) is running here
-        if c_frames is not None:
-            out.extend(c_frames)
+        if code is spawn:  # a hypervisor function of a Xen tree's C (--xen-tree) is running here
+            out.extend(spawned_frames(f) or ())
         else:
             known = named.get(code)
             if known is None:

@@ -518,7 +518,11 @@ class Oracle(Observer):
             self.calls[hart].pop()
 
     def event(self, hart: int, name: str, **fields: Any) -> None:
-        if name == "switch_in":
+        if name == "put_page":  # (first: a teardown puts every page, twice)
+            self.puts.add(fields["mfn"], self.conductor.seq, hart, *self._call(hart))
+            path = _from(c_stack(2, 8), "put_page")
+            self.put_paths.set(fields["mfn"], path)
+        elif name == "switch_in":
             self.hart_ctx[hart] = (fields["dom"], fields["vcpu"], fields["vmid"])
             self.ctx_hist.setdefault(hart, []).append((self.conductor.seq, (fields["dom"], fields["vcpu"])))
         elif name == "switch_out":
@@ -543,10 +547,6 @@ class Oracle(Observer):
             self.roots.setdefault(fields["mfn"], []).append((self.conductor.seq, fields["dom"]))
             self.dom_roots[fields["dom"]] = fields["mfn"]
             self.rmap.add_root(fields["mfn"], ROOT_PAGES)
-        elif name == "put_page":
-            self.puts.add(fields["mfn"], self.conductor.seq, hart, *self._call(hart))
-            path = _from(c_stack(2, 8), "put_page")
-            self.put_paths.set(fields["mfn"], path)
         elif name == "dirty_cpumask":
             self.dirty_hist.setdefault((fields["dom"], fields["cpu"]), []).append(
                 (self.conductor.seq, fields["set"], fields["fn"])

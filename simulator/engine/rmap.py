@@ -71,9 +71,11 @@ class ReverseMap:
 
     def slots(self, ppn: int) -> list[tuple[int, int]]:
         """(table, idx) of every slot whose last store named ``ppn``, in order."""
-        out = sorted(self.more.get(ppn, ()))
-        if ppn < len(self.first) and self.first[ppn]:
-            out = sorted([self.first[ppn] - 1, *out])
+        first = self.first[ppn] if ppn < len(self.first) else 0
+        rest = self.more.get(ppn)
+        if not rest:  # (nearly every frame: one slot or none)
+            return [((first - 1) >> 9, (first - 1) & 511)] if first else []
+        out = sorted([first - 1, *rest]) if first else sorted(rest)
         return [(s >> 9, s & 511) for s in out]
 
     def store(self, table: int, idx: int, old: int, new: int) -> None:

@@ -69,7 +69,9 @@ class XenBase:
 
     @model("an atomic action follows: other harts may interleave here")
     async def step(self) -> None:
-        await self.this_hart().tick()
+        cur = self.conductor.current  # (this_hart() inline: every step of Xen's code comes here)
+        assert cur is not None and cur.index < len(self.harts), "Xen code must run on a hart"
+        await self.harts[cur.index].tick()
 
     @upstream("include/asm/cpufeature.h", differs="the machine's extensions, not the ISA string of the DT")
     def riscv_isa_extension_available(self, ext: str) -> bool:

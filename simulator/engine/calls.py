@@ -100,6 +100,9 @@ class Flush:
         return sorted({req.dst for _s, _w, req in self.fences})
 
 
+_COUNT, _STRIDE = 13, 14  # the columns of a quiet row that say how many flushes its run holds, and how far apart
+
+
 class FlushLog:
     """The flushes of one run; at most one open per hart (flushes do not nest).
 
@@ -153,7 +156,7 @@ class FlushLog:
     def all(self) -> list[Flush]:
         """Every flush, in the order they began."""
         if self._all is None:
-            made = [self._make(i, k) for i in range(len(self._quiet)) for k in range(self._quiet.value(i, 13))]
+            made = [self._make(i, k) for i in range(len(self._quiet)) for k in range(self._quiet.value(i, _COUNT))]
             self._all = sorted(self._kept + made, key=lambda f: f.ordinal)
         return self._all
 
@@ -165,12 +168,12 @@ class FlushLog:
         run = self._run
         if run is not None and run[0] == shared and run[1] == f.ordinal:
             last = len(self._quiet) - 1
-            count = self._quiet.value(last, 13)
+            count = self._quiet.value(last, _COUNT)
             if count == 1:  # the second flush of a run sets its stride
-                self._quiet.put(last, 14, f.seq - self._quiet.value(last, 1))
+                self._quiet.put(last, _STRIDE, f.seq - self._quiet.value(last, 1))
             if count == 1 or f.seq == run[2]:
-                self._quiet.put(last, 13, count + 1)
-                stride = self._quiet.value(last, 14)
+                self._quiet.put(last, _COUNT, count + 1)
+                stride = self._quiet.value(last, _STRIDE)
                 self._run = (shared, f.ordinal + 1, f.seq + stride)
                 return
         self._quiet.append(

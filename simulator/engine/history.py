@@ -163,17 +163,11 @@ class Chained(Rows):
         rows = self._rows(key)
         if not rows:
             return default
-        return [self._row(r) for r in reversed(rows)]
+        return [ev for r in reversed(rows) for ev in self._events(r)]
 
-    def newest(self, key: int, col: int, value: Any, out: int = 0) -> Any:
-        """Field ``out`` of the key's newest event whose field ``col`` is ``value``; None if there is none
-        (without building the key's events)."""
-        row = self._heads.get(key)
-        while row >= 0:
-            if self._value(col, row) == value:
-                return self._value(out, row)
-            row = self._prev[row]
-        return None
+    def _events(self, row: int) -> list[tuple[Any, ...]]:
+        """The events a row holds, oldest first: itself (a subclass may keep a second one on it)."""
+        return [self._row(row)]
 
 
 class FrameHistory(Chained):
@@ -209,25 +203,14 @@ class FrameHistory(Chained):
                 return
         self.add(mfn, seq, hart, "assign", 0, "", gen, state, owner)
 
-    def _assign(self, row: int) -> tuple[Any, ...] | None:
-        """The assign kept on ``row``, as its own event."""
+    def _events(self, row: int) -> list[tuple[Any, ...]]:
+        """The row's event, and the assign kept on it as an event of its own."""
+        ev = self._row(row)
         steps = self._cols[self._ASSIGNED][row]
         if not steps:
-            return None
-        seq, hart, _kind, _stamp, _why, gen, state, owner = self._row(row)
-        return (seq + steps - 1, hart, "assign", 0, "", gen, state, owner)
-
-    def get(self, key: int, default: Any = None) -> list[tuple[Any, ...]] | Any:
-        rows = self._rows(key)
-        if not rows:
-            return default
-        out = []
-        for r in reversed(rows):
-            out.append(self._row(r))
-            assign = self._assign(r)
-            if assign is not None:
-                out.append(assign)
-        return out
+            return [ev]
+        seq, hart, _kind, _stamp, _why, gen, state, owner = ev
+        return [ev, (seq + steps - 1, hart, "assign", 0, "", gen, state, owner)]
 
     def _row(self, row: int) -> tuple[Any, ...]:
         return super()._row(row)[:8]

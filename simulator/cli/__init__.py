@@ -69,7 +69,13 @@ def build_parser() -> argparse.ArgumentParser:
     r = sub.add_parser("run", help="run one seeded race hunt on a workload")
     r.add_argument("workload", help="a built-in workload name (see `p2msim list`) or a path to a .py file")
     r.add_argument("--seed", type=positive, default=0)
-    r.add_argument("--strategy", default="random", help="random or pct")
+    r.add_argument("--strategy", default="random", help="random, pct, or timed (virtual time: durations)")
+    r.add_argument(
+        "--costs",
+        default="",
+        metavar="FILE",
+        help="a TOML cost table over the defaults (simulator/riscv/costs.toml), for --strategy timed",
+    )
     r.add_argument("--pct-depth", type=positive, default=3, help="bug depth for --strategy pct")
     r.add_argument("--pcpus", type=positive, default=4, help="harts (physical CPUs)")
     r.add_argument("--profile", default="fixed", help="which version of Xen's bookkeeping runs")
@@ -425,6 +431,9 @@ def render(result) -> str:  # type: ignore[no-untyped-def]
         if result.violations:
             out.append("")
         out.extend(windows.block(result.windows))
+    if "timing" in s:
+        out.append("")
+        out.extend(timing_block(s["timing"]))
     if result.warnings:
         out.append("")
         kinds = ", ".join(f"{k} {n:,}" for k, n in sorted(result.warning_kinds.items(), key=lambda kv: -kv[1]))
@@ -440,6 +449,20 @@ def render(result) -> str:  # type: ignore[no-untyped-def]
     elif result.violations and not result.output_errors:
         out.append(f"log:    {c.log}   inspect: p2msim inspect {c.log} --violation 1")
     return "\n".join(out)
+
+
+def timing_block(t: dict[str, Any]) -> list[str]:
+    """A timed run's durations, in virtual cycles (engine.timing)."""
+    out = [
+        f"virtual time: {t['cycles']:,} cycles; {t['ipis']:,} IPIs; guests stalled by fences "
+        f"{t['guest_stall']['total']:,} cycles ({', '.join(f'{x:,}' for x in t['guest_stall']['per_hart'])} by hart)",
+        f"  {'':<40} {'count':>7} {'mean':>10} {'max':>10} {'total':>12}   (cycles)",
+    ]
+    for kind, form in (("hypercalls", "hypercall {}"), ("flushes", "{} to its last ack"), ("lock_holds", "{} held")):
+        for name, v in t[kind].items():
+            label = form.format(name)
+            out.append(f"  {label:<40} {v['count']:>7,} {v['mean']:>10,} {v['max']:>10,} {v['total']:>12,}")
+    return out
 
 
 def _log_or_replayed(path: str) -> str:

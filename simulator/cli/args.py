@@ -98,4 +98,5 @@ def shared_config(args: argparse.Namespace) -> dict[str, Any]:
         "variants": tuple(args.variant),
         "tlb_negative": args.tlb_negative,
         "tlb_multi": args.tlb_multi,
+        "costs": getattr(args, "costs", ""),
     }

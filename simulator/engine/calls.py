@@ -255,6 +255,12 @@ def observe(xen: Xen, observer: Any) -> None:
 
     xen.p2m_tlb_flush = observed_p2m_tlb_flush  # type: ignore[method-assign]
     xen.filtered_flush_tlb_mask = observed_filtered_flush_tlb_mask  # type: ignore[method-assign]
+    t = getattr(xen.conductor, "timing", None)
+    if t is not None:  # a timed run: each call's duration too
+        for name in HYPERCALLS:
+            setattr(xen, name, t.timed(xen.conductor, "hypercalls", name, getattr(xen, name)))
+        for name in ("p2m_tlb_flush", "filtered_flush_tlb_mask"):
+            setattr(xen, name, t.timed(xen.conductor, "flushes", name, getattr(xen, name)))
 
 
 _SKIP = ("/simulator/riscv/", "/simulator/engine/conductor", "/simulator/engine/calls", "/simulator/engine/oracle",

@@ -29,6 +29,9 @@ import sniffio
 import trio
 from anyio.lowlevel import checkpoint
 
+from simulator.engine.timing import Timing
+from simulator.riscv.costs import ZERO
+
 if TYPE_CHECKING:
     from simulator.engine.strategies import Strategy
 
@@ -109,7 +112,7 @@ def new_baton() -> Baton:
 
 
 class Actor:
-    __slots__ = ("cond", "done", "event", "index", "name", "started", "waiting_for", "wake_at")
+    __slots__ = ("cond", "done", "event", "index", "name", "started", "t", "waiting_for", "wake_at", "woken")
 
     def __init__(self, name: str, index: int) -> None:
         self.name = name
@@ -120,6 +123,8 @@ class Actor:
         self.done = False
         self.started = False
         self.wake_at = 0  # for timed waits; 0 = none
+        self.t = 0  # virtual cycles at which its next action starts (the timed strategy; else 0)
+        self.woken = False  # blocked, and its wait has ended (TimedConductor brought its clock up)
 
     def runnable(self) -> bool:
         if self.done:
@@ -209,6 +214,19 @@ class Conductor:
     def notify(self) -> None:
         self.dirty = True
 
+    def charge(self, cycles: int) -> None:
+        """Virtual time: nothing to charge on a conductor without a clock."""
+
+    def held(self, name: str, cycles: int) -> None:
+        """A lock's write hold ended (its length is reported by timed runs)."""
+
+    costs = ZERO
+    timed = False  # does this conductor keep virtual time (TimedConductor)?
+
+    def now(self) -> int:
+        """The virtual time of the running action, in cycles (0 when the run is not timed)."""
+        return 0
+
     # -- blocking ---------------------------------------------------------------
 
     async def block(self, actor: Actor, cond: Cond, what: str) -> None:
@@ -260,7 +278,7 @@ class Conductor:
             enabled = [a for a in self.actors if a.runnable()]
         if not enabled:
             raise Deadlock(self.describe_waits())
-        nxt, run = self.strategy.next_actor(current, enabled, self.seq)
+        nxt, run = self._choose(current, enabled)
         limit = min(self.budget, self.next_timer) - self.seq
         if limit < 1:
             limit = 1
@@ -276,6 +294,9 @@ class Conductor:
             self.decisions.append((self.seq, nxt.index))
             self.preemptive.append(False)
         return nxt
+
+    def _choose(self, current: Actor | None, enabled: list[Actor]) -> tuple[Actor, int]:
+        return self.strategy.next_actor(current, enabled, self.seq)
 
     async def _reschedule(self, actor: Actor) -> None:
         nxt = self._pick(actor)
@@ -308,6 +329,83 @@ class Conductor:
     def describe_waits(self) -> str:
         waits = [f"{a.name} waits for {a.waiting_for}" for a in self.actors if not a.done and a.cond]
         return "; ".join(waits) or "no actor is waiting"
+
+
+class TimedConductor(Conductor):
+    """Strategy ``timed``: every actor keeps a virtual clock, in cycles; the earliest next action runs.
+
+    Invariants:
+
+    * Each step costs ``costs.step`` and the actions the machine and Xen charge
+      (``charge``) on top; an actor's clock (``Actor.t``) never goes back.
+    * The strategy is asked only at the points every run of these actions has
+      in common: a wake-up (``dirty``), a timer, a block.  Then an actor whose
+      wait just ended is brought to the clock of the actor that ended it (it
+      waited that long) - at that point and no other, so a replay, which asks
+      at fewer points, computes the same clocks.
+    * The picked actor runs while its clock is below ``horizon``, the next
+      enabled actor's; at a tie the seeded ``schedule`` stream picks, and since
+      every step costs at least a cycle, actors at one time take turns.  Under a
+      replay the recorded decisions pick and ``horizon`` is unbounded.
+    """
+
+    timed = True
+
+    def __init__(self, strategy: Strategy, budget: int, costs: Any) -> None:
+        super().__init__(strategy, budget)
+        self.costs = costs
+        self.step_cost: int = costs.step
+        self.horizon = 0
+        self.timing = Timing()
+        self._last = 0  # the clock of the actor that finished last (a hand-over has no current)
+
+    def now(self) -> int:
+        cur = self.current
+        return cur.t if cur is not None else self._last
+
+    def charge(self, cycles: int) -> None:
+        """The running actor's action took ``cycles`` more."""
+        cur = self.current
+        if cur is not None:
+            cur.t += cycles
+
+    def held(self, name: str, cycles: int) -> None:
+        self.timing.add("lock_holds", name, cycles)
+
+    async def step(self, actor: Actor) -> None:
+        if actor is not self.current:
+            raise ConductorError(f"{actor.name} ran while {self.current} was current")
+        self.seq += 1
+        actor.t += self.step_cost
+        self.run_left -= 1
+        if self.run_left > 0 and not self.dirty and actor.t < self.horizon:
+            return
+        await self._reschedule(actor)
+
+    def _hand_over(self, actor: Actor) -> None:
+        self._last = actor.t
+        self.dirty = True  # the finish may have ended someone's wait (a join)
+        super()._hand_over(actor)
+
+    def _choose(self, current: Actor | None, enabled: list[Actor]) -> tuple[Actor, int]:
+        if self.dirty or self.seq >= self.next_timer:
+            now = current.t if current is not None else self._last
+            for a in self.actors:
+                if a.cond is not None and not a.done:
+                    if a in enabled:
+                        if not a.woken:
+                            a.woken = True
+                            if a.t < now:
+                                a.t = now  # it waited until the actor that just ran ended the wait
+                    else:
+                        a.woken = False
+        nxt, run = self.strategy.next_actor(current, enabled, self.seq)
+        self.horizon = getattr(self.strategy, "horizon", 1 << 62)  # (a replay has none: its decisions pick)
+        return nxt, run
+
+    async def block(self, actor: Actor, cond: Cond, what: str) -> None:
+        actor.woken = False
+        await super().block(actor, cond, what)
 
 
 class UncontrolledConductor(Conductor):

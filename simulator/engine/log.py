@@ -2,8 +2,9 @@
 
 One JSON object per line.  Every line starts with ``seq`` (the conductor's
 logical step), ``hart`` (or null for the driver) and ``event``; the first line
-is ``run.start`` with the schema version ``v`` and the run's identity.  No
-wall-clock time ever appears, so equal runs give byte-identical logs.
+is ``run.start`` with the schema version ``v`` and the run's identity.  A
+timed run (``--strategy timed``) adds ``t``, the virtual time in cycles, after
+``seq``.  No wall-clock time ever appears, so equal runs give byte-identical logs.
 
 Levels: every step's event at debug, the run summary at info, violations at
 error; the first line (``run.start``) and the last (``run.end``,
@@ -56,7 +57,11 @@ def wide(v: int | str | None) -> int | None:
 
 def _schema_order(_logger: Any, method: str, event_dict: dict[str, Any]) -> dict[str, Any]:
     """seq, hart, event first; the log level last, as ``log_level`` (``level`` is a page-table level)."""
-    ordered = {"seq": event_dict.pop("seq"), "hart": event_dict.pop("hart"), "event": event_dict.pop("event")}
+    ordered = {"seq": event_dict.pop("seq")}
+    if "t" in event_dict:
+        ordered["t"] = event_dict.pop("t")  # a timed run: the virtual time, in cycles, beside seq
+    ordered["hart"] = event_dict.pop("hart")
+    ordered["event"] = event_dict.pop("event")
     ordered.update(event_dict)
     ordered["log_level"] = method
     return ordered
@@ -68,6 +73,7 @@ ALWAYS = ("run.start", "run.end", "run.interrupted", "run.error")  # written wha
 class EventLog:
     def __init__(self, path: str | None, conductor: Conductor, level: str = "debug") -> None:
         self.conductor = conductor
+        self.timed = conductor.timed
         self.path = path
         self._fh: IO[bytes] | None = None
         self.enabled = path is not None
@@ -93,9 +99,15 @@ class EventLog:
             if event in ALWAYS and LEVELS[method] < self.level:
                 # past the level filter: the same line the logger would write
                 ev = {"seq": self.conductor.seq, "hart": hart, "event": event, **fields}
+                if self.timed:
+                    ev["t"] = self.conductor.now()
                 line = _schema_order(None, method, _hex_wide(None, method, ev))
                 assert self._fh is not None
                 self._fh.write(orjson.dumps(line) + b"\n")
+            elif self.timed:
+                getattr(self._logger, method)(
+                    event, seq=self.conductor.seq, t=self.conductor.now(), hart=hart, **fields
+                )
             else:
                 getattr(self._logger, method)(event, seq=self.conductor.seq, hart=hart, **fields)
         except OSError as exc:

@@ -31,7 +31,7 @@ from simulator.ctree import p2m as ctree_p2m
 from simulator.ctree.build import CTreeError
 from simulator.engine import calls, findings, invariants, provenance, variants, windows
 from simulator.engine.bugs import BUGS
-from simulator.engine.conductor import Conductor, Deadlock, SimulationStop, UncontrolledConductor
+from simulator.engine.conductor import Conductor, Deadlock, SimulationStop, TimedConductor, UncontrolledConductor
 from simulator.engine.log import LEVELS as LOG_LEVELS
 from simulator.engine.log import LOG_SCHEMA_VERSION, EventLog
 from simulator.engine.oracle import Oracle, Violation
@@ -39,6 +39,9 @@ from simulator.engine.scenario import MachinePanic, Scenario, WorkloadError
 from simulator.engine.strategies import STRATEGIES, ReplayStrategy, Strategy, make_strategy
 from simulator.engine.userfile import UserFileError, import_file
 from simulator.engine.watchdog import STALL_SECONDS, Watchdog
+from simulator.riscv.costs import ZERO as ZERO_COSTS
+from simulator.riscv.costs import Costs, CostsError
+from simulator.riscv.costs import load as costs_table
 from simulator.riscv.hart import Hart, IllegalInstruction
 from simulator.riscv.memory import Memory
 from simulator.riscv.observer import Observer
@@ -118,6 +121,8 @@ class Config:
     variants: tuple[str, ...] = ()
     # a Xen tree whose own p2m.c is the hypervisor's P2M (simulator/ctree/); "" for the Python model
     xen_tree: str = ""
+    # the cost table over the defaults (simulator/riscv/costs.toml), for --strategy timed; "" for none
+    costs: str = ""
     # where a recorded workload or variant file is now, by the name the run gave it (a replay from
     # another directory); not part of the run's identity
     paths: tuple[tuple[str, str], ...] = ()
@@ -184,7 +189,7 @@ def stall_seconds() -> float:
     return v if v > 0 else float("inf")
 
 
-MACHINE_OPTIONS = ("ad", "svinval", "tlb_negative", "tlb_multi", "variants", "xen_tree")
+MACHINE_OPTIONS = ("ad", "svinval", "tlb_negative", "tlb_multi", "variants", "xen_tree", "costs")
 AD_SCHEMES = {"svade": frozenset({"svade", "svpbmt"}), "svadu": frozenset({"svadu", "svpbmt"})}
 MAX_HARTS = 1024  # hart IDs beyond 64 take several SBI hart-mask windows
 STEPS_PER_HART2 = 25_000
@@ -343,6 +348,18 @@ def validate(config: Config, bugs: bool = True) -> None:
         raise ConfigError(f"--speculate is a probability between 0 and 1, not {config.speculate}")
     if config.pct_depth < 1:
         raise ConfigError(f"pct depth must be at least 1, not {config.pct_depth}")
+    if config.costs and config.strategy != "timed":
+        raise ConfigError(f"--costs {config.costs} sets what actions cost in virtual time: it needs --strategy timed")
+    if config.strategy == "timed":
+        load_costs(config)
+
+
+def load_costs(config: Config) -> Costs:
+    """The run's cost table (the defaults, with ``--costs`` over them); ConfigError names what is wrong."""
+    try:
+        return costs_table(config.costs or None)
+    except CostsError as exc:
+        raise ConfigError(str(exc)) from None
     if config.strategy == "pct" and config.pct_depth > min(config.budget, PCT_HORIZON):
         raise ConfigError(
             f"--pct-depth {config.pct_depth} is more change points than the run has steps "
@@ -425,6 +442,7 @@ class Result:
                     "ad_updates",
                     "negative_faults",
                     "tlbflush_filtered",
+                    "timing",
                 )
                 if k in self.stats
             },
@@ -480,6 +498,7 @@ def replay_command(c: Config) -> str:
         ("speculate", "--speculate"),
         ("ad", "--ad"),
         ("svinval", "--svinval"),
+        ("costs", "--costs"),
     ):
         value = getattr(c, name)
         if value != getattr(DEFAULTS, name):
@@ -698,8 +717,13 @@ def _write_error(path: str | None, exc: OSError, what: str) -> str:
 
 
 async def _run(config: Config, mod: Any, params: dict[str, Any], strategy: Strategy, box: dict[str, Any]) -> Result:
-    cls = UncontrolledConductor if config.strategy == "uncontrolled" else Conductor
-    conductor = box["conductor"] = cls(strategy, config.budget)
+    timed = config.strategy == "timed"  # (also when a timed run is replayed: its decisions pick)
+    costs = load_costs(config) if timed else ZERO_COSTS
+    if timed:
+        conductor: Conductor = TimedConductor(strategy, config.budget, costs)
+    else:
+        conductor = (UncontrolledConductor if config.strategy == "uncontrolled" else Conductor)(strategy, config.budget)
+    box["conductor"] = conductor
     try:
         log = EventLog(config.log, conductor, config.log_level)
     except OSError as exc:
@@ -721,8 +745,11 @@ async def _run(config: Config, mod: Any, params: dict[str, Any], strategy: Strat
             config=config.identity(),
             config_digest=config.digest(),
             sources=sources,
+            **({"costs": costs.to_json()} if timed else {}),
         )
         memory = Memory(config.frames, Observer(), contiguous=bool(config.xen_tree))  # C reads a direct map
+        if timed:
+            memory.charge_to, memory.costs = conductor, costs
         harts: list[Hart] = []
         for i in range(config.pcpus):
             actor = conductor.add_actor(f"hart{i}")
@@ -747,6 +774,7 @@ async def _run(config: Config, mod: Any, params: dict[str, Any], strategy: Strat
         svinval = svinval_harts(config)
         for h in harts:
             h.observer = oracle
+            h.timed, h.costs = timed, costs
             h.set_extensions(AD_SCHEMES[config.ad] | ({"svinval"} if h.id in svinval else set()))
         sbi = Sbi(harts)
         for h in harts:
@@ -862,6 +890,10 @@ async def _run(config: Config, mod: Any, params: dict[str, Any], strategy: Strat
             **({"negative_faults": sum(h.negative_faults for h in harts)} if config.tlb_negative else {}),
             **({"tlbflush_filtered": oracle.tlbflush_filtered} if xen.profile.tlbflush_clock else {}),
         }
+        if isinstance(conductor, TimedConductor):
+            stats["timing"] = conductor.timing.to_json(
+                max(a.t for a in conductor.actors), [h.stalled for h in harts], sbi.sent
+            )
         result = Result(
             config,
             stats,

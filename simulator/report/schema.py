@@ -244,7 +244,7 @@ CONFIG = Object(
     {
         "workload": f(STR, "the workload: a built-in name or the path of a .py file"),
         "seed": f(NAT, "the seed every choice of the run derives from"),
-        "strategy": f(Enum(("random", "pct", "uncontrolled")), "the scheduling strategy"),
+        "strategy": f(Enum(("random", "pct", "uncontrolled", "timed")), "the scheduling strategy"),
         "pct_depth": f(POS, "PCT's depth (change points + 1)"),
         "pcpus": f(POS, "the number of harts"),
         "profile": f(STR, "the Xen profile (fixed, upstream, seed-v5, arm-broadcast, or BASE+policy)"),
@@ -271,6 +271,7 @@ CONFIG = Object(
         "xen_tree": opt(
             STR, "the Xen tree whose p2m.c, paging.c and vmid.c ran as the hypervisor (--xen-tree; only when set)"
         ),
+        "costs": opt(STR, "the cost table over the defaults, for --strategy timed (--costs; only when set)"),
     },
     "a run's configuration (Config.identity())",
 )
@@ -315,14 +316,54 @@ _STAT_OPTIONAL = {
     "negative_faults": "faults from negative TLB entries (with --tlb-negative)",
     "tlbflush_filtered": "harts the TLB flush clock left out (profiles with tlbflush_clock)",
 }
+_SPAN = Object(
+    {
+        "count": f(NAT, "how many"),
+        "total": f(NAT, "their cycles added up"),
+        "max": f(NAT, "the longest, in cycles"),
+        "mean": f(NAT, "total // count"),
+    },
+    "spans of one name (virtual cycles)",
+)
+TIMING = Object(
+    {
+        "cycles": f(NAT, "the latest clock when the run ended (virtual cycles)"),
+        "hypercalls": f(
+            MapOf(
+                Object(
+                    {**_SPAN.fields, "flushing": f(NAT, "the cycles of the flushes inside them")},
+                    "a hypercall's spans (virtual cycles)",
+                ),
+                "an object: hypercall -> its spans",
+            ),
+            "each hypercall, call to return",
+        ),
+        "flushes": f(
+            MapOf(_SPAN, "an object: flush function -> its spans"), "each flush, call to its last acknowledgement"
+        ),
+        "lock_holds": f(MapOf(_SPAN, "an object: lock -> its write holds"), "each write hold of a p2m lock"),
+        "guest_stall": f(
+            Object(
+                {"total": f(NAT, "all harts"), "per_hart": f(ArrayOf(NAT, "an array of integers"), "by hart")},
+                "cycles incoming fences took from running vCPUs",
+            ),
+            "cycles incoming fences took from running vCPUs",
+        ),
+        "ipis": f(NAT, "IPIs sent (one per remote fence request)"),
+    },
+    "what a timed run measured (engine.timing)",
+)
 STATS = Object(
-    {k: f(NAT, m) for k, m in _STAT_NAMES.items()} | {k: opt(NAT, m) for k, m in _STAT_OPTIONAL.items()},
+    {k: f(NAT, m) for k, m in _STAT_NAMES.items()}
+    | {k: opt(NAT, m) for k, m in _STAT_OPTIONAL.items()}
+    | {"timing": opt(TIMING, "durations in virtual cycles (--strategy timed)")},
     "the run's counters",
 )
 _RUN_STATS = ("accesses", "tlb_hits", "walks", "fences_sent", "fences_acked", "frames_freed", "frames_reused")
 RUN_STATS = Object(
     {k: f(NAT, _STAT_NAMES[k]) for k in (*_RUN_STATS, "stale_benign")}
-    | {k: opt(NAT, m) for k, m in _STAT_OPTIONAL.items()},
+    | {k: opt(NAT, m) for k, m in _STAT_OPTIONAL.items()}
+    | {"timing": opt(TIMING, "durations in virtual cycles (--strategy timed)")},
     "the run's counters that matter",
 )
 _OPENED = MapOf(NAT, "an object: race window -> how many", keys=list(WINDOWS))
@@ -405,6 +446,7 @@ class Event:
 
 COMMON: dict[str, Field] = {
     "seq": f(NAT, "the logical step: atomic actions executed so far (never decreases)"),
+    "t": opt(NAT, "the virtual time in cycles of the hart (or driver) that acted (--strategy timed only)", since=4),
     "hart": f(Nullable(HART), "the hart that acted (null: the workload driver)"),
     "event": f(STR, "the event's name"),
     "log_level": f(Enum(tuple(LEVELS)), "the level it was written at (debug, info or error)"),
@@ -445,6 +487,11 @@ EVENTS: dict[str, Event] = {
             "config": f(CONFIG, "the run's configuration (what determines it)"),
             "config_digest": f(DIGEST, "a digest of the configuration"),
             "sources": opt(SOURCES, "the workload and variant files and the model, by hash", since=4),
+            "costs": opt(
+                MapOf(Scalar({}, "a number of cycles, or the IPI latency's low, mode and high"), "the cost table"),
+                "the cost table a timed run charged (--strategy timed)",
+                since=4,
+            ),
         },
     ),
     "run.end": Event(

@@ -21,6 +21,7 @@ from typing import TYPE_CHECKING, Any, Protocol
 import anyio
 
 from simulator.riscv import pte as P
+from simulator.riscv.costs import ZERO, Costs
 from simulator.riscv.memory import FREE, POOL, Memory
 from simulator.riscv.observer import Observer
 from simulator.riscv.sbi import FenceRequest, Sbi
@@ -129,6 +130,10 @@ class Hart:
         self.ad_updates = 0  # hardware A/D updates (CAS stores into PTEs), with ad_hw
         self.device_accesses = 0  # accesses that reached a frame beyond RAM (MMIO)
         self.fences_taken = 0
+        # virtual time (the timed strategy): what actions cost, and the cycles fences took from the guest
+        self.timed = False
+        self.costs: Costs = ZERO
+        self.stalled = 0
 
     # -- instruction boundaries --------------------------------------------------
 
@@ -136,6 +141,10 @@ class Hart:
         """One atomic action of this hart follows; a pending fence may be taken first."""
         await self.conductor.step(self.actor)
         if self.pending:
+            if self.timed:  # the IPI is taken at the first boundary after it arrived
+                if self.actor.t >= self._due[0]:
+                    await self.take_fence()
+                return
             self.boundaries += 1
             if self.boundaries >= self._due[0]:
                 await self.take_fence()
@@ -174,15 +183,27 @@ class Hart:
 
     def post(self, req: FenceRequest) -> None:
         """Queue a request and its IPI.  The IPI's latency, in this hart's instruction
-        boundaries, is a seeded draw: mostly short, sometimes a few hundred."""
+        boundaries, is a seeded draw: mostly short, sometimes a few hundred.  Timed, it is
+        in cycles from the sender's clock, drawn from the cost table's distribution."""
         rng = self.fence_rng
-        latency = rng.randrange(4) if rng.random() < 0.5 else rng.randrange(8, 256)
+        if self.timed:
+            self._due.append(self.conductor.now() + self.costs.draw_latency(rng))
+        else:
+            latency = rng.randrange(4) if rng.random() < 0.5 else rng.randrange(8, 256)
+            self._due.append(self.boundaries + latency)
         self._send.send_nowait(req)
-        self._due.append(self.boundaries + latency)
         self.pending += 1
         self.conductor.notify()
 
     async def take_fence(self) -> None:
+        due = self._due[0]
+        t0 = 0
+        if self.timed:
+            actor = self.actor
+            if actor.t < due:
+                actor.t = due  # waiting (blocked) for an IPI still in flight
+            t0 = actor.t
+            actor.t += self.costs.ipi_trap
         await self.conductor.step(self.actor)
         req = self._recv.receive_nowait()
         self._due.popleft()
@@ -192,6 +213,10 @@ class Hart:
         self.fences_taken += 1
         self.observer.on_fence(self.id, "taken", req)
         assert self.sbi is not None
+        if self.timed:
+            self.actor.t += self.costs.ack
+            if self.in_guest:
+                self.stalled += self.actor.t - t0  # cycles the fence took from the vCPU running here
         self.sbi.acknowledge(req)
         req.acked_seq = self.conductor.seq
         self.observer.on_fence(self.id, "acked", req)
@@ -210,6 +235,9 @@ class Hart:
         4e79fd7 has no Svinval path): SFENCE.W.INVAL, one HINVAL.GVMA per page (or one for all),
         SFENCE.INVAL.IR.  What the sequence left incomplete is written on the request.
         """
+        if self.timed:
+            c = self.costs
+            self.actor.t += c.hfence_gvma if req.gfns is None else c.hfence_gvma_page * len(req.gfns)
         if "svinval" in self.extensions:
             self.sfence_w_inval()
             for gfn in (None,) if req.gfns is None else req.gfns:
@@ -310,6 +338,7 @@ class Hart:
                 if self.jobs:
                     job = self.jobs.popleft()
                     self.current_job = job
+                    self.actor.t += self.costs.hypercall  # the trap into the hypervisor and its return
                     try:
                         job.result = await job.fn()
                     except Exception as exc:  # a panic in the model is a finding, reported by the engine
@@ -380,6 +409,7 @@ class Hart:
                 await self._miss(gfn, write)
             else:
                 self.hits += 1
+                self.actor.t += self.costs.tlb_hit
                 if write and e.hot[6] == 3:
                     await self.set_dirty(e, gfn)
                 elif not self._use(e, gfn, write):
@@ -401,14 +431,20 @@ class Hart:
         root = self.root_mfn
         vm = self.vmid << 3
         k0, k1, k2 = vm << 48, (vm | 1) << 48, (vm | 2) << 48
+        timed = self.timed
+        actor = self.actor
+        hit_cost = self.costs.tlb_hit
+        per = self.costs.step + hit_cost  # a timed access: its step and the hit
         while i < total:
-            if c.dirty or self.pending or c.run_left <= 1:
+            if c.dirty or self.pending or c.run_left <= 1 or (timed and actor.t + per >= c.horizon):  # type: ignore[attr-defined]
                 await self.tick()  # pays the step of one access
                 if self.guest is not prog or self.jobs or self.stopping:
                     return
                 burst, prepaid = 1, 1
             else:
                 burst, prepaid = min(total - i, c.run_left - 1), 0
+                if timed:  # no further than the next actor's clock
+                    burst = min(burst, (c.horizon - actor.t - 1) // per)  # type: ignore[attr-defined]
             seq = c.seq
             done = 0
             miss = -1
@@ -437,6 +473,8 @@ class Hart:
             if not prepaid:
                 c.seq = seq + done
                 c.run_left -= done
+            if timed:
+                actor.t += (done - prepaid) * (per - hit_cost) + (done if miss < 0 or denied else done - 1) * hit_cost
             i += done
             if miss < 0:
                 self.hits += done

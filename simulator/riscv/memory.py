@@ -31,7 +31,9 @@ from __future__ import annotations
 
 import mmap
 from array import array
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
+
+from simulator.riscv.costs import ZERO, Costs
 
 if TYPE_CHECKING:
     from simulator.riscv.observer import Observer
@@ -66,6 +68,9 @@ class Memory:
         self.tables: dict[int, array[int]] = {}
         self.ghosts: dict[int, array[int]] = {}
         self.observer = observer
+        # virtual time (the timed strategy): who is charged for the stores and scrubs, at what cost
+        self.charge_to: Any = None
+        self.costs: Costs = ZERO
         # the direct map (contiguous): every frame's 4 KiB, plus 3 frames of zeros past the last one,
         # so that a read of a 16 KiB root-sized table at the end stays in the buffer
         self.direct_map: mmap.mmap | None = mmap.mmap(-1, (nr_frames + 3) * 4096) if contiguous else None
@@ -148,6 +153,8 @@ class Memory:
         old = t[idx]
         t[idx] = value
         self.ghosts[mfn][idx] = self.clock
+        if self.charge_to is not None:
+            self.charge_to.charge(self.costs.pte_store)
         self.written[mfn] = 1
         self.scrubbed[mfn] = 0
         self.observer.on_pte_write(mfn, idx, old, value)
@@ -180,6 +187,8 @@ class Memory:
             self.ghosts[mfn][:] = array("Q", bytes(8 * ENTRIES))
         self.scrubbed[mfn] = 1
         self.written[mfn] = 0
+        if self.charge_to is not None:
+            self.charge_to.charge(self.costs.scrub_4k)
         self.observer.on_scrub(mfn, why)
 
     def describe(self, mfn: int) -> str:

@@ -135,6 +135,8 @@ class Sbi:
             gfns = tuple((start + i) >> 12 for i in range(0, size, PAGE_SIZE))
         call = FenceCall()
         conductor = caller.conductor
+        costs = caller.costs
+        caller.actor.t += costs.sbi_ecall  # the ecall's entry into M-mode and its return (0 unless timed)
         for target in targets:
             await caller.tick()
             req = FenceRequest(next(self._ids), caller.id, target.id, fence_vmid, gfns, conductor.seq, call)
@@ -143,6 +145,7 @@ class Sbi:
                 continue
             call.outstanding += 1
             self.sent += 1
+            caller.actor.t += costs.ipi_send
             target.post(req)
             caller.observer.on_fence(caller.id, "sent", req)
         if self.wait_for_acks and call.outstanding:

@@ -182,8 +182,10 @@ async def _walk_once(hart: Hart, gfn: int, fences: int, write: bool) -> TlbEntry
         ghost = hart.hgatp_clock
         kind = "dangling-root"
 
+    read_cost = hart.costs.pte_read  # (0 unless timed)
     while True:
         await hart.tick()
+        hart.actor.t += read_cost
         if hart.fences_taken != fences or hart.mode is not mode:
             return _DROPPED  # a fence (or an hgatp write) came in: nothing read so far may be filled
         idx = mode.gfn_index(gfn, level) & 511

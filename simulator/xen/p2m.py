@@ -110,6 +110,7 @@ class P2MDomain:
         self.md: dict[int, int] = {}  # table page -> its metadata page (page_info.v.md.pg)
         self.lowest_mapped_gfn = (1 << 64) - 1  # _gfn(ULONG_MAX)
         self.max_mapped_gfn = 0
+        self.deferred_tables: list[int] = []  # policy gather_tables: unlinked tables freed at unlock
 
 
 class P2m(Paging):
@@ -140,11 +141,14 @@ class P2m(Paging):
     def p2m_is_write_locked(self, p2m: P2MDomain) -> bool:
         return p2m.lock.writer is not None
 
-    @upstream("p2m.c")
+    @upstream("p2m.c", policies=("gather_tables",))
     async def p2m_write_unlock(self, p2m: P2MDomain) -> None:
         # The final flush is done with the P2M write lock taken to avoid someone
         # else modifying the P2M before the TLB invalidation has completed.
         await self.p2m_tlb_flush_sync(p2m)
+        # policy gather_tables: the tables p2m_free_subtree unlinked are unreachable now
+        while p2m.deferred_tables:
+            await self.p2m_free_table(p2m, p2m.deferred_tables.pop(0))  # page_list_remove_head
         await self.step()
         p2m.lock.write_unlock(f"hart{self.smp_processor_id()}")
 
@@ -235,10 +239,17 @@ class P2m(Paging):
         self.memory.clear_page(pg, "clear_and_clean_page")
         self.memory.assign(pg, M.NO_OWNER)
 
-    @upstream("p2m.c")
+    @upstream("p2m.c", policies=("gather_tables",))
     async def p2m_alloc_page(self, p2m: P2MDomain, state: int = M.TABLE, why: str = "p2m table") -> int | None:
         """``state`` and ``why`` are the model's (a table or a metadata page, for the oracle)."""
         pg = await self.paging_alloc_page(p2m.domain, state, why)
+        if pg is None and p2m.deferred_tables:
+            # policy gather_tables: the pool ran dry while unlinked tables wait for the unlock: flush
+            # now and free them (mmu_gather flushes early when its batch cannot grow), then retry
+            await self.p2m_tlb_flush_sync(p2m)
+            while p2m.deferred_tables:
+                await self.p2m_free_table(p2m, p2m.deferred_tables.pop(0))
+            pg = await self.paging_alloc_page(p2m.domain, state, why)
         if pg is not None:
             p2m.pages[pg] = None  # page_list_add
             self.clear_and_clean_page(pg)
@@ -453,6 +464,7 @@ class P2m(Paging):
         differs="no IOREQ mapcache invalidation (no IOREQ servers); the loop's reads past the table (2048 entries "
         "below a root entry) are plain loads of the next frames, which no hypervisor-access check sees",
         fixes=("read_replaced_type_first", "free_subtree_table_entries"),
+        policies=("gather_tables", "pool_stamp_tables", "deferred_flush_pool_free"),
     )
     async def p2m_free_subtree(self, p2m: P2MDomain, entry: int, ctx: PteCtx) -> None:
         """Free the pte sub-tree behind an entry."""
@@ -500,7 +512,16 @@ class P2m(Paging):
         # Make sure all the references in the TLB have been removed before
         # freeing the intermediate page table.
         # XXX: Should we defer the free of the page table to avoid the flush?
-        await self.p2m_tlb_flush_sync(p2m)
+        pf = self.profile
+        if pf.gather_tables:  # policy: freed by p2m_write_unlock, after its flush
+            p2m.deferred_tables.append(pg)  # page_list_add_tail(pg, &p2m->deferred_tables)
+            return
+        if pf.pool_stamp_tables:  # policy: to the pool now; its reuse fences whoever has not flushed since
+            self.page_set_tlbflush_timestamp(pg)
+            await self.p2m_free_table(p2m, pg)
+            return
+        if not pf.deferred_flush_pool_free:  # (the unsafe control frees with no flush at all here)
+            await self.p2m_tlb_flush_sync(p2m)
         await self.p2m_free_table(p2m, pg)
 
     # -- set / split / get -----------------------------------------------------------

@@ -63,7 +63,7 @@ class Paging(Mm):
         self.memory.retire(pg, M.POOL, f"{why} -> dom{d.domain_id} p2m pool (tail)")
         self.spin_unlock(pool.lock)
 
-    @upstream("paging.c")
+    @upstream("paging.c", policies=("pool_stamp_tables",))
     async def paging_alloc_page(self, d: Domain, state: int, why: str) -> int | None:
         pool = d.arch_paging
         await self.spin_lock(pool.lock)
@@ -71,11 +71,17 @@ class Paging(Mm):
         if pg is not None or self.profile.pool_total_underflow:
             pool.total_pages -= 1  # the tree decrements even when the list is empty
         self.spin_unlock(pool.lock)
+        if pg is not None and self.profile.pool_stamp_tables and self.heap.tlbflush_timestamp[pg]:
+            # policy: a table freed with its stamp is handed out again: first fence every hart that
+            # has not flushed fully since (alloc_heap_pages's reuse flush, here for the pool)
+            stamp = self.heap.tlbflush_timestamp[pg]
+            self.heap.tlbflush_timestamp[pg] = 0
+            await self.filtered_flush_tlb_mask(pg, 0, stamp)
         if pg is not None:
             self.memory.hand_out(pg, state, M.NO_OWNER, f"dom{d.domain_id} p2m pool -> {why}")
         return pg
 
-    @upstream("paging.c")
+    @upstream("paging.c", policies=("pool_stamp_tables",))
     async def _paging_ret_to_domheap(self, d: Domain) -> int:
         pool = d.arch_paging
         assert self.spin_is_locked(pool.lock)
@@ -84,7 +90,13 @@ class Paging(Mm):
             return ENOMEM
         pg = pool.freelist.popleft()
         pool.total_pages -= 1
+        stamp = self.heap.tlbflush_timestamp[pg]
         await self.free_domheap_page(pg)
+        if self.profile.pool_stamp_tables and stamp:
+            # policy: a stamped table leaves for the heap still needing its flush (a page with no
+            # owner gets no need_tlbflush in free_heap_pages): the heap's reuse flush sees it
+            self.heap.need_tlbflush[pg] = 1
+            self.heap.tlbflush_timestamp[pg] = stamp
         return 0
 
     @upstream("paging.c")

@@ -69,6 +69,18 @@ class Profile:
     # policy (no built-in profile; switch it on as base+tlbflush_clock): x86's TLB flush clock - a full
     # flush stamps its harts, a freed page its time, and the reuse flush skips harts that flushed since
     tlbflush_clock: bool = False
+    # table-freeing policies (the seed's "XXX: Should we defer the free of the page table to avoid the
+    # flush?"); none set: flush-per-table, the tree's p2m_tlb_flush_sync before each p2m_free_table.
+    # gather: p2m_free_subtree puts the unlinked table on p2m->deferred_tables; p2m_write_unlock
+    # flushes once, then frees the list (Linux's mmu_gather / tlb_remove_table shape)
+    gather_tables: bool = False
+    # pool-stamp: the table goes to the pool at once, stamped with the TLB flush clock (implies
+    # tlbflush_clock); paging_alloc_page fences the harts that have not flushed since, only when it
+    # hands that table out again (and a stamped page the pool gives back keeps need_tlbflush)
+    pool_stamp_tables: bool = False
+    # unsafe control (XSA-480's shape): the table goes to the pool at once with no flush; the one at
+    # p2m_write_unlock comes later.  It must be caught.
+    deferred_flush_pool_free: bool = False
 
     def differences(self) -> list[str]:
         """The knobs where this profile departs from ``fixed``, as ``name=value``."""
@@ -150,7 +162,14 @@ def resolve(name: str) -> tuple[str, str | None]:
 
 
 KNOBS = tuple(f.name for f in fields(Profile) if f.name not in ("name", "description", "shows"))
-POLICIES = ("tlbflush_clock",)  # knobs no profile sets: base+policy switches one on
+POLICIES = ("tlbflush_clock", "gather_tables", "pool_stamp_tables", "deferred_flush_pool_free")  # no profile sets
+# them: base+policy switches one on
+TABLE_FREE = {  # the table-freeing strategies of `p2msim study table-free`, as the policy each switches on
+    "flush-per-table": None,
+    "gather": "gather_tables",
+    "pool-stamp": "pool_stamp_tables",
+    "deferred-flush-pool-free": "deferred_flush_pool_free",
+}
 
 
 def lookup(name: str) -> Profile:
@@ -170,6 +189,11 @@ def lookup(name: str) -> Profile:
     bad = [k for k in knobs if k not in KNOBS]
     if bad:
         raise ValueError(f"unknown knob {bad[0]!r} in profile {name!r} (knobs: {', '.join(KNOBS)})")
+    table_free = [k for k in knobs if k in TABLE_FREE.values()]
+    if len(set(table_free)) > 1:
+        raise ValueError(f"profile {name!r} names two table-freeing policies ({', '.join(table_free)}): choose one")
+    if "pool_stamp_tables" in knobs and "tlbflush_clock" not in knobs:
+        knobs.append("tlbflush_clock")  # the stamp is the TLB flush clock's
     fixed = PROFILES["fixed"]
     fixes = [k for k in knobs if k not in POLICIES]
     policies = [k for k in knobs if k in POLICIES]

@@ -177,7 +177,7 @@ def test_every_event_and_field_has_a_meaning() -> None:
         assert e.level in ("debug", "info", "error") and e.meaning, name
         for k, fld in e.fields.items():
             assert fld.meaning and "\n" not in fld.meaning, f"{name}.{k}"
-    assert set(schema.COMMON) == {"seq", "hart", "event", "log_level"}
+    assert set(schema.COMMON) == {"seq", "t", "hart", "event", "log_level"}
 
 
 def _emitted() -> set[str]:
@@ -215,7 +215,14 @@ def test_the_configuration_is_the_runs_identity() -> None:
     fields = schema.CONFIG.fields
     assert set(DEFAULTS.identity()) == {k for k, fld in fields.items() if not fld.optional}
     every = Config(
-        "w", ad="svadu", svinval="all", tlb_negative=2, tlb_multi=True, variants=("v.py",), xen_tree="~/src/xen"
+        "w",
+        ad="svadu",
+        svinval="all",
+        tlb_negative=2,
+        tlb_multi=True,
+        variants=("v.py",),
+        xen_tree="~/src/xen",
+        costs="c.toml",
     )
     assert set(every.identity()) == set(fields)
     assert {k for k, fld in fields.items() if fld.optional} == set(MACHINE_OPTIONS)

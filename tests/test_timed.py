@@ -22,7 +22,7 @@ def _log(tmp_path: Path, name: str, **kw: object) -> tuple[list[dict], str]:
 
 def test_timed_gives_the_same_log_bytes_on_trio_and_asyncio_and_t_follows_seq(tmp_path: Path) -> None:
     a, da = _log(tmp_path, "trio", seed=3, backend="trio")
-    b, db = _log(tmp_path, "asyncio", seed=3, backend="asyncio")
+    _b, db = _log(tmp_path, "asyncio", seed=3, backend="asyncio")
     assert (tmp_path / "trio.jsonl").read_bytes() == (tmp_path / "asyncio.jsonl").read_bytes() and da == db
     assert all(list(x)[:4] == ["seq", "t", "hart", "event"] for x in a)
     last: dict[object, int] = {}
@@ -76,9 +76,7 @@ def test_a_hypercalls_duration_holds_its_fence_round_trips(tmp_path: Path) -> No
     events = [orjson.loads(x) for x in log.read_bytes().splitlines()]
     start = next(i for i, e in enumerate(events) if e.get("op") == "decrease_reservation")
     end = next(i for i, e in enumerate(events[start + 1 :], start + 1) if e["event"] == "hypercall")
-    remote = [
-        e for e in events[start:end] if e["event"] == "p2m_tlb_flush" and e["hart"] == 0 and set(e["mask"]) - {0}
-    ]
+    remote = [e for e in events[start:end] if e["event"] == "p2m_tlb_flush" and e["hart"] == 0 and set(e["mask"]) - {0}]
     assert remote  # the table's flush in p2m_free_subtree (the unlock's finds need_flush clear)
     span = r.stats["timing"]["hypercalls"]["decrease_reservation"]
     assert span["count"] == 1

@@ -68,7 +68,7 @@ async def main(sim: Scenario) -> None:
     step = max(1, p["batch"])
     for i in range(0, extents, step):
         nr = min(step, extents - i)
-        await sim.populate(d, BASE + (i << order), nr, order)
+        await sim.populate(d, BASE + (i << order), nr << order, order)  # (populate_physmap's nr is in pages)
     prog = sim.pattern([(BASE, pages)], write_ratio=0.25)
     for h, v in enumerate(d.vcpus):
         await sim.run_vcpu(v, h, prog)

@@ -264,6 +264,14 @@ def build_parser() -> argparse.ArgumentParser:
     )
     b.add_argument("--seeds", type=at_least_one, default=40, help="with --sweep: seeds 0..N-1 (default 40)")
     b.add_argument("--jobs", type=at_least_one, default=None, help="with --sweep: processes (default: one per core)")
+
+    st = sub.add_parser("study", help="studies that answer a design question with numbers (table-free)")
+    st.add_argument("question", help="table-free: defer the free of the page table to avoid the flush?")
+    st.add_argument("--quick", action="store_true", help="a reduced grid that runs in about a minute")
+    st.add_argument("--grid", default=None, help="full (the default), quick, or tiny (the test suite's)")
+    st.add_argument("-o", "--output", metavar="DIR", default=None, help="write the report, JSON and plots there")
+    st.add_argument("--json", action="store_true", help="print the study's JSON")
+    st.add_argument("--jobs", type=at_least_one, default=None, help="processes (default: one per core)")
     return p
 
 
@@ -310,6 +318,8 @@ def _main(argv: list[str] | None = None) -> int:
             return cmd_replay(args)
         if args.command == "shrink":
             return cmd_shrink(args)
+        if args.command == "study":
+            return cmd_study(args)
         raise CliError(f"unknown command {args.command}")
     except CliError as exc:
         print(f"p2msim: error: {exc}", file=sys.stderr)
@@ -1022,6 +1032,35 @@ def render_compare(out: dict[str, Any]) -> str:
     elif not out["adds"]:
         lines.append("the variant adds no finding")
     return "\n".join(lines)
+
+
+def cmd_study(args: argparse.Namespace) -> int:
+    from simulator.hunt.study import GRIDS, answer, study
+    from simulator.report import study as report
+
+    if args.question != "table-free":
+        raise CliError(f"unknown study {args.question!r} (studies: table-free)")
+    if args.quick and args.grid not in (None, "quick"):
+        raise CliError(f"--quick is --grid quick, not --grid {args.grid}")
+    name = "quick" if args.quick else args.grid or "full"
+    if name not in GRIDS:
+        raise CliError(f"unknown grid {name!r} (choose from {', '.join(GRIDS)})")
+    out = Path(args.output) if args.output else None
+    if out is not None and out.exists() and not out.is_dir():
+        raise CliError(f"-o {out}: exists and is not a directory")
+    jobs = args.jobs or os.cpu_count() or 1
+    command = "p2msim study table-free" + {"full": "", "quick": " --quick"}.get(name, f" --grid {name}")
+    if out is not None:
+        command += f" -o {args.output}"
+    body = study(GRIDS[name], jobs, None if args.json else lambda s: print(s, file=sys.stderr))
+    if out is not None:
+        for path in report.write(body, out, command):
+            print(f"wrote {path}", file=sys.stderr)
+    if args.json:
+        print(orjson.dumps(body, option=orjson.OPT_INDENT_2 | orjson.OPT_NON_STR_KEYS).decode())
+    else:
+        print(answer(body))
+    return EXIT_CLEAN
 
 
 def cmd_bench(args: argparse.Namespace) -> int:

@@ -46,6 +46,7 @@ class Scenario:
         self.params = params
         self.nr_harts = len(xen.harts)
         self.destroyed: list[int] = []
+        self.measures: dict[str, int] = {}  # what the workload measured (a study reads them; run prints them)
 
     # -- time and jobs ---------------------------------------------------------------
 

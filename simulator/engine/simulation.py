@@ -352,6 +352,11 @@ def validate(config: Config, bugs: bool = True) -> None:
         raise ConfigError(f"--costs {config.costs} sets what actions cost in virtual time: it needs --strategy timed")
     if config.strategy == "timed":
         load_costs(config)
+    if config.strategy == "pct" and config.pct_depth > min(config.budget, PCT_HORIZON):
+        raise ConfigError(
+            f"--pct-depth {config.pct_depth} is more change points than the run has steps "
+            f"({min(config.budget, PCT_HORIZON):,}): PCT's depth is bounded by them"
+        )
 
 
 def load_costs(config: Config) -> Costs:
@@ -360,11 +365,6 @@ def load_costs(config: Config) -> Costs:
         return costs_table(config.costs or None)
     except CostsError as exc:
         raise ConfigError(str(exc)) from None
-    if config.strategy == "pct" and config.pct_depth > min(config.budget, PCT_HORIZON):
-        raise ConfigError(
-            f"--pct-depth {config.pct_depth} is more change points than the run has steps "
-            f"({min(config.budget, PCT_HORIZON):,}): PCT's depth is bounded by them"
-        )
 
 
 # -- results ----------------------------------------------------------------------------------
@@ -385,6 +385,7 @@ class Result:
     digest: str = ""
     schedule_path: str | None = None  # where a failing run with a log saved its schedule
     notes: list[str] = field(default_factory=list)  # one-line notes for the user (a deprecated name, ...)
+    measures: dict[str, int] = field(default_factory=dict)  # what the workload measured (Scenario.measures)
     # files the run could not write (a full disk): the verdict stands, the command exits 2 naming them
     output_errors: list[str] = field(default_factory=list)
     warning_kinds: dict[str, int] = field(default_factory=dict)  # warnings by kind (see engine.oracle)
@@ -908,6 +909,7 @@ async def _run(config: Config, mod: Any, params: dict[str, Any], strategy: Strat
         )
         result.warning_kinds = dict(oracle.warning_kinds)
         result.sources = sources
+        result.measures = dict(scenario.measures)
         result.windows = oracle.windows.to_json()
         result.findings = oracle.distinct
         result.causes = oracle.groups.to_json()

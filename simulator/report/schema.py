@@ -797,7 +797,7 @@ def events(version: int = LOG_SCHEMA_VERSION) -> list[str]:
 def _line_fields(name: str, version: int) -> dict[str, Field]:
     """An event's line: the common fields (its name and level fixed), then its own."""
     e = EVENTS[name]
-    fields = {**COMMON, **e.live(version)}
+    fields = {**{k: x for k, x in COMMON.items() if x.in_version(version)}, **e.live(version)}
     fields["event"] = f(Scalar({"const": name}, repr(name)), COMMON["event"].meaning)
     fields["log_level"] = f(
         Scalar({"const": e.level}, repr(e.level)), f"the log level ({name} is written at {e.level})"
@@ -834,7 +834,8 @@ def log_line_schema(version: int = LOG_SCHEMA_VERSION) -> dict[str, Any]:
         "title": f"p2msim log line, schema version {version}",
         "description": (
             f"One line of a p2msim --log file (JSON lines) of log schema version {version}{later}. Every line has "
-            "seq, hart, event and log_level; the first is run.start (with v, the version), the last run.end, "
+            "seq, hart, event and log_level (and t, a timed run's virtual time); the first is run.start (with v, "
+            "the version), the last run.end, "
             "run.error or run.interrupted, and seq never decreases (rules of the whole log, checked by "
             "`p2msim inspect --check LOG` and `python3 -m simulator.report.schema --check LOG`). "
             + (
@@ -844,9 +845,13 @@ def log_line_schema(version: int = LOG_SCHEMA_VERSION) -> dict[str, Any]:
             )
         ),
         "type": "object",
-        "required": list(COMMON),
+        "required": [k for k, x in COMMON.items() if not x.optional],
         "properties": {
-            **{k: {"description": x.meaning, **x.type.json(version)} for k, x in COMMON.items()},
+            **{
+                k: {"description": x.meaning, **x.type.json(version)}
+                for k, x in COMMON.items()
+                if x.in_version(version)
+            },
             "event": {"description": COMMON["event"].meaning, "enum": names},
         },
         "allOf": [

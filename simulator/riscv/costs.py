@@ -74,6 +74,15 @@ class Costs:
         lat = tuple(max(0, round(x * factor)) for x in self.ipi_latency)
         return Costs(values, lat, {**self.sources, "scaled": f"fence costs x{factor:g}"})
 
+    def to_toml(self) -> str:
+        """The table as a cost file (``--costs``) that loads back to the same values."""
+        out = []
+        for k in KINDS:
+            out.append(f"[{k}]\ncycles = {getattr(self, k)}\nsource = {_quote(self.sources.get(k, ''))}\n")
+        lat = "\n".join(f"{n} = {v}" for n, v in zip(LATENCY, self.ipi_latency, strict=True))
+        out.append(f"[ipi_latency]\n{lat}\nsource = {_quote(self.sources.get('ipi_latency', ''))}\n")
+        return "\n".join(out)
+
     def draw_latency(self, rng: Any) -> int:
         """One IPI's flight in cycles: one random() from the stream, through the quantiles (log-linear
         between two, so that the tail is long and rare, as the measured interrupt latencies are)."""
@@ -88,6 +97,10 @@ class Costs:
         if a <= 0 or b <= a:
             return a + round((b - a) * x)
         return round(a * (b / a) ** x)
+
+
+def _quote(text: str) -> str:
+    return '"' + text.replace("\\", "\\\\").replace('"', '\\"') + '"'
 
 
 ZERO = Costs(dict.fromkeys(KINDS, 0), (0, 0, 0, 0), {})

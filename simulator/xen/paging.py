@@ -37,6 +37,7 @@ class PagingDomain:
         self.lock = lock
         self.freelist: deque[int] = deque()
         self.total_pages = 0
+        self.least_free = 1 << 62  # model: the fewest pages the freelist held after an allocation (a study reads it)
 
 
 class Paging(Mm):
@@ -68,6 +69,7 @@ class Paging(Mm):
         pool = d.arch_paging
         await self.spin_lock(pool.lock)
         pg = pool.freelist.popleft() if pool.freelist else None
+        pool.least_free = min(pool.least_free, len(pool.freelist))
         if pg is not None or self.profile.pool_total_underflow:
             pool.total_pages -= 1  # the tree decrements even when the list is empty
         self.spin_unlock(pool.lock)

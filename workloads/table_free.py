@@ -15,8 +15,8 @@ hart 0, with the vCPUs still running, one ``-p op=``:
   ``decrease_reservation`` runs from 2 MiB in to 1 MiB past the middle: it
   frees the lower half's tables and then splits the first superpage, which
   takes a table from the pool in the same hypercall.  With ``-p pool=tight``
-  the pool holds no spare page: a strategy that keeps freed tables back has
-  to find one.
+  the pool holds no spare page: the split takes a table the operation freed
+  (a strategy that keeps freed tables back has to let one go first).
 * ``teardown``: the vCPUs are descheduled and the domain destroyed
   (``domain_kill``: the ARM-style teardown clears the root and flushes once,
   then frees every table).
@@ -36,7 +36,7 @@ PARAMS = {
     "mib": 16,  # the guest's RAM, in MiB (a whole number of 2 MiB, at least 4)
     "order": 0,  # 0: 4K pages; 9: 2M superpages (op=shatter maps the upper half with 2M whatever this is)
     "op": "decrease",  # decrease, shatter or teardown
-    "pool": "tight",  # tight: the tables the guest needs and one for a split; ample: 64 pages more
+    "pool": "tight",  # tight: exactly the tables the guest needs; ample: 64 pages more
     "run": 3000,  # steps the vCPUs run before the operation
 }
 PCPUS = (1, "a vCPU on every hart")
@@ -79,8 +79,11 @@ async def main(sim: Scenario) -> None:
     else:
         layout = [(BASE, pages, order)]
     small = sum(n for _g, n, o in layout if o == 0)
-    tables = small // 512 + -(-pages // (512 * 512)) + 1 + sim.xen.gstage_mode.root_level
-    slack = 1 if p["pool"] == "tight" else 65  # one for the split of op=shatter
+    # the tables the guest needs: a level-0 table per 2 MiB of 4K pages, a level-1 table per GiB (the root
+    # is the domain's own); tight: not one spare page, so the split of op=shatter needs a table the
+    # operation freed; ample: 64 spare
+    tables = small // 512 + -(-pages // (512 * 512))
+    slack = 0 if p["pool"] == "tight" else 64
     d = await sim.create_domain(1, vcpus=sim.nr_harts, pool_pages=tables + slack)
     for gfn, nr, o in layout:
         for i in range(0, nr >> o, 4096):

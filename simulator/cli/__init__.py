@@ -272,6 +272,9 @@ def build_parser() -> argparse.ArgumentParser:
     st.add_argument("-o", "--output", metavar="DIR", default=None, help="write the report, JSON and plots there")
     st.add_argument("--json", action="store_true", help="print the study's JSON")
     st.add_argument("--jobs", type=at_least_one, default=None, help="processes (default: one per core)")
+    st.add_argument(
+        "--from", dest="source", metavar="JSON", default=None, help="no runs: the report again from a study's JSON"
+    )
     return p
 
 
@@ -1050,9 +1053,21 @@ def cmd_study(args: argparse.Namespace) -> int:
         raise CliError(f"-o {out}: exists and is not a directory")
     jobs = args.jobs or os.cpu_count() or 1
     command = "p2msim study table-free" + {"full": "", "quick": " --quick"}.get(name, f" --grid {name}")
+    if args.jobs:
+        command += f" --jobs {args.jobs}"
     if out is not None:
         command += f" -o {args.output}"
-    body = study(GRIDS[name], jobs, None if args.json else lambda s: print(s, file=sys.stderr))
+    if args.source:
+        from simulator.hunt.study import reload
+
+        try:
+            body = reload(args.source)
+        except (OSError, ValueError, KeyError) as exc:
+            raise CliError(f"--from {args.source}: not a study's JSON ({exc})") from None
+        command = str(body.get("command", command))
+    else:
+        body = study(GRIDS[name], jobs, None if args.json else lambda s: print(s, file=sys.stderr))
+        body["command"] = command
     if out is not None:
         for path in report.write(body, out, command):
             print(f"wrote {path}", file=sys.stderr)

@@ -7,11 +7,12 @@ report says so in place of each plot and nothing else changes.
 
 from __future__ import annotations
 
+import itertools
 import json
 from pathlib import Path
 from typing import Any
 
-from simulator.hunt.study import answer
+from simulator.hunt.study import TIE, answer, cheaper
 from simulator.xen.profiles import TABLE_FREE
 
 COLUMNS = (
@@ -31,10 +32,10 @@ def _num(v: float) -> str:
 
 
 def _table(cells: list[dict[str, Any]], first: str) -> list[str]:
-    head = f"| {first} | strategy | " + " | ".join(t for _k, t in COLUMNS) + " |"
-    out = [head, "|" + "---|" * (len(COLUMNS) + 2)]
+    head = f"| case | {first + ' | ' if first != 'case' else ''}strategy | " + " | ".join(t for _k, t in COLUMNS) + " |"
+    out = [head, "|" + "---|" * (len(COLUMNS) + (2 if first == "case" else 3))]
     for c in cells:
-        row = [str(c[first]) if first != "case" else _case(c), c["strategy"]]
+        row = [_case(c), *([str(c[first])] if first != "case" else []), c["strategy"]]
         row += [_num(c[k]) for k, _t in COLUMNS]
         out.append("| " + " | ".join(row) + " |")
     return out
@@ -42,6 +43,15 @@ def _table(cells: list[dict[str, Any]], first: str) -> list[str]:
 
 def _case(c: dict[str, Any]) -> str:
     return f"{c['op']} {c['mib']} MiB {c['mapping']}"
+
+
+def order(names: list[str], values: dict[str, Any]) -> str:
+    """'a = b < c': the names in order of their values, ties (within TIE) shown as ties."""
+    out = names[0] if names else ""
+    for prev, name in itertools.pairwise(names):
+        a, b = values.get(prev), values.get(name)
+        out += (" < " if a is not None and b is not None and cheaper(a, b) else " = ") + name
+    return out
 
 
 def markdown(body: dict[str, Any], plots: dict[str, str], command: str) -> str:
@@ -72,7 +82,8 @@ def markdown(body: dict[str, Any], plots: dict[str, str], command: str) -> str:
         "| strategy | hunts | failing | violations | classes | first failing run |",
         "|---|---|---|---|---|---|",
     ]
-    for s, v in body["safety"].items():
+    for s in TABLE_FREE:
+        v = body["safety"][s]
         first = f"`{v['first']}`" if v["first"] else "-"
         out.append(
             f"| {s} | {v['runs']} ({len(v['workloads'])} workloads x {v['seeds']} seeds) | {v['failing']} | "
@@ -92,7 +103,8 @@ def markdown(body: dict[str, Any], plots: dict[str, str], command: str) -> str:
     else:
         out.append(
             "No crossover in the range: at every size the strategies' durations keep their order "
-            f"({' < '.join(f['ranking'])} at {f['largest_mib']} MiB)."
+            f"({order(f['ranking'], {s: f['duration'][s].get(f['largest_mib']) for s in f['ranking']})} at "
+            f"{f['largest_mib']} MiB)."
         )
     out.append("")
     if f["teardown_same"]:
@@ -125,7 +137,9 @@ def markdown(body: dict[str, Any], plots: dict[str, str], command: str) -> str:
     )
     out += ["", "## Sensitivity: fence costs halved and doubled (decrease_reservation, 4K pages)", ""]
     for scale, v in f["sensitivity"].items():
-        ranks = "; ".join(f"{m} MiB: {' < '.join(r)}" for m, r in v["ranking"].items())
+        ranks = "; ".join(
+            f"{m} MiB: {order(r, {s: v['durations'][s].get(m) for s in r})}" for m, r in v["ranking"].items()
+        )
         out.append(f"- fences {scale}: {ranks}" + (" (the cheapest changes)" if v["best_changes"] else ""))
     out.append("")
     out.append(
@@ -142,7 +156,8 @@ def markdown(body: dict[str, Any], plots: dict[str, str], command: str) -> str:
         "fence requests the operation sent, `duration` its hypercall from call to return, `flushing` the part of it "
         "in flushes (call to last acknowledgement), `guest stall` the cycles incoming fences took from running "
         "vCPUs over the whole run, `pool free, least` the fewest free pool pages at any allocation during the "
-        "operation (-1: it allocated none).  The hunts are the untimed race hunts (random strategy) of the profiles.",
+        f"operation (-1: it allocated none).  Durations within {100 * TIE:g}% of each other are ties (IPI "
+        "latencies are seeded draws).  The hunts are the untimed race hunts (random strategy) of the profiles.",
         "",
     ]
     return "\n".join(out)

@@ -79,6 +79,7 @@ def real(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Any]:
                 (0,),
             ),
             "bench-sweep": (["bench", "--sweep", "--workload", "foreign-remap", "--seeds", "2", "--json"], (0,)),
+            "study": (["study", "table-free", "--grid", "tiny", "--json", "--jobs", "1"], (0,)),
         },
         d,
     )
@@ -108,6 +109,7 @@ DOCUMENT_OF = {  # real output -> the schema it must pass
     "bench": "bench",
     "bench-workloads": "bench-workloads",
     "bench-sweep": "bench-sweep",
+    "study": "study-table-free",
 }
 
 

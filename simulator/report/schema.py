@@ -1226,6 +1226,89 @@ BENCH_SWEEP = Object(
     },
     "a sweep's scaling",
 )
+_STRATEGY = Enum(("flush-per-table", "gather", "pool-stamp", "deferred-flush-pool-free"), "a table-freeing strategy")
+_BY_SIZE = MapOf(NUM, "an object: guest size in MiB -> a mean")
+STUDY = Object(
+    {
+        "schema": f(Scalar({"const": "study-table-free-1"}, "'study-table-free-1'"), "what this is"),
+        "grid": f(Enum(("full", "quick", "tiny")), "the grid that ran"),
+        "command": opt(STR, "the command that regenerates it"),
+        "costs": f(MapOf(Scalar({}, "cycles, or the IPI latency's quantiles"), "the cost table"), "the cost table"),
+        "cells": f(
+            ArrayOf(
+                Object(
+                    {
+                        "key": f(STR, "the cell, in words"),
+                        "strategy": f(_STRATEGY, "the strategy"),
+                        "op": f(Enum(("decrease", "shatter", "teardown")), "the operation"),
+                        "mib": f(POS, "the guest's size in MiB"),
+                        "mapping": f(Enum(("4K", "2M", "mixed")), "the guest's mapping"),
+                        "harts": f(POS, "harts"),
+                        "pool": f(Enum(("tight", "ample")), "the p2m pool"),
+                        "fence_scale": f(NUM, "the factor on every fence cost (sensitivity; 1: the table's)"),
+                        "seeds": f(POS, "seeds run"),
+                        "fences": f(NUM, "remote fence requests the operation sent (mean)"),
+                        "duration": f(NUM, "the operation's hypercall, call to return, in cycles (mean)"),
+                        "flushing": f(NUM, "of it in flushes (mean)"),
+                        "lock_hold_max": f(NUM, "the longest p2m write-lock hold of the run (mean)"),
+                        "guest_stall": f(NUM, "cycles incoming fences took from running vCPUs (mean)"),
+                        "pool_least_free": f(NUM, "the fewest free pool pages at an allocation of the op (-1: none)"),
+                        "failed": f(NAT, "seeds where the operation failed (a pool that ran dry)"),
+                        "violations": f(NAT, "harmful uses found over its seeds"),
+                        "replay": f(STR, "a failing seed's replay command ('' when none failed)"),
+                    },
+                    "a cell: means over its seeds",
+                )
+            ),
+            "the grid's cells",
+        ),
+        "safety": f(
+            MapOf(
+                Object(
+                    {
+                        "runs": f(NAT, "hunts run"),
+                        "failing": f(NAT, "hunts with a violation"),
+                        "violations": f(NAT, "harmful uses over the hunts"),
+                        "classes": f(STRS, "violation classes found"),
+                        "incomplete": f(NAT, "hunts the step budget ended"),
+                        "first": f(STR, "the first failing hunt's replay command"),
+                        "workloads": f(STRS, "the hunting workloads"),
+                        "seeds": f(NAT, "seeds per workload"),
+                    },
+                    "a strategy's hunts",
+                ),
+                "an object: strategy -> its hunts",
+            ),
+            "the race hunts per strategy (the profiles' hunting workloads, untimed)",
+        ),
+        "findings": f(
+            Object(
+                {
+                    "control_caught": f(BOOL, "deferred-flush-pool-free failed some hunt"),
+                    "control": f(Scalar({"type": "object"}, "an object"), "the control's hunts"),
+                    "safe": f(STRS, "the strategies no hunt failed"),
+                    "unsafe": f(STRS, "strategies meant to be safe that a hunt failed"),
+                    "largest_mib": f(NAT, "the largest guest of the size sweep"),
+                    "best": f(STR, "the cheapest safe strategy there (the tree's unless another beats it by a tie)"),
+                    "ranking": f(STRS, "the safe strategies, cheapest first"),
+                    "fences": f(MapOf(_BY_SIZE, "strategy -> size -> fences"), "decrease_reservation, 4K"),
+                    "duration": f(MapOf(_BY_SIZE, "strategy -> size -> cycles"), "decrease_reservation, 4K"),
+                    "crossovers": f(MapOf(ArrayOf(NUM), "pair -> sizes"), "where two strategies change places"),
+                    "duration_saved": opt(NUM, "1 - best / flush-per-table, at the largest size"),
+                    "fences_saved": opt(NUM, "the same for remote fences"),
+                    "tight_pool_failures": f(MapOf(NAT, "strategy -> runs"), "operations that failed, tight pool"),
+                    "pool_least_free": f(MapOf(Nullable(NUM), "strategy -> pages"), "op=shatter, tight pool"),
+                    "teardown_same": f(BOOL, "a teardown sends the same fences under every strategy"),
+                    "sensitivity": f(Scalar({"type": "object"}, "an object"), "fence costs scaled: rankings"),
+                    "conclusion_holds": f(BOOL, "no scaling makes another safe strategy the cheapest"),
+                },
+                "what the numbers say (computed from the cells and hunts)",
+            ),
+            "the conclusions",
+        ),
+    },
+    "the table-freeing study",
+)
 INSPECT_VIOLATION = Object(
     {
         "violation": f(_VIOLATION_SUMMARY, "the violation"),
@@ -1264,6 +1347,7 @@ DOCUMENTS: dict[str, tuple[int, str, Object]] = {
     "bench": (OUTPUT_VERSION, "`p2msim bench --json`", BENCH),
     "bench-workloads": (OUTPUT_VERSION, "`p2msim bench --workloads --json`", BENCH_WORKLOADS),
     "bench-sweep": (OUTPUT_VERSION, "`p2msim bench --sweep --json`", BENCH_SWEEP),
+    "study-table-free": (OUTPUT_VERSION, "`p2msim study table-free --json` (and its -o DIR/table-free.json)", STUDY),
 }
 
 

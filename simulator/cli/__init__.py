@@ -447,6 +447,9 @@ def render(result) -> str:  # type: ignore[no-untyped-def]
     if "timing" in s:
         out.append("")
         out.extend(timing_block(s["timing"]))
+    if result.measures:
+        out.append("")
+        out.append("the workload measured: " + ", ".join(f"{k} {v:,}" for k, v in result.measures.items()))
     if result.warnings:
         out.append("")
         kinds = ", ".join(f"{k} {n:,}" for k, n in sorted(result.warning_kinds.items(), key=lambda kv: -kv[1]))
@@ -474,7 +477,8 @@ def timing_block(t: dict[str, Any]) -> list[str]:
     for kind, form in (("hypercalls", "hypercall {}"), ("flushes", "{} to its last ack"), ("lock_holds", "{} held")):
         for name, v in t[kind].items():
             label = form.format(name)
-            out.append(f"  {label:<40} {v['count']:>7,} {v['mean']:>10,} {v['max']:>10,} {v['total']:>12,}")
+            inner = f"   (flushing {v['flushing']:,})" if v.get("flushing") else ""
+            out.append(f"  {label:<40} {v['count']:>7,} {v['mean']:>10,} {v['max']:>10,} {v['total']:>12,}{inner}")
     return out
 
 

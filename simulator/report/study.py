@@ -195,6 +195,41 @@ def plots(body: dict[str, Any], where: Path) -> dict[str, str]:
     return out
 
 
+README_BEGIN, README_END = "<!-- study table-free: generated -->", "<!-- /study -->"
+
+
+def readme_block(body: dict[str, Any], where: str) -> str:
+    """The README's answer: the sentences, the decrease_reservation table by size, one plot (from ``where``)."""
+    f = body["findings"]
+    sizes = sorted({int(m) for s in f["duration"].values() for m in s})
+    head = "| strategy | " + " | ".join(f"{m:,} MiB: fences, cycles" for m in sizes) + " | hunts failing |"
+    rows = [head, "|" + "---|" * (len(sizes) + 2)]
+    for s in TABLE_FREE:
+        d, n = f["duration"].get(s, {}), f["fences"].get(s, {})
+        cells = [f"{_num(_at(n, m))}, {_num(_at(d, m))}" for m in sizes]
+        v = body["safety"][s]
+        rows.append(f"| {s} | " + " | ".join(cells) + f" | {v['failing']} of {v['runs']} |")
+    return "\n".join(
+        [
+            README_BEGIN,
+            answer(body),
+            "",
+            f"`decrease_reservation` of half a guest of 4K pages (from 2 MiB in), 4 harts, tight pool, means over "
+            f"the seeds (`{body.get('command', 'p2msim study table-free')}`; the whole report: "
+            f"[{where}/table-free.md]({where}/table-free.md)):",
+            "",
+            *rows,
+            "",
+            f"![remote fences against guest size]({where}/table-free-fences.png)",
+            README_END,
+        ]
+    )
+
+
+def _at(series: dict[Any, float], m: int) -> float:
+    return series.get(m, series.get(str(m), 0.0))
+
+
 def write(body: dict[str, Any], where: Path, command: str) -> list[Path]:
     where.mkdir(parents=True, exist_ok=True)
     shown = plots(body, where)
@@ -203,3 +238,33 @@ def write(body: dict[str, Any], where: Path, command: str) -> list[Path]:
     js = where / "table-free.json"
     js.write_text(json.dumps(body, indent=1, sort_keys=True) + "\n")
     return [md, js, *(where / f"table-free-{k}.png" for k in shown if shown[k].startswith("!"))]
+
+
+def main(argv: list[str] | None = None) -> int:
+    """``python3 -m simulator.report.study README.md docs/study/table-free.json [--check]``: the README's block."""
+    import argparse
+    import sys
+
+    from simulator.hunt.study import reload
+
+    p = argparse.ArgumentParser(prog="python3 -m simulator.report.study")
+    p.add_argument("readme")
+    p.add_argument("study_json")
+    p.add_argument("--check", action="store_true", help="change nothing; exit 1 if the block would change")
+    args = p.parse_args(argv)
+    text = Path(args.readme).read_text()
+    if README_BEGIN not in text or README_END not in text:
+        print(f"{args.readme}: no {README_BEGIN} ... {README_END} block", file=sys.stderr)
+        return 2
+    a, rest = text.split(README_BEGIN, 1)
+    _old, b = rest.split(README_END, 1)
+    where = Path(args.study_json).parent.as_posix()
+    new = a + readme_block(reload(args.study_json), where) + b
+    if args.check:
+        return 0 if new == text else 1
+    Path(args.readme).write_text(new)
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

@@ -127,3 +127,24 @@ def test_crossovers_are_where_two_series_change_places() -> None:
 def test_bad_study_input_is_one_line_and_exit_2(args: list[str], message: str) -> None:
     r = subprocess.run([sys.executable, "-m", "simulator", *args], capture_output=True, text=True, timeout=60)
     assert r.returncode == 2 and message in r.stderr and r.stderr.count("\n") == 1, r.stderr
+
+
+ROOT = Path(__file__).resolve().parents[1]
+
+
+def test_the_committed_report_passes_its_schema_and_the_readme_quotes_it() -> None:
+    body = json.loads((ROOT / "docs/study/table-free.json").read_text())
+    published = schema.load("study-table-free-1.json")
+    assert [e.message for e in Draft202012Validator(published).iter_errors(body)] == []
+    assert body["grid"] == "full" and body["findings"]["control_caught"]
+    r = subprocess.run(
+        [sys.executable, "-m", "simulator.report.study", "README.md", "docs/study/table-free.json", "--check"],
+        cwd=ROOT, capture_output=True, text=True, timeout=60,
+    )  # fmt: skip
+    assert r.returncode == 0, (
+        "the README's study block drifted: python3 -m simulator.report.study README.md docs/study/table-free.json"
+    )
+    assert (
+        st.answer(st.reload(str(ROOT / "docs/study/table-free.json")))
+        in (ROOT / "docs/study/table-free.md").read_text()
+    )

@@ -1294,6 +1294,12 @@ STUDY = Object(
                     "fences": f(MapOf(_BY_SIZE, "strategy -> size -> fences"), "decrease_reservation, 4K"),
                     "duration": f(MapOf(_BY_SIZE, "strategy -> size -> cycles"), "decrease_reservation, 4K"),
                     "crossovers": f(MapOf(ArrayOf(NUM), "pair -> sizes"), "where two strategies change places"),
+                    "lock_hold": f(MapOf(_BY_SIZE, "strategy -> size -> cycles"), "the longest p2m write-lock hold"),
+                    "tied": f(STRS, "the safe strategies within a tie of the best (not the tree's)"),
+                    "shatter_fences": f(
+                        MapOf(MapOf(NUM, "'tight@MiB' or 'ample@MiB' -> fences"), "strategy -> pool -> fences"),
+                        "op=shatter's remote fences by pool (4 harts)",
+                    ),
                     "duration_saved": opt(NUM, "1 - best / flush-per-table, at the largest size"),
                     "fences_saved": opt(NUM, "the same for remote fences"),
                     "tight_pool_failures": f(MapOf(NAT, "strategy -> runs"), "operations that failed, tight pool"),

@@ -177,11 +177,14 @@ def plots(body: dict[str, Any], where: Path) -> dict[str, str]:
     out = {}
     for key, ylabel in (("fences", "remote fences"), ("duration", "decrease_reservation, virtual cycles")):
         fig, ax = plt.subplots(figsize=(6.4, 4.0), dpi=100)
-        for s, series in f[key].items():
+        for i, (s, series) in enumerate(f[key].items()):
             if series:
                 xs = sorted(int(m) for m in series)
-                ax.plot(xs, [series[m] if m in series else series[str(m)] for m in xs], marker="o", label=s)
+                ys = [series[m] if m in series else series[str(m)] for m in xs]
+                # strategies that coincide stay visible: each its own marker and dash
+                ax.plot(xs, ys, marker="os^x"[i % 4], linestyle=("-", "--", ":", "-.")[i % 4], label=s)
         ax.set_xscale("log", base=2)
+        ax.set_yscale("log")
         ax.set_xlabel("guest size (MiB, 4K pages)")
         ax.set_ylabel(ylabel)
         ax.set_title(f"decrease_reservation of half the guest: {key}")

@@ -201,7 +201,9 @@ class Hart:
         if self.timed:
             actor = self.actor
             if actor.t < due:
-                actor.t = due  # waiting (blocked) for an IPI still in flight
+                # blocked (on its acks, a lock, or idle) until an IPI still in flight arrives: the model
+                # takes it then and only after it looks at what it waited for (a simplification)
+                actor.t = due
             t0 = actor.t
             actor.t += self.costs.ipi_trap
         await self.conductor.step(self.actor)

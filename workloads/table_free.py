@@ -38,6 +38,7 @@ PARAMS = {
     "op": "decrease",  # decrease, shatter or teardown
     "pool": "tight",  # tight: exactly the tables the guest needs; ample: 64 pages more
     "run": 3000,  # steps the vCPUs run before the operation
+    "vcpus": 1,  # vCPUs of dom1 per hart: above 1 they take turns on their hart (before and during the op)
 }
 PCPUS = (1, "a vCPU on every hart")
 DOMAINS = 1
@@ -84,14 +85,21 @@ async def main(sim: Scenario) -> None:
     # operation freed; ample: 64 spare
     tables = small // 512 + -(-pages // (512 * 512))
     slack = 0 if p["pool"] == "tight" else 64
-    d = await sim.create_domain(1, vcpus=sim.nr_harts, pool_pages=tables + slack)
+    k = p["vcpus"]
+    if k < 1:
+        raise WorkloadError(f"table-free -p vcpus={k}: at least 1 per hart")
+    d = await sim.create_domain(1, vcpus=sim.nr_harts * k, pool_pages=tables + slack)
     for gfn, nr, o in layout:
         for i in range(0, nr >> o, 4096):
             await sim.populate(d, gfn + (i << o), min(4096, (nr >> o) - i) << o, o)  # nr: pages
     prog = sim.pattern([(BASE, pages)], write_ratio=0.25)
-    for h, v in enumerate(d.vcpus):
-        await sim.run_vcpu(v, h, prog)
-    await sim.elapse(p["run"])
+    for v in d.vcpus:
+        v.program = prog
+    slices = 4 * k if k > 1 else 1  # turns of each hart's vCPUs before the operation
+    for r in range(slices):
+        for h in range(sim.nr_harts):
+            await sim.run_vcpu(d.vcpus[h * k + r % k], h)
+        await sim.elapse(p["run"] // slices)
     d.arch_paging.least_free = 1 << 62  # from here: the operation's
     sbi = sim.xen.sbi
     sent = sbi.sent
@@ -102,7 +110,14 @@ async def main(sim: Scenario) -> None:
         await sim.destroy(d)
     else:  # from 2 MiB in to the middle (decrease), or 1 MiB past it, into the first superpage (shatter)
         nr = half - 512 if op == "decrease" else half - 256
-        rc = await sim.on(0, "decrease_reservation", sim.xen.decrease_reservation, d, BASE + 512, nr)
+        job = sim.start(0, "decrease_reservation", sim.xen.decrease_reservation, d, BASE + 512, nr)
+        r = slices
+        while k > 1 and not job.done:  # the other harts' vCPUs keep taking turns meanwhile
+            for h in range(1, sim.nr_harts):
+                await sim.run_vcpu(d.vcpus[h * k + r % k], h)
+            r += 1
+            await sim.elapse(200)
+        (rc,) = await sim.wait(job)
     least = d.arch_paging.least_free
     sim.measures.update(rc=rc, tables=tables, fences=sbi.sent - sent, pool_least_free=least if least < 1 << 62 else -1)
     if op != "teardown":

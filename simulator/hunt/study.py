@@ -59,11 +59,13 @@ class Cell:
     harts: int = 4
     pool: str = "tight"
     fence_scale: float = 1.0
+    vcpus: int = 1  # per hart
 
     def key(self) -> str:
         scale = f" fences x{self.fence_scale:g}" if self.fence_scale != 1.0 else ""
         mapping = "mixed" if self.op == "shatter" else ("2M" if self.order else "4K")
-        return f"{self.strategy} {self.op} {self.mib} MiB {mapping} {self.harts} harts {self.pool} pool{scale}"
+        per = f" {self.vcpus} vCPUs/hart" if self.vcpus != 1 else ""
+        return f"{self.strategy} {self.op} {self.mib} MiB {mapping} {self.harts} harts{per} {self.pool} pool{scale}"
 
 
 @dataclass(frozen=True)
@@ -80,6 +82,7 @@ class Grid:
     hunts: tuple[str, ...] = ()  # hunting workloads (empty: all of them)
     hunt_seeds: int = 8
     side_ops: tuple[str, ...] = ("decrease", "shatter")
+    vcpus: tuple[int, ...] = (1, 2)  # vCPUs per hart, swept at ``side_mib``
 
     def cells(self) -> list[tuple[Cell, int]]:
         """(cell, seeds) in report order; a cell that two sweeps share is listed once."""
@@ -94,6 +97,8 @@ class Grid:
                     out.setdefault(Cell(strategy, op, self.side_mib, harts=harts), self.seeds.get(self.side_mib, 1))
                 for pool in self.pools:
                     out.setdefault(Cell(strategy, op, self.side_mib, pool=pool), self.seeds.get(self.side_mib, 1))
+                for k in self.vcpus:
+                    out.setdefault(Cell(strategy, op, self.side_mib, vcpus=k), self.seeds.get(self.side_mib, 1))
             for scale in self.scales:
                 for mib in self.sizes:
                     if mib <= self.scale_upto:
@@ -153,7 +158,8 @@ def _timed_run(cell: Cell, seed: int, costs: str) -> dict[str, Any]:
         strategy="timed",
         pcpus=cell.harts,
         profile=profile_of(cell.strategy),
-        params=(("mib", str(cell.mib)), ("order", str(cell.order)), ("op", cell.op), ("pool", cell.pool)),
+        params=(("mib", str(cell.mib)), ("order", str(cell.order)), ("op", cell.op), ("pool", cell.pool))
+        + ((("vcpus", str(cell.vcpus)),) if cell.vcpus != 1 else ()),
         costs=costs,
     )
     r = run(cfg)
@@ -249,6 +255,7 @@ def study(grid: Grid, jobs: int = 1, progress: Callable[[str], None] | None = No
                 "harts": cell.harts,
                 "pool": cell.pool,
                 "fence_scale": cell.fence_scale,
+                "vcpus": cell.vcpus,
                 "seeds": seeds,
                 **{
                     k: round(_mean(rows, k), 1)
@@ -306,7 +313,7 @@ def _progress(results: Iterator[dict[str, Any]], n: int, say: Callable[[str], No
 
 
 def _select(body: dict[str, Any], **want: Any) -> list[dict[str, Any]]:
-    base = {"harts": 4, "pool": "tight", "fence_scale": 1.0}
+    base = {"harts": 4, "pool": "tight", "fence_scale": 1.0, "vcpus": 1}
     want = {**base, **want}
     return [c for c in body["cells"] if all(c[k] == v for k, v in want.items())]
 
@@ -383,7 +390,7 @@ def findings(body: dict[str, Any]) -> dict[str, Any]:
     # what a pool with no spare page costs each strategy: op=shatter's fences, tight against ample
     pool: dict[str, dict[str, float]] = {}
     for c in body["cells"]:
-        if c["op"] == "shatter" and c["harts"] == 4 and c["fence_scale"] == 1.0:
+        if c["op"] == "shatter" and c["harts"] == 4 and c["fence_scale"] == 1.0 and c["vcpus"] == 1:
             pool.setdefault(c["strategy"], {}).setdefault(c["pool"] + "@" + str(c["mib"]), c["fences"])
     out["shatter_fences"] = pool
     teardown = _select(body, op="teardown", mapping="4K")

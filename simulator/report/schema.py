@@ -1246,6 +1246,7 @@ STUDY = Object(
                         "harts": f(POS, "harts"),
                         "pool": f(Enum(("tight", "ample")), "the p2m pool"),
                         "fence_scale": f(NUM, "the factor on every fence cost (sensitivity; 1: the table's)"),
+                        "vcpus": f(POS, "dom1's vCPUs per hart (above 1 they take turns)"),
                         "seeds": f(POS, "seeds run"),
                         "fences": f(NUM, "remote fence requests the operation sent (mean)"),
                         "duration": f(NUM, "the operation's hypercall, call to return, in cycles (mean)"),

@@ -57,7 +57,8 @@ def order(names: list[str], values: dict[str, Any]) -> str:
 def markdown(body: dict[str, Any], plots: dict[str, str], command: str) -> str:
     f = body["findings"]
     cells = body["cells"]
-    main = [c for c in cells if c["harts"] == 4 and c["pool"] == "tight" and c["fence_scale"] == 1.0]
+    one = [c for c in cells if c["vcpus"] == 1]
+    main = [c for c in one if c["harts"] == 4 and c["pool"] == "tight" and c["fence_scale"] == 1.0]
     out = [
         "# Defer the free of the page table to avoid the flush?",
         "",
@@ -117,12 +118,12 @@ def markdown(body: dict[str, Any], plots: dict[str, str], command: str) -> str:
         sorted(main, key=lambda c: (c["op"], c["mapping"], c["mib"], list(TABLE_FREE).index(c["strategy"]))), "case"
     )
     out += ["", "## Harts (4K pages, tight pool)", ""]
-    side = [c for c in cells if c["pool"] == "tight" and c["fence_scale"] == 1.0 and c["harts"] != 4]
+    side = [c for c in one if c["pool"] == "tight" and c["fence_scale"] == 1.0 and c["harts"] != 4]
     side += [c for c in main if c["mib"] == min((x["mib"] for x in side), default=-1) and c["mapping"] != "2M"
              and c["op"] in {x["op"] for x in side}]  # fmt: skip
     out += _table(sorted(side, key=lambda c: (c["op"], c["harts"], list(TABLE_FREE).index(c["strategy"]))), "harts")
     out += ["", "## Pool size (4 harts)", ""]
-    pools = [c for c in cells if c["pool"] == "ample"]
+    pools = [c for c in one if c["pool"] == "ample"]
     ample_cases = {(c["op"], c["mib"]) for c in pools}
     pools += [c for c in main if (c["op"], c["mib"]) in ample_cases and c["mapping"] != "2M"]
     out += _table(sorted(pools, key=lambda c: (c["op"], c["pool"], list(TABLE_FREE).index(c["strategy"]))), "pool")
@@ -135,6 +136,14 @@ def markdown(body: dict[str, Any], plots: dict[str, str], command: str) -> str:
         + ", ".join(f"{s} ({n} runs)" for s, n in fails.items())
         + "."
     )
+    shared = [c for c in cells if c["vcpus"] != 1]
+    if shared:
+        cases = {(c["op"], c["mib"]) for c in shared}
+        shared += [c for c in main if (c["op"], c["mib"]) in cases and c["mapping"] != "2M"]
+        out += ["", "## vCPUs per hart (4 harts, tight pool; above one they take turns on their hart)", ""]
+        out += _table(
+            sorted(shared, key=lambda c: (c["op"], c["vcpus"], list(TABLE_FREE).index(c["strategy"]))), "vcpus"
+        )
     out += ["", "## Sensitivity: fence costs halved and doubled (decrease_reservation, 4K pages)", ""]
     for scale, v in f["sensitivity"].items():
         ranks = "; ".join(

@@ -1070,7 +1070,13 @@ def cmd_study(args: argparse.Namespace) -> int:
             raise CliError(f"--from {args.source}: not a study's JSON ({exc})") from None
         command = str(body.get("command", command))
     else:
-        body = study(GRIDS[name], jobs, None if args.json else lambda s: print(s, file=sys.stderr))
+        from simulator.engine.scenario import WorkloadError
+        from simulator.engine.simulation import ConfigError
+
+        try:
+            body = study(GRIDS[name], jobs, None if args.json else lambda s: print(s, file=sys.stderr))
+        except (ConfigError, WorkloadError) as exc:
+            raise CliError(f"study table-free: a run failed: {exc}") from None
         body["command"] = command
     if out is not None:
         for path in report.write(body, out, command):

@@ -21,7 +21,7 @@ import json
 import tempfile
 from collections.abc import Callable, Iterator
 from concurrent.futures import ProcessPoolExecutor
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -210,13 +210,6 @@ def _map(tasks: list[tuple[Callable[..., dict[str, Any]], tuple[Any, ...]]], job
 
 
 # -- the study --------------------------------------------------------------------------------------
-
-
-@dataclass
-class Study:
-    grid: Grid
-    cells: list[dict[str, Any]] = field(default_factory=list)
-    hunts: list[dict[str, Any]] = field(default_factory=list)
 
 
 def _mean(rows: list[dict[str, Any]], k: str) -> float:

@@ -23,7 +23,7 @@ from typing import Any
 
 DEFAULTS_FILE = Path(__file__).with_name("costs.toml")
 
-# kind -> what one charge of it is (in the order `p2msim costs` prints them)
+# kind -> what one charge of it is (in the order of costs.toml and docs/costs.md)
 KINDS: dict[str, str] = {
     "step": "any modelled action (a few instructions), charged at every conductor step",
     "tlb_hit": "a guest access the TLB serves, on top of its step",
@@ -51,7 +51,7 @@ class CostsError(Exception):
 
 
 class Costs:
-    """One table: an int per kind, and the IPI latency's (low, mode, high)."""
+    """One table: an int per kind, and the IPI latency's quantiles (low, median, p99, high)."""
 
     __slots__ = (*KINDS, "ipi_latency", "sources")
 

@@ -131,3 +131,17 @@ def test_the_scaled_table_scales_only_fence_costs() -> None:
     half = c.scaled(0.5)
     assert half.sbi_ecall == round(c.sbi_ecall * 0.5) and half.ipi_latency[1] == round(c.ipi_latency[1] * 0.5)
     assert half.pte_read == c.pte_read and half.scrub_4k == c.scrub_4k
+
+
+def test_a_replay_says_when_the_cost_table_changed(tmp_path: Path) -> None:
+    from simulator.hunt.replay import replay
+
+    costs = tmp_path / "c.toml"
+    costs.write_text("[pte_read]\ncycles = 30\n")
+    log = tmp_path / "run.jsonl"
+    run(Config("teardown-under-load", seed=1, strategy="timed", costs=str(costs), log=str(log), steps=40_000))
+    same = replay(log)
+    assert same.same_digest and not same.changed
+    costs.write_text("[pte_read]\ncycles = 31\n")
+    moved = replay(log)
+    assert any("the cost table changed since this was recorded" in c for c in moved.changed)

@@ -52,13 +52,27 @@ def _file(name: str, path: str | Path | None) -> dict[str, Any]:
     return {"name": name, "path": str(p), "hash": file_hash(p)}
 
 
-def record(workload: str, workload_file: str | None, variant_files: list[tuple[str, str | None]]) -> dict[str, Any]:
-    """What a log's run.start and a schedule carry as ``sources``."""
-    return {
+def record(
+    workload: str,
+    workload_file: str | None,
+    variant_files: list[tuple[str, str | None]],
+    costs: tuple[str, list[Path]] | None = None,
+) -> dict[str, Any]:
+    """What a log's run.start and a schedule carry as ``sources``; ``costs``, for a timed run: the name
+    of its cost table and the files it is made of (the defaults, then ``--costs``), hashed together."""
+    out: dict[str, Any] = {
         "model": model_hash(),
         "workload": _file(workload, workload_file),
         "variants": [_file(name, path) for name, path in variant_files],
     }
+    if costs is not None:
+        name, files = costs
+        try:
+            digest: str | None = _digest(b"\0".join(f.read_bytes() for f in files))
+        except OSError:
+            digest = None
+        out["costs"] = {"name": name, "path": str(files[-1].resolve()), "hash": digest}
+    return out
 
 
 def locate(name: str, recorded: dict[str, Any] | None, beside: Path) -> str | None:
@@ -84,6 +98,11 @@ def changes(recorded: dict[str, Any] | None, now: dict[str, Any]) -> list[str]:
         out.append(
             f"the workload changed since this was recorded ({is_['path'] or is_['name']}: hash {was['hash']} -> "
             f"{is_['hash']})"
+        )
+    was, is_ = recorded.get("costs") or {}, now.get("costs") or {}
+    if was.get("hash") and is_.get("hash") and was["hash"] != is_["hash"]:
+        out.append(
+            f"the cost table changed since this was recorded ({is_['name']}: hash {was['hash']} -> {is_['hash']})"
         )
     for old, new in zip(recorded.get("variants") or [], now["variants"], strict=False):
         if old.get("hash") and new.get("hash") and old["hash"] != new["hash"]:

@@ -39,6 +39,7 @@ from simulator.engine.scenario import MachinePanic, Scenario, WorkloadError
 from simulator.engine.strategies import STRATEGIES, ReplayStrategy, Strategy, make_strategy
 from simulator.engine.userfile import UserFileError, import_file
 from simulator.engine.watchdog import STALL_SECONDS, Watchdog
+from simulator.riscv.costs import DEFAULTS_FILE as DEFAULT_COSTS
 from simulator.riscv.costs import ZERO as ZERO_COSTS
 from simulator.riscv.costs import Costs, CostsError
 from simulator.riscv.costs import load as costs_table
@@ -736,6 +737,9 @@ async def _run(config: Config, mod: Any, params: dict[str, Any], strategy: Strat
         config.workload,
         getattr(mod, "__file__", None),
         [(v, str(variants.resolve(config.where(v)))) for v in config.variants],
+        (config.costs or "(defaults)", [DEFAULT_COSTS, *([Path(config.costs)] if config.costs else [])])
+        if timed
+        else None,
     )
     try:
         log.info(

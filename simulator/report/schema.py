@@ -292,6 +292,7 @@ SOURCES = Object(
         "model": f(STR, "a hash of the model's source (riscv, xen, engine)"),
         "workload": f(_FILE, "the workload file"),
         "variants": f(ArrayOf(_FILE), "the variant files"),
+        "costs": opt(_FILE, "a timed run's cost table: the defaults and --costs, hashed together"),
     },
     "the code that ran (engine.provenance)",
 )

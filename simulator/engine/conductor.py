@@ -222,6 +222,7 @@ class Conductor:
 
     costs = ZERO
     timed = False  # does this conductor keep virtual time (TimedConductor)?
+    horizon = 1 << 62  # the clock the current actor may run up to (TimedConductor's; unbounded here)
 
     def now(self) -> int:
         """The virtual time of the running action, in cycles (0 when the run is not timed)."""

@@ -438,7 +438,7 @@ class Hart:
         hit_cost = self.costs.tlb_hit
         per = self.costs.step + hit_cost  # a timed access: its step and the hit
         while i < total:
-            if c.dirty or self.pending or c.run_left <= 1 or (timed and actor.t + per >= c.horizon):  # type: ignore[attr-defined]
+            if c.dirty or self.pending or c.run_left <= 1 or (timed and actor.t + per >= c.horizon):
                 await self.tick()  # pays the step of one access
                 if self.guest is not prog or self.jobs or self.stopping:
                     return
@@ -446,7 +446,7 @@ class Hart:
             else:
                 burst, prepaid = min(total - i, c.run_left - 1), 0
                 if timed:  # no further than the next actor's clock
-                    burst = min(burst, (c.horizon - actor.t - 1) // per)  # type: ignore[attr-defined]
+                    burst = min(burst, (c.horizon - actor.t - 1) // per)
             seq = c.seq
             done = 0
             miss = -1

@@ -1042,7 +1042,7 @@ def render_compare(out: dict[str, Any]) -> str:
 
 
 def cmd_study(args: argparse.Namespace) -> int:
-    from simulator.hunt.study import GRIDS, answer, study
+    from simulator.hunt.study import GRIDS, answer, reload, study
     from simulator.report import study as report
 
     if args.question != "table-free":
@@ -1062,8 +1062,6 @@ def cmd_study(args: argparse.Namespace) -> int:
     if out is not None:
         command += f" -o {args.output}"
     if args.source:
-        from simulator.hunt.study import reload
-
         try:
             body = reload(args.source)
         except (OSError, ValueError, KeyError) as exc:

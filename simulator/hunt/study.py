@@ -43,6 +43,11 @@ def cheaper(a: float, b: float) -> bool:
     return a < b * (1 - TIE)
 
 
+def _ranked(strategies: list[str], cost: dict[str, float]) -> list[str]:
+    """Cheapest first; at equal cost the tree's own strategy first (a change must earn its place)."""
+    return sorted(strategies, key=lambda s: (cost[s], s != "flush-per-table", s))
+
+
 def profile_of(strategy: str) -> str:
     policy = TABLE_FREE[strategy]
     return "fixed" if policy is None else f"fixed+{policy}"
@@ -344,9 +349,9 @@ def findings(body: dict[str, Any]) -> dict[str, Any]:
     sizes = sorted({c["mib"] for c in dec})
     largest = sizes[-1] if sizes else 0
     base = "flush-per-table"
-    # cheapest first; the best is the tree's own strategy unless another is cheaper by more than a tie
+    # the best is the tree's own strategy unless another is cheaper by more than a tie
     at = {s: dur.get(s, {}).get(largest, float("inf")) for s in safe}
-    ranking = sorted(safe, key=lambda s: (at[s], s != "flush-per-table", s))
+    ranking = _ranked(safe, at)
     best = ranking[0] if ranking else ""
     if best and base in at and not cheaper(at[best], at[base]):
         best = base
@@ -399,7 +404,7 @@ def findings(body: dict[str, Any]) -> dict[str, Any]:
         changes = False
         for m in sorted(set().union(*(scaled[s].keys() for s in scaled)) if scaled else []):
             here = [s for s in safe if m in scaled.get(s, {})]
-            ranks[m] = sorted(here, key=lambda s, m=m: (scaled[s][m], s != "flush-per-table", s))
+            ranks[m] = _ranked(here, {s: scaled[s][m] for s in here})
             # the conclusion changes where another safe strategy is strictly cheaper than the best
             changes |= bool(best in here and cheaper(scaled[ranks[m][0]][m], scaled[best][m]))
         sens[f"x{scale:g}"] = {
@@ -423,7 +428,7 @@ def answer(body: dict[str, Any]) -> str:
 
     def at(key: str, s: str) -> float:
         series = f[key].get(s, {})
-        return series.get(m, series.get(str(m), 0.0))
+        return series.get(m, 0.0)
 
     lines = []
     if f["best"] == base:

@@ -12,7 +12,7 @@ import json
 from pathlib import Path
 from typing import Any
 
-from simulator.hunt.study import TIE, answer, cheaper
+from simulator.hunt.study import TIE, answer, cheaper, reload
 from simulator.xen.profiles import TABLE_FREE
 
 COLUMNS = (
@@ -188,8 +188,8 @@ def plots(body: dict[str, Any], where: Path) -> dict[str, str]:
         fig, ax = plt.subplots(figsize=(6.4, 4.0), dpi=100)
         for i, (s, series) in enumerate(f[key].items()):
             if series:
-                xs = sorted(int(m) for m in series)
-                ys = [series[m] if m in series else series[str(m)] for m in xs]
+                xs = sorted(series)
+                ys = [series[m] for m in xs]
                 # strategies that coincide stay visible: each its own marker and dash
                 ax.plot(xs, ys, marker="os^x"[i % 4], linestyle=("-", "--", ":", "-.")[i % 4], label=s)
         ax.set_xscale("log", base=2)
@@ -213,12 +213,12 @@ README_BEGIN, README_END = "<!-- study table-free: generated -->", "<!-- /study 
 def readme_block(body: dict[str, Any], where: str) -> str:
     """The README's answer: the sentences, the decrease_reservation table by size, one plot (from ``where``)."""
     f = body["findings"]
-    sizes = sorted({int(m) for s in f["duration"].values() for m in s})
+    sizes = sorted({m for s in f["duration"].values() for m in s})
     head = "| strategy | " + " | ".join(f"{m:,} MiB: fences, cycles" for m in sizes) + " | hunts failing |"
     rows = [head, "|" + "---|" * (len(sizes) + 2)]
     for s in TABLE_FREE:
         d, n = f["duration"].get(s, {}), f["fences"].get(s, {})
-        cells = [f"{_num(_at(n, m))}, {_num(_at(d, m))}" for m in sizes]
+        cells = [f"{_num(n.get(m, 0.0))}, {_num(d.get(m, 0.0))}" for m in sizes]
         v = body["safety"][s]
         rows.append(f"| {s} | " + " | ".join(cells) + f" | {v['failing']} of {v['runs']} |")
     return "\n".join(
@@ -238,10 +238,6 @@ def readme_block(body: dict[str, Any], where: str) -> str:
     )
 
 
-def _at(series: dict[Any, float], m: int) -> float:
-    return series.get(m, series.get(str(m), 0.0))
-
-
 def write(body: dict[str, Any], where: Path, command: str) -> list[Path]:
     where.mkdir(parents=True, exist_ok=True)
     shown = plots(body, where)
@@ -256,8 +252,6 @@ def main(argv: list[str] | None = None) -> int:
     """``python3 -m simulator.report.study README.md docs/study/table-free.json [--check]``: the README's block."""
     import argparse
     import sys
-
-    from simulator.hunt.study import reload
 
     p = argparse.ArgumentParser(prog="python3 -m simulator.report.study")
     p.add_argument("readme")

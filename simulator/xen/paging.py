@@ -64,7 +64,11 @@ class Paging(Mm):
         self.memory.retire(pg, M.POOL, f"{why} -> dom{d.domain_id} p2m pool (tail)")
         self.spin_unlock(pool.lock)
 
-    @upstream("paging.c", policies=("pool_stamp_tables",))
+    @upstream(
+        "paging.c",
+        differs="keeps the fewest free pages the pool held (model bookkeeping the table-free study reads)",
+        policies=("pool_stamp_tables",),
+    )
     async def paging_alloc_page(self, d: Domain, state: int, why: str) -> int | None:
         pool = d.arch_paging
         await self.spin_lock(pool.lock)

@@ -15,3 +15,20 @@ def simulate(main: Callable[[Scenario], Awaitable[None]], **config: Any) -> Resu
 
 
 pytest_plugins = ["pytester"]
+
+
+def pytest_configure(config: Any) -> None:
+    """Byte-compile the package once, in the controller, before any worker starts.
+
+    Many tests run p2msim in a fresh process; with PYTHONDONTWRITEBYTECODE set
+    (as on some CI machines) each of those would compile every module again
+    (0.15 s a process): Python still reads .pyc files it is told not to write.
+    """
+    if hasattr(config, "workerinput"):
+        return
+    import compileall
+    from pathlib import Path
+
+    root = Path(__file__).resolve().parent.parent
+    for tree in ("simulator", "workloads"):
+        compileall.compile_dir(root / tree, quiet=1)

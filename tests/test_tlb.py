@@ -409,3 +409,22 @@ def test_random_ops_match_model(ops: list[tuple], seed: int) -> None:  # type: i
         assert {k for k in model if k[0]} == {(True, k) for k in tlb.leaf.entries}
         assert {k for k in model if not k[0]} == {(False, k) for k in tlb.nonleaf.entries}
         assert len(tlb) == len(model)
+
+
+@settings(max_examples=60, deadline=None)
+@given(st.integers(0, 2**32 - 1), st.integers(1, 200), st.integers(1, 300))
+def test_eviction_draws_what_randrange_draws(seed: int, cap: int, fills: int) -> None:
+    """The eviction's inline draw is rng.randrange(n), draw for draw: the victims are those a
+    randrange-based TLB picks, and the stream is in the same place afterwards (old schedules replay)."""
+    tlb = make_tlb(leaf=cap, seed=seed)
+    model = random.Random(seed)
+    keys: list[int] = []
+    for i in range(fills):
+        e = entry(1, 0, i * 3)
+        tlb.fill(e)
+        if len(keys) >= cap:
+            keys[model.randrange(len(keys))] = keys[-1]  # the victim's slot takes the last key
+            keys.pop()
+        keys.append(e.key)
+    assert sorted(tlb.leaf.keys) == sorted(keys)
+    assert tlb.rng.random() == model.random()

@@ -207,6 +207,7 @@ class Oracle(Observer):
         self.put_paths = PutPaths(memory.nr_frames)
         self.dom_roots: dict[int, int] = {}  # domain -> its p2m root now
         self.fence_origin: dict[int, str] = {}  # remote request id -> the Xen function that sent it
+        self._on = self._event_handlers()  # narrative event name -> what the oracle keeps of it
 
     # -- who is doing what ---------------------------------------------------------
 
@@ -518,62 +519,104 @@ class Oracle(Observer):
             self.calls[hart].pop()
 
     def event(self, hart: int, name: str, **fields: Any) -> None:
-        if name == "put_page":  # (first: a teardown puts every page, twice)
-            self.puts.add(fields["mfn"], self.conductor.seq, hart, *self._call(hart))
-            path = _from(c_stack(2, 8), "put_page")
-            self.put_paths.set(fields["mfn"], path)
-        elif name == "switch_in":
-            self.hart_ctx[hart] = (fields["dom"], fields["vcpu"], fields["vmid"])
-            self.ctx_hist.setdefault(hart, []).append((self.conductor.seq, (fields["dom"], fields["vcpu"])))
-        elif name == "switch_out":
-            self.hart_ctx[hart] = None
-            self.ctx_hist.setdefault(hart, []).append((self.conductor.seq, None))
-        elif name in ("p2m_tlb_flush", "page_alloc.reuse_flush"):
-            flush = self.flushlog.current(hart)
-            if flush is not None:
-                flush.mask = list(fields["mask"]) or NO_HARTS
-                flush.dirty = (list(fields["dirty"]) or NO_HARTS) if "dirty" in fields else None
-                flush.locked = fields.get("locked")
-                flush.filtered = {c: t for c, t in fields["filtered"]} if fields.get("filtered") else NOTHING_FILTERED
-                self.tlbflush_filtered += len(flush.filtered)
-                flush.stamp = fields.get("stamp", 0)
-        elif name == "tlbflush.stamp":
-            self.tlbflush_stamps.append((self.conductor.seq, hart, fields["cpu"], fields["time"]))
-        elif name == "printk" and "rc" in fields:
-            flush = self.flushlog.current(hart)
-            if flush is not None:
-                flush.add_error((self.conductor.seq, fields["rc"], fields["text"]))
-        elif name == "p2m_alloc_root_table":
-            self.roots.setdefault(fields["mfn"], []).append((self.conductor.seq, fields["dom"]))
-            self.dom_roots[fields["dom"]] = fields["mfn"]
-            self.rmap.add_root(fields["mfn"], ROOT_PAGES)
-        elif name == "dirty_cpumask":
-            self.dirty_hist.setdefault((fields["dom"], fields["cpu"]), []).append(
-                (self.conductor.seq, fields["set"], fields["fn"])
-            )
-        elif name == "p2m_free_subtree.table_freed":
-            self.table_frees[fields["mfn"]] = self.conductor.seq
-        elif name == "page_alloc.no_tlbflush":
-            for pg in range(fields["mfn"], fields["mfn"] + (1 << fields["order"])):
-                self.no_flush_handouts[pg] = self.conductor.seq
-        elif name in ("hsm.stop", "hsm.started"):  # the machine's own word, whatever Xen's code did
-            self.cpu_events.setdefault(hart, []).append((self.conductor.seq, "down" if name == "hsm.stop" else "up"))
-        elif name == "vmid.assign":
-            per_hart = fields.get("vcpu", -1) >= 0
-            root = self.dom_roots.get(fields["dom"])
-            if root is not None:
-                self._mark_alias([self.harts[hart]] if per_hart else self.harts, fields["vmid"], root)
-            key = (hart if per_hart else None, fields["vmid"])
-            self.vmid_assigns.setdefault(key, []).append(
-                (self.conductor.seq, fields["dom"], fields["vcpu"], fields["generation"])
-            )
-        elif name == "p2m_free_subtree.leaf":
-            self.leaf_puts[fields["mfn"]] = (self.conductor.seq, hart, dict(fields))
-        elif name == "invariant":
-            self.invariant(f"{fields['what']} (mfn {fields.get('mfn', 0):#x})", mfn=fields.get("mfn"))
+        handle = self._on.get(name)  # (most events have no handler: they are only logged)
+        if handle is not None and handle(hart, fields):
             return
         if self.log.enabled:
             self.log.debug(hart, name, **fields)
+
+    # -- narrative events: what the oracle keeps of each (True: not logged) -------------
+
+    def _event_handlers(self) -> dict[str, Callable[[int, dict[str, Any]], bool | None]]:
+        return {
+            "put_page": self._on_put_page,
+            "switch_in": self._on_switch_in,
+            "switch_out": self._on_switch_out,
+            "p2m_tlb_flush": self._on_flush_mask,
+            "page_alloc.reuse_flush": self._on_flush_mask,
+            "tlbflush.stamp": self._on_tlbflush_stamp,
+            "printk": self._on_printk,
+            "p2m_alloc_root_table": self._on_root,
+            "dirty_cpumask": self._on_dirty_cpumask,
+            "p2m_free_subtree.table_freed": self._on_table_freed,
+            "page_alloc.no_tlbflush": self._on_no_tlbflush,
+            "hsm.stop": self._on_hsm_stop,
+            "hsm.started": self._on_hsm_started,
+            "vmid.assign": self._on_vmid_assign,
+            "p2m_free_subtree.leaf": self._on_leaf_put,
+            "invariant": self._on_invariant,
+        }
+
+    def _on_put_page(self, hart: int, fields: dict[str, Any]) -> None:
+        self.puts.add(fields["mfn"], self.conductor.seq, hart, *self._call(hart))
+        path = _from(c_stack(3, 8), "put_page")
+        self.put_paths.set(fields["mfn"], path)
+
+    def _on_switch_in(self, hart: int, fields: dict[str, Any]) -> None:
+        self.hart_ctx[hart] = (fields["dom"], fields["vcpu"], fields["vmid"])
+        self.ctx_hist.setdefault(hart, []).append((self.conductor.seq, (fields["dom"], fields["vcpu"])))
+
+    def _on_switch_out(self, hart: int, fields: dict[str, Any]) -> None:
+        self.hart_ctx[hart] = None
+        self.ctx_hist.setdefault(hart, []).append((self.conductor.seq, None))
+
+    def _on_flush_mask(self, hart: int, fields: dict[str, Any]) -> None:
+        flush = self.flushlog.current(hart)
+        if flush is not None:
+            flush.mask = list(fields["mask"]) or NO_HARTS
+            flush.dirty = (list(fields["dirty"]) or NO_HARTS) if "dirty" in fields else None
+            flush.locked = fields.get("locked")
+            flush.filtered = {c: t for c, t in fields["filtered"]} if fields.get("filtered") else NOTHING_FILTERED
+            self.tlbflush_filtered += len(flush.filtered)
+            flush.stamp = fields.get("stamp", 0)
+
+    def _on_tlbflush_stamp(self, hart: int, fields: dict[str, Any]) -> None:
+        self.tlbflush_stamps.append((self.conductor.seq, hart, fields["cpu"], fields["time"]))
+
+    def _on_printk(self, hart: int, fields: dict[str, Any]) -> None:
+        flush = self.flushlog.current(hart) if "rc" in fields else None
+        if flush is not None:
+            flush.add_error((self.conductor.seq, fields["rc"], fields["text"]))
+
+    def _on_root(self, hart: int, fields: dict[str, Any]) -> None:
+        self.roots.setdefault(fields["mfn"], []).append((self.conductor.seq, fields["dom"]))
+        self.dom_roots[fields["dom"]] = fields["mfn"]
+        self.rmap.add_root(fields["mfn"], ROOT_PAGES)
+
+    def _on_dirty_cpumask(self, hart: int, fields: dict[str, Any]) -> None:
+        self.dirty_hist.setdefault((fields["dom"], fields["cpu"]), []).append(
+            (self.conductor.seq, fields["set"], fields["fn"])
+        )
+
+    def _on_table_freed(self, hart: int, fields: dict[str, Any]) -> None:
+        self.table_frees[fields["mfn"]] = self.conductor.seq
+
+    def _on_no_tlbflush(self, hart: int, fields: dict[str, Any]) -> None:
+        for pg in range(fields["mfn"], fields["mfn"] + (1 << fields["order"])):
+            self.no_flush_handouts[pg] = self.conductor.seq
+
+    def _on_hsm_stop(self, hart: int, fields: dict[str, Any]) -> None:
+        self.cpu_events.setdefault(hart, []).append((self.conductor.seq, "down"))  # the machine's own word
+
+    def _on_hsm_started(self, hart: int, fields: dict[str, Any]) -> None:
+        self.cpu_events.setdefault(hart, []).append((self.conductor.seq, "up"))
+
+    def _on_vmid_assign(self, hart: int, fields: dict[str, Any]) -> None:
+        per_hart = fields.get("vcpu", -1) >= 0
+        root = self.dom_roots.get(fields["dom"])
+        if root is not None:
+            self._mark_alias([self.harts[hart]] if per_hart else self.harts, fields["vmid"], root)
+        key = (hart if per_hart else None, fields["vmid"])
+        self.vmid_assigns.setdefault(key, []).append(
+            (self.conductor.seq, fields["dom"], fields["vcpu"], fields["generation"])
+        )
+
+    def _on_leaf_put(self, hart: int, fields: dict[str, Any]) -> None:
+        self.leaf_puts[fields["mfn"]] = (self.conductor.seq, hart, dict(fields))
+
+    def _on_invariant(self, hart: int, fields: dict[str, Any]) -> bool:
+        self.invariant(f"{fields['what']} (mfn {fields.get('mfn', 0):#x})", mfn=fields.get("mfn"))
+        return True
 
     # -- findings ------------------------------------------------------------------------
 

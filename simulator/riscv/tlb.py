@@ -153,8 +153,15 @@ class _Cache:
                 self.gone.append(old)  # replaced by the refill
             self.entries[e.key] = e
             return None
-        if len(self.keys) >= self.capacity:
-            victim = self.keys[rng.randrange(len(self.keys))]
+        n = len(self.keys)
+        if n >= self.capacity:
+            # rng.randrange(n), inline: the same draws (random.Random._randbelow_with_getrandbits)
+            getrandbits = rng.getrandbits
+            k = n.bit_length()
+            r = getrandbits(k)
+            while r >= n:
+                r = getrandbits(k)
+            victim = self.keys[r]
             evicted = self.entries[victim]
             self.remove(victim)
         self.entries[e.key] = e
@@ -285,8 +292,9 @@ class Tlb:
         if self.multi:
             return self._pick(self.nonleaf, vmid, gfn, range(1, root_level + 1))
         entries = self.nonleaf.entries
+        vm = vmid << 3
         for level in range(1, root_level + 1):
-            e = entries.get(tlb_key(vmid, level, gfn))
+            e = entries.get(((vm | level) << 48) | (gfn >> (9 * level)))  # (tlb_key, inline: every miss)
             if e is not None:
                 return e
         return None

@@ -140,91 +140,99 @@ async def walk(hart: Hart, gfn: int, write: bool = False) -> TlbEntry | Fault | 
     A fence taken at one of the walk's steps drops the walk, which starts again:
     an in-flight walk that began before a fence must not fill what the fence removed.
     """
-    while True:
+    while True:  # (one coroutine for the walk and its restarts: every TLB miss comes here)
         fences = hart.fences_taken
-        e = await _walk_once(hart, gfn, fences, write)
-        if e is not _DROPPED:
-            return e  # type: ignore[return-value]
+        mode = hart.mode
+        if mode is None:
+            return Fault(gfn, 0, -1, 0, 0, "hgatp is Bare", write)
+        mem = hart.memory
+        stamp = mem.stamp
+        tables, ghosts = mem.tables, mem.ghosts
+        vmid = hart.vmid
+        tlb = hart.tlb
+        observer = hart.observer
+        root_level = mode.root_level
+        path: list[tuple[int, int, int]] = []
+        ad_hw = hart.ad_hw
 
+        start = tlb.lookup_nonleaf(vmid, gfn, root_level)
+        if start is not None:
+            level = start.level - 1
+            table = start.ppn
+            via: TlbEntry | None = start
+            ghost = start.ghost
+            kind = "walk-through-reused-table"
+            origin = start.root_mfn  # what it fills comes from the tables that entry was read under
+        else:
+            if gfn > mode.max_gfn:
+                return Fault(gfn, mode.root_level, -1, 0, 0, f"GPA above {mode.gpa_bits} bits", write)
+            level = root_level
+            idx = mode.gfn_index(gfn, level)
+            table = hart.root_mfn + (idx >> 9)
+            origin = hart.root_mfn
+            via = None
+            ghost = hart.hgatp_clock
+            kind = "dangling-root"
 
-_DROPPED = object()
-
-
-async def _walk_once(hart: Hart, gfn: int, fences: int, write: bool) -> TlbEntry | Fault | object | None:
-    mode = hart.mode
-    if mode is None:
-        return Fault(gfn, 0, -1, 0, 0, "hgatp is Bare", write)
-    mem = hart.memory
-    stamp = mem.stamp
-    vmid = hart.vmid
-    tlb = hart.tlb
-    observer = hart.observer
-    root_level = mode.root_level
-    path: list[tuple[int, int, int]] = []
-    ad_hw = hart.ad_hw
-
-    start = tlb.lookup_nonleaf(vmid, gfn, root_level)
-    if start is not None:
-        level = start.level - 1
-        table = start.ppn
-        via: TlbEntry | None = start
-        ghost = start.ghost
-        kind = "walk-through-reused-table"
-        origin = start.root_mfn  # what it fills comes from the tables that entry was read under
-    else:
-        if gfn > mode.max_gfn:
-            return Fault(gfn, mode.root_level, -1, 0, 0, f"GPA above {mode.gpa_bits} bits", write)
-        level = root_level
-        idx = mode.gfn_index(gfn, level)
-        table = hart.root_mfn + (idx >> 9)
-        origin = hart.root_mfn
-        via = None
-        ghost = hart.hgatp_clock
-        kind = "dangling-root"
-
-    read_cost = hart.costs.pte_read  # (0 unless timed)
-    while True:
-        await hart.tick()
-        hart.actor.t += read_cost
-        if hart.fences_taken != fences or hart.mode is not mode:
-            return _DROPPED  # a fence (or an hgatp write) came in: nothing read so far may be filled
-        idx = mode.gfn_index(gfn, level) & 511
-        pte, pte_ghost = mem.read_pte(table, idx)
-        why = pte_fault(pte, level)
-        ppn = pte >> PTE_PPN_SHIFT & ((1 << 44) - 1)
-        # hardware A/D updating: the CAS below stores into the table just read
-        ad = ad_hw and not why and level <= 2 and ad_bits(pte, write)  # an MMIO leaf's PTE too
-        # the table just read: was it handed out again since the pointer was made?
-        if stamp[table] > ghost:
-            observer.on_reused_use(hart.id, kind, via, table, gfn, bool(ad), pte)
-        elif mem.state[table] in (FREE, POOL):
-            observer.on_stale_use(hart.id, via, table, gfn, True, bool(ad))
-        path.append((level, table, mem.gen[table]))
-        if why:
-            if why == INVALID and tlb.negative.capacity:
-                _fill(hart, True, level, gfn, 0, 0, pte_ghost, table, idx, pte, path, origin, start, negative=True)
-            return Fault(gfn, level, table, idx, pte, why, write)
-        if ppn >= mem.nr_frames:
-            return None  # beyond RAM: a device (MMIO) access, which the machine does not model further
-        if ad:
-            pte |= ad
-            mem.update_ad(table, idx, pte)
-            hart.ad_updates += 1
-        if pte & PTE_ACCESS_MASK:
-            if not ad_hw and (not pte & PTE_A or (write and not pte & PTE_D)):
-                why = "A clear (Svade)" if not pte & PTE_A else "D clear on a store (Svade)"
+        read_cost = hart.costs.pte_read  # (0 unless timed)
+        while True:
+            await hart.tick()
+            hart.actor.t += read_cost
+            if hart.fences_taken != fences or hart.mode is not mode:
+                break  # a fence (or an hgatp write) came in: nothing read so far may be filled; walk again
+            idx = (gfn >> (9 * level)) & 511  # (the root's 2048 entries are 4 tables of 512)
+            t = tables.get(table)  # Memory.read_pte, inline
+            if t is None:
+                pte = pte_ghost = 0
+            else:
+                pte, pte_ghost = t[idx], ghosts[table][idx]
+            if level:
+                why = "" if pte & _NONLEAF_MASK == PTE_V else pte_fault(pte, level)
+            else:
+                why = "" if pte & _LEAF_MASK == _LEAF_OK else pte_fault(pte, level)
+            ppn = pte >> PTE_PPN_SHIFT & ((1 << 44) - 1)
+            # hardware A/D updating: the CAS below stores into the table just read
+            ad = ad_hw and not why and level <= 2 and ad_bits(pte, write)  # an MMIO leaf's PTE too
+            # the table just read: was it handed out again since the pointer was made?
+            if stamp[table] > ghost:
+                observer.on_reused_use(hart.id, kind, via, table, gfn, bool(ad), pte)
+            elif mem.state[table] in (FREE, POOL):
+                observer.on_stale_use(hart.id, via, table, gfn, True, bool(ad))
+            path.append((level, table, mem.gen[table]))
+            if why:
+                if why == INVALID and tlb.negative.capacity:
+                    _fill(hart, True, level, gfn, 0, 0, pte_ghost, table, idx, pte, path, origin, start, negative=True)
                 return Fault(gfn, level, table, idx, pte, why, write)
-            if level > 2:
-                return Fault(gfn, level, table, idx, pte, "a leaf above level 2 (Xen maps at most 1G)", write)
-            return _fill(
-                hart, True, level, gfn, ppn, pte & PTE_ACCESS_MASK, pte_ghost, table, idx, pte, path, origin, start
-            )
-        e = _fill(hart, False, level, gfn, ppn, 0, pte_ghost, table, idx, pte, path, origin, start)
-        via = e
-        kind = "walk-through-reused-table"
-        ghost = pte_ghost
-        table = ppn
-        level -= 1
+            if ppn >= mem.nr_frames:
+                return None  # beyond RAM: a device (MMIO) access, which the machine does not model further
+            if ad:
+                pte |= ad
+                mem.update_ad(table, idx, pte)
+                hart.ad_updates += 1
+            if pte & PTE_ACCESS_MASK:
+                if not ad_hw and (not pte & PTE_A or (write and not pte & PTE_D)):
+                    why = "A clear (Svade)" if not pte & PTE_A else "D clear on a store (Svade)"
+                    return Fault(gfn, level, table, idx, pte, why, write)
+                if level > 2:
+                    return Fault(gfn, level, table, idx, pte, "a leaf above level 2 (Xen maps at most 1G)", write)
+                return _fill(
+                    hart, True, level, gfn, ppn, pte & PTE_ACCESS_MASK, pte_ghost, table, idx, pte, path, origin,
+                    start,
+                )  # fmt: skip
+            e = _fill(hart, False, level, gfn, ppn, 0, pte_ghost, table, idx, pte, path, origin, start)
+            via = e
+            kind = "walk-through-reused-table"
+            ghost = pte_ghost
+            table = ppn
+            level -= 1
+
+
+# pte_fault's verdict without the call, for the two PTEs nearly every walk reads (anything else asks it):
+# a pointer (V alone among the flag, reserved, N and PBMT bits) above level 0, and a level-0 leaf with
+# V, R and U set and no reserved bit, N or PBMT
+_NONLEAF_MASK = PTE_V | PTE_ACCESS_MASK | PTE_U | PTE_A | PTE_D | RESERVED_60_54 | PTE_N | PTE_PBMT_MASK
+_LEAF_MASK = PTE_V | PTE_R | PTE_U | RESERVED_60_54 | PTE_N | PTE_PBMT_MASK
+_LEAF_OK = PTE_V | PTE_R | PTE_U
 
 
 def _fill(
@@ -267,10 +275,13 @@ def _fill(
     e.spec = hart.speculating
     e.via = start
     e.set_source(hart.memory.table(table), hart.ad_hw and not pte & PTE_D)
+    tlb = hart.tlb
     if negative:
         e.negative = True
-        hart.tlb.fill_negative(e)
+        tlb.fill_negative(e)
     else:
-        hart.tlb.fill(e)
+        cache = tlb.leaf if leaf else tlb.nonleaf  # (Tlb.fill, inline)
+        if cache.capacity:
+            cache.insert(e, tlb.rng)
     hart.observer.on_fill(hart.id, e)
     return e

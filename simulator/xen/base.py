@@ -83,7 +83,9 @@ class XenBase:
 
     @model("a narrative event for the oracle and the log")
     def emit(self, name: str, **fields: Any) -> None:
-        self.observer.event(self.smp_processor_id(), name, **fields)
+        cur = self.conductor.current  # (smp_processor_id() inline: every event comes here)
+        assert cur is not None and cur.index < len(self.harts), "Xen code must run on a hart"
+        self.observer.event(self.harts[cur.index].id, name, **fields)
 
     debug_build: bool = False  # CONFIG_DEBUG: ASSERT() is checked (release builds compile it out)
 

@@ -296,30 +296,64 @@ def _actor_root() -> Any:
 
 # code object -> (C-named, in simulator/ctree/): a pure function of the code, worked out once per function
 _NAMED: dict[Any, tuple[bool, bool]] = {}
+# a frame still on some stack -> the C names from it outward to its actor's root; the outer frames of a
+# hypercall stay the same across the thousands of puts and flushes it makes, so a walk stops at one
+_TAILS: dict[Any, tuple[str, ...]] = {}
+_TAIL_AT = 3  # the frames a walk reads before it looks for (or keeps) a tail: the inner ones come and go
+
+
+def forget_stacks() -> None:
+    """Drop the kept tails (a run ended: its frames must not outlive it)."""
+    _TAILS.clear()
 
 
 def c_stack(depth: int = 1, limit: int = 64) -> list[str]:
     """The C-named functions on the current hart's stack, innermost first (coroutines that await one
     another share one Python stack).  What called what, as Xen's code did: for explanations, never
-    for decisions."""
+    for decisions.
+
+    A frame's tail is kept only while the frame object is (a frame held here is never reused, so a
+    kept tail is never another call's) and only from a walk that reached the actor's root through
+    Python frames of the model alone: a Xen tree's C (``--xen-tree``) changes under a spawn's frame.
+    """
     f = sys._getframe(depth)
     out: list[str] = []
     named = _NAMED
     bottom = _actor_root()
     spawn = greenlet_spawn.__code__
+    tails = _TAILS
+    walked = 0
+    keep: Any = None  # the frame whose tail this walk will keep, and where in ``out`` that tail begins
+    keep_at = 0
+    plain = True
     while f is not None and len(out) < limit:
+        if walked >= _TAIL_AT:
+            tail = tails.get(f)
+            if tail is not None:
+                out.extend(tail)
+                return out[:limit]
+            if keep is None:
+                keep, keep_at = f, len(out)
+        walked += 1
         code = f.f_code
         if code is bottom:  # an actor's root: below it are the event loop and the simulation's driver
             break
         if code is spawn:  # a hypervisor function of a Xen tree's C (--xen-tree) is running here
+            plain = False
             out.extend(spawned_frames(f) or ())
         else:
             known = named.get(code)
             if known is None:
                 path = code.co_filename.replace("\\", "/")
                 known = named[code] = (_c_named(path, code.co_name), _CTREE in path)
+            if known[1]:
+                plain = False
             # (a CXen method right after the C frame of the same name is that frame's glue: named once)
             if known[0] and not (known[1] and out and out[-1] == code.co_name):
                 out.append(code.co_name)
         f = f.f_back  # type: ignore[assignment]
+    if plain and keep is not None and f is not None and f.f_code is bottom:
+        if len(tails) >= 64:
+            tails.clear()  # (the frames of calls long returned go with it)
+        tails[keep] = tuple(out[keep_at:])
     return out[:limit]

@@ -625,13 +625,13 @@ class Oracle(Observer):
         for table, idx, level in self.rmap.mapped_by(mfn):
             root = self.rmap.root_of(table)
             dom = self.root_owner(root, self.conductor.seq) if root is not None else None
+            if dom in self.dying:
+                self.freed_mapped_dying += 1
+                continue  # teardown frees what a dying domain's p2m still names: no vCPU of it runs again
             gfn = self.rmap.gfn_of(table, idx)
             what = "a table link" if not self.memory.read_pte(table, idx)[0] & 0xE else f"an L{level} leaf"
             op = self._call(hart)[0]
             where = f"PTE {table:#x}[{idx}] of dom{dom} (gfn {gfn:#x}, {what})"
-            if dom in self.dying:
-                self.freed_mapped_dying += 1
-                continue  # teardown frees what a dying domain's p2m still names: no vCPU of it runs again
             self.violation_count += 1
             key = ("mapped", mfn, self.memory.gen[mfn], table, idx)
             if key in self._seen:

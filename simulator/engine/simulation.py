@@ -652,7 +652,10 @@ def run(
         logging.getLogger("asyncio").setLevel(logging.CRITICAL)
     try:
         with dog:
-            result: Result = anyio.run(_run, config, mod, params, strategy, box, backend=config.backend)
+            try:
+                result: Result = anyio.run(_run, config, mod, params, strategy, box, backend=config.backend)
+            finally:
+                calls.forget_stacks()  # (the frames c_stack kept would keep this run alive)
     except KeyboardInterrupt as exc:
         # asyncio cancels the run's task and raises here, outside it
         seq = box["conductor"].seq if "conductor" in box else 0

@@ -136,7 +136,10 @@ class Memory:
         """A load of one PTE by the hypervisor (see ``load``)."""
         if self.state[mfn] in (FREE, POOL):
             self.observer.on_hyp_access(mfn, idx, False)
-        return self.read_pte(mfn, idx)
+        t = self.tables.get(mfn)  # (read_pte, inline: the model loads a dozen PTEs per page it maps)
+        if t is None:
+            return 0, 0
+        return t[idx], self.ghosts[mfn][idx]
 
     def read_pte(self, mfn: int, idx: int) -> tuple[int, int]:
         """(PTE value, ghost clock): an implicit read by a walker."""
@@ -149,7 +152,7 @@ class Memory:
         """One atomic 64-bit store by the hypervisor; returns the old value."""
         if self.state[mfn] in (FREE, POOL):
             self.observer.on_hyp_access(mfn, idx, True)
-        t = self.table(mfn)
+        t = self.tables.get(mfn) or self.table(mfn)
         old = t[idx]
         t[idx] = value
         self.ghosts[mfn][idx] = self.clock

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from typing import Any
+
 from hypothesis import given
 from hypothesis import strategies as st
 
@@ -197,3 +199,32 @@ def test_put_paths_keep_each_frames_last_path_and_each_path_once() -> None:
     assert p.get(1, []) == ["put_page", "relinquish"] and p.get(2, []) == ["put_page", "p2m_put_4k_page"]
     assert p.get(3, ["none"]) == ["none"] and p.get(1 << 40, []) == ["put_page"]
     assert len(p._paths) == 3
+
+
+def test_a_kept_stack_tail_is_what_a_fresh_walk_finds(monkeypatch: Any) -> None:
+    """c_stack stops at a frame whose C names outward it kept from an earlier walk: every call of a
+    whole run (a teardown, flushes, fences, a bug's findings) gives what a walk to the root gives."""
+    from simulator.engine import calls, oracle, windows
+    from simulator.engine.simulation import Config, run
+
+    real = calls.c_stack
+    kept: list[bool] = []
+
+    def checked(depth: int = 1, limit: int = 64) -> list[str]:
+        cached = real(depth + 1, limit)
+        at, calls._TAIL_AT = calls._TAIL_AT, 1 << 30  # (no tail is looked for or kept)
+        try:
+            fresh = real(depth + 1, limit)
+        finally:
+            calls._TAIL_AT = at
+        assert cached == fresh
+        kept.append(bool(calls._TAILS))
+        return cached
+
+    monkeypatch.setattr(oracle, "c_stack", checked)
+    monkeypatch.setattr(windows, "c_stack", checked)
+    run(Config("teardown-under-load", seed=1))
+    r = run(Config("foreign-unmap-reuse", seed=2, bugs=("no-reuse-flush",)))
+    assert sum(kept) > len(kept) // 2, "most walks should stop at a kept tail"
+    assert r.violations
+    assert not calls._TAILS, "a run's frames are let go when it ends"

@@ -20,6 +20,8 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
+import numpy as np
+
 from simulator.engine.calls import c_stack
 from simulator.riscv import memory as M
 from simulator.riscv.pte import PTE_A, PTE_D
@@ -118,13 +120,13 @@ def judge(mem: M.Memory, e: TlbEntry) -> tuple[str | None, int | None]:
             reused = lo if stamp[lo] > ghost else None
             freed = lo if state[lo] in (M.FREE, M.POOL) else None
         elif lo < hi:  # a superpage (beyond RAM, lo >= hi: a device)
-            if max(stamp[lo:hi]) > ghost:
+            # (numpy over the stamps: a 1G entry spans 262,144 frames, and max() boxed each one)
+            if int(np.frombuffer(stamp, dtype=np.uint64, count=hi - lo, offset=8 * lo).max()) > ghost:
                 reused = next(f for f in range(lo, hi) if stamp[f] > ghost)
-            frames = state[lo:hi]
             for st in (M.FREE, M.POOL):
-                at = frames.find(st)
+                at = state.find(st, lo, hi)
                 if at >= 0:
-                    freed = lo + at if freed is None else min(freed, lo + at)
+                    freed = at if freed is None else min(freed, at)
     elif 0 <= e.ppn < mem.nr_frames:
         t = e.ppn
         reused = t if stamp[t] > ghost else None

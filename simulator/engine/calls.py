@@ -122,8 +122,9 @@ class FlushLog:
         # ordinal seq end hart fn dom mfn order frees_before locked stamp mask dirty, and the run:
         # how many flushes the row holds and the steps from one's begin to the next's
         self._quiet = Rows("qqqosoqBqoqooIq")
-        # the last row's run: what its flushes share, and the ordinal and begin the next one would have
-        self._run: tuple[tuple[Any, ...], int, int] | None = None
+        # the last row's run: what its flushes share, the ordinal and begin the next one would have, and
+        # (as its row holds them) how many it holds, their stride, and the first one's begin
+        self._run: tuple[tuple[Any, ...], int, int, int, int, int] | None = None
         self._made: dict[int, Flush] = {}  # ordinal -> the object a quiet flush was made into
         self._count = 0
         self._all: list[Flush] | None = None
@@ -162,25 +163,26 @@ class FlushLog:
 
     def _fold(self, f: Flush) -> None:
         locked = None if f.locked is None else int(f.locked)
-        mask, dirty = (None if m is None else 0 for m in (f.mask, f.dirty))
+        mask = None if f.mask is None else 0
+        dirty = None if f.dirty is None else 0
         shared = (f.hart, f.fn, f.dom, f.mfn, f.order, f.frees_before, locked, f.stamp, mask, dirty, f.end - f.seq)
         self._all = None
         run = self._run
         if run is not None and run[0] == shared and run[1] == f.ordinal:
+            _shared, _next, at, count, stride, first = run
             last = len(self._quiet) - 1
-            count = self._quiet.value(last, _COUNT)
             if count == 1:  # the second flush of a run sets its stride
-                self._quiet.put(last, _STRIDE, f.seq - self._quiet.value(last, 1))
-            if count == 1 or f.seq == run[2]:
+                stride = f.seq - first
+                self._quiet.put(last, _STRIDE, stride)
+            if count == 1 or f.seq == at:
                 self._quiet.put(last, _COUNT, count + 1)
-                stride = self._quiet.value(last, _STRIDE)
-                self._run = (shared, f.ordinal + 1, f.seq + stride)
+                self._run = (shared, f.ordinal + 1, f.seq + stride, count + 1, stride, first)
                 return
         self._quiet.append(
             f.ordinal, f.seq, f.end, f.hart, f.fn, f.dom, f.mfn, f.order, f.frees_before, locked, f.stamp, mask,
             dirty, 1, 0,
         )  # fmt: skip
-        self._run = (shared, f.ordinal + 1, -1)
+        self._run = (shared, f.ordinal + 1, -1, 1, 0, f.seq)
 
     def _make(self, i: int, k: int) -> Flush:
         """Flush ``k`` of row ``i``'s run."""

@@ -21,6 +21,8 @@ from simulator.report import schema
 from tests.conftest import simulate
 
 ROOT = Path(__file__).resolve().parents[1]
+# one worker runs this module: its outputs of every command (``real``) are made once, not once per worker
+pytestmark = pytest.mark.xdist_group("schema")
 # a log of schema version 3 (written by p2msim before 6b10115: PTE values as integers, pte.write's
 # table as mfn, no tlb.gone), cut down to the first two lines of each event and the last line
 V3_LOG = Path(__file__).parent / "data" / "log-v3.log"  # (*.jsonl is ignored by git)

@@ -66,6 +66,7 @@ def tiny(tmp_path_factory: pytest.TempPathFactory) -> tuple[dict[str, Any], Path
     return body, out
 
 
+@pytest.mark.xdist_group("study-tiny")  # one worker makes the tiny study, once
 def test_the_tiny_study_has_the_documented_shape(tiny: tuple[dict[str, Any], Path]) -> None:
     body, out = tiny
     published = schema.load("study-table-free-1.json")
@@ -75,6 +76,7 @@ def test_the_tiny_study_has_the_documented_shape(tiny: tuple[dict[str, Any], Pat
     assert {c["op"] for c in body["cells"]} == set(st.OPS)
 
 
+@pytest.mark.xdist_group("study-tiny")  # one worker makes the tiny study, once
 def test_the_studys_findings_are_what_its_cells_and_hunts_say(tiny: tuple[dict[str, Any], Path]) -> None:
     body, out = tiny
     f = body["findings"]

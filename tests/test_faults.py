@@ -11,6 +11,8 @@ from __future__ import annotations
 from typing import Any
 
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 from simulator.engine.bugs import register_bug
 from simulator.engine.scenario import Scenario
@@ -143,3 +145,17 @@ def test_with_svade_a_leaf_without_a_faults_and_is_a_finding() -> None:
     r = run(Config("teardown-under-load", seed=0, bugs=("t-no-accessed-bit",)))
     found = [v for v in r.violations if v.cls == "malformed-pte"]
     assert found and "A clear (Svade)" in found[0].missing, r.explain()
+
+
+@settings(max_examples=400, deadline=None)
+@given(st.integers(0, 2**64 - 1), st.integers(0, 4))
+def test_the_walks_one_mask_test_passes_only_what_pte_fault_passes(bits: int, level: int) -> None:
+    """The walker skips pte_fault for a PTE its mask test calls plain (a pointer above level 0, a
+    level-0 leaf with V, R and U and nothing reserved): pte_fault must find nothing wrong with any of
+    them, whatever the other bits (PPN, X, W, A, D, G, RSW) hold."""
+    from simulator.riscv import walker
+
+    mask, ok = (walker._NONLEAF_MASK, walker.PTE_V) if level else (walker._LEAF_MASK, walker._LEAF_OK)
+    pte = bits & ~mask | ok
+    assert pte & mask == ok
+    assert pte_fault(pte, level) == ""

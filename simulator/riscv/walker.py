@@ -275,13 +275,10 @@ def _fill(
     e.spec = hart.speculating
     e.via = start
     e.set_source(hart.memory.table(table), hart.ad_hw and not pte & PTE_D)
-    tlb = hart.tlb
     if negative:
         e.negative = True
-        tlb.fill_negative(e)
+        hart.tlb.fill_negative(e)
     else:
-        cache = tlb.leaf if leaf else tlb.nonleaf  # (Tlb.fill, inline)
-        if cache.capacity:
-            cache.insert(e, tlb.rng)
+        hart.tlb.fill(e)
     hart.observer.on_fill(hart.id, e)
     return e

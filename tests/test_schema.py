@@ -18,11 +18,11 @@ from simulator.engine.log import LOG_SCHEMA_VERSION, READABLE_VERSIONS, WIDE
 from simulator.engine.scenario import Scenario, WorkloadError
 from simulator.engine.simulation import DEFAULTS, MACHINE_OPTIONS, Config, builtin_workloads, run
 from simulator.report import schema
-from tests.conftest import simulate
+from tests.conftest import TINY_STUDY_GROUP, simulate
 
 ROOT = Path(__file__).resolve().parents[1]
 # one worker runs this module: its outputs of every command (``real``) are made once, not once per worker
-pytestmark = pytest.mark.xdist_group("schema")
+pytestmark = pytest.mark.xdist_group(TINY_STUDY_GROUP)  # (with test_study's tiny-study tests: one study)
 # a log of schema version 3 (written by p2msim before 6b10115: PTE values as integers, pte.write's
 # table as mfn, no tlb.gone), cut down to the first two lines of each event and the last line
 V3_LOG = Path(__file__).parent / "data" / "log-v3.log"  # (*.jsonl is ignored by git)
@@ -49,7 +49,7 @@ def _parallel(cmds: dict[str, tuple[list[str], tuple[int, ...]]], cwd: Path) -> 
 
 
 @pytest.fixture(scope="module")
-def real(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Any]:
+def real(tmp_path_factory: pytest.TempPathFactory, tiny_study: tuple[str, Path]) -> dict[str, Any]:
     d = tmp_path_factory.mktemp("schema")
     log = d / "run.jsonl"
     first = _parallel(
@@ -81,11 +81,10 @@ def real(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Any]:
                 (0,),
             ),
             "bench-sweep": (["bench", "--sweep", "--workload", "foreign-remap", "--seeds", "2", "--json"], (0,)),
-            "study": (["study", "table-free", "--grid", "tiny", "--json", "--jobs", "1"], (0,)),
         },
         d,
     )
-    out: dict[str, Any] = {k: orjson.loads(v) for k, v in {**first, **second}.items()}
+    out: dict[str, Any] = {k: orjson.loads(v) for k, v in {**first, **second, "study": tiny_study[0]}.items()}
     out["sweep-seed"] = [orjson.loads(line) for line in (d / "seeds.jsonl").read_bytes().splitlines()]
     out["schedule"] = orjson.loads(sched.read_bytes())
     out["shrunk-schedule"] = orjson.loads((d / "shrunk.json").read_bytes())

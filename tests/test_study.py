@@ -17,6 +17,7 @@ from simulator.hunt import study as st
 from simulator.report import schema
 from simulator.report import study as report
 from simulator.xen.profiles import TABLE_FREE, lookup
+from tests.conftest import TINY_STUDY_GROUP
 
 HUNTS = ("superpage-shatter", "teardown-under-load")
 
@@ -58,15 +59,13 @@ def test_table_freeing_policies_are_one_at_a_time_and_pool_stamp_brings_the_cloc
 
 
 @pytest.fixture(scope="module")
-def tiny(tmp_path_factory: pytest.TempPathFactory) -> tuple[dict[str, Any], Path]:
-    body = st.study(st.GRIDS["tiny"], jobs=1)
-    body["command"] = "p2msim study table-free --grid tiny"
-    out = tmp_path_factory.mktemp("study")
-    report.write(body, out, body["command"])
-    return body, out
+def tiny(tiny_study: tuple[str, Path]) -> tuple[dict[str, Any], Path]:
+    """The study as `p2msim study --json` printed it (its findings as computed from the runs), and its report."""
+    printed, out = tiny_study
+    return json.loads(printed), out
 
 
-@pytest.mark.xdist_group("study-tiny")  # one worker makes the tiny study, once
+@pytest.mark.xdist_group(TINY_STUDY_GROUP)  # one worker makes the tiny study, once
 def test_the_tiny_study_has_the_documented_shape(tiny: tuple[dict[str, Any], Path]) -> None:
     body, out = tiny
     published = schema.load("study-table-free-1.json")
@@ -76,7 +75,7 @@ def test_the_tiny_study_has_the_documented_shape(tiny: tuple[dict[str, Any], Pat
     assert {c["op"] for c in body["cells"]} == set(st.OPS)
 
 
-@pytest.mark.xdist_group("study-tiny")  # one worker makes the tiny study, once
+@pytest.mark.xdist_group(TINY_STUDY_GROUP)  # one worker makes the tiny study, once
 def test_the_studys_findings_are_what_its_cells_and_hunts_say(tiny: tuple[dict[str, Any], Path]) -> None:
     body, out = tiny
     f = body["findings"]
@@ -93,11 +92,13 @@ def test_the_studys_findings_are_what_its_cells_and_hunts_say(tiny: tuple[dict[s
     assert decrease["gather"]["fences"] * 3 == decrease["flush-per-table"]["fences"] > 0
     assert shatter["gather"]["fences"] <= shatter["flush-per-table"]["fences"]
     md = (out / "table-free.md").read_text()
-    assert st.answer(body) in md and "was caught" in st.answer(body)
+    said = st.answer(st.reload(str(out / "table-free.json")))  # (the printed JSON's keys are all strings)
+    assert said in md and "was caught" in said
     again = st.findings(json.loads((out / "table-free.json").read_text()))  # --from: computed again from the JSON
     assert json.loads(json.dumps(again)) == json.loads(json.dumps(f))
 
 
+@pytest.mark.xdist_group(TINY_STUDY_GROUP)
 def test_the_report_says_so_when_matplotlib_is_missing(
     tiny: tuple[dict[str, Any], Path], tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
@@ -105,7 +106,7 @@ def test_the_report_says_so_when_matplotlib_is_missing(
     pytest.importorskip("matplotlib")
     assert (out / "table-free-fences.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
     monkeypatch.setitem(sys.modules, "matplotlib", None)  # import matplotlib now raises ImportError
-    written = report.write(body, tmp_path, body["command"])
+    written = report.write(st.reload(str(out / "table-free.json")), tmp_path, body["command"])
     assert not list(tmp_path.glob("*.png")) and len(written) == 2
     assert "matplotlib is not installed" in (tmp_path / "table-free.md").read_text()
 

@@ -94,6 +94,7 @@ def test_the_studys_findings_are_what_its_cells_and_hunts_say(tiny: tuple[dict[s
     md = (out / "table-free.md").read_text()
     said = st.answer(st.reload(str(out / "table-free.json")))  # (the printed JSON's keys are all strings)
     assert said in md and "was caught" in said
+    assert st.answer(body) == said  # the answer from the printed JSON (string keys) is the same
     again = st.findings(json.loads((out / "table-free.json").read_text()))  # --from: computed again from the JSON
     assert json.loads(json.dumps(again)) == json.loads(json.dumps(f))
 

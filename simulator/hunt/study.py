@@ -428,7 +428,7 @@ def answer(body: dict[str, Any]) -> str:
 
     def at(key: str, s: str) -> float:
         series = f[key].get(s, {})
-        return series.get(m, 0.0)
+        return series.get(m, series.get(str(m), 0.0))  # (str: the findings as JSON, e.g. study --json's)
 
     lines = []
     if f["best"] == base:

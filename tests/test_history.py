@@ -228,3 +228,32 @@ def test_a_kept_stack_tail_is_what_a_fresh_walk_finds(monkeypatch: Any) -> None:
     assert sum(kept) > len(kept) // 2, "most walks should stop at a kept tail"
     assert r.violations
     assert not calls._TAILS, "a run's frames are let go when it ends"
+
+
+def test_every_free_reason_names_the_function_that_freed_the_frame(monkeypatch: Any) -> None:
+    """The explanations name the freeing C function from a free's reason: every reason the model gives
+    (frees to the heap and to a pool, a domain's teardown, double frees) names a function of the model,
+    and a finding's cause never names a word of the prose ("missing in last")."""
+    from simulator.engine import oracle
+    from simulator.engine.history import freed_by
+    from simulator.engine.simulation import Config, run
+    from simulator.xen.hypervisor import Xen
+
+    whys: set[str] = set()
+    on_retire = oracle.Oracle.on_retire
+
+    def kept(self: Any, mfn: int, old: int, new: int, gen: int, why: str) -> None:
+        whys.add(why)
+        on_retire(self, mfn, old, new, gen, why)
+
+    monkeypatch.setattr(oracle.Oracle, "on_retire", kept)
+    runs = [
+        run(Config("teardown-under-load", seed=1)),
+        run(Config("foreign-unmap-reuse", seed=0, bugs=("no-reuse-flush",))),
+        run(Config("pool-churn", seed=0, profile="upstream+handle_guest_page_faults")),  # double frees
+    ]
+    assert any(w.startswith("double free") for w in whys) and any(w.startswith("last reference") for w in whys)
+    named = {w: freed_by(w, "") for w in whys}
+    assert all(callable(getattr(Xen, fn, None)) for fn in named.values()), named
+    functions = {v.cause.function for r in runs for v in r.violations if v.cause is not None}
+    assert "free_domheap_page" in functions and not functions & {"last", "double", "p2m", "struct"}, functions

@@ -26,6 +26,8 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
+from simulator.engine.history import freed_by
+
 if TYPE_CHECKING:
     from simulator.engine.calls import Flush
     from simulator.riscv.sbi import FenceRequest
@@ -142,7 +144,7 @@ class Diagnosis:
             return "p2m_free_subtree"
         for ev in self.o.frame_hist.get(st.mfn, ()):
             if ev[2] == "free" and ev[0] == x:
-                return str(ev[4]).split(" ")[0].split("(")[0]
+                return freed_by(str(ev[4]), "the function that freed it")
         return "the function that freed it"
 
     def _flushes(self, fn: str, lo: int, hi: int, dom: int | None = None, mfn: int | None = None) -> list[Flush]:

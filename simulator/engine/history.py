@@ -25,6 +25,28 @@ from typing import Any
 KINDS = ("alloc", "reuse", "assign", "scrub", "free")
 
 
+# The reasons the model's frees give (``Memory.retire``'s ``why``) that do not begin with the C function
+# that freed the frame: free_domheap_page's of an owned page, p2m_final_teardown's root,
+# free_xenheap_pages' struct domain.  Every other reason begins with it (``p2m_free_page -> dom1 p2m pool
+# (tail)``); a double free's is ``double free (<the reason>)``.
+_FREED_BY = (
+    ("last reference to a page of ", "free_domheap_page"),
+    ("p2m root of ", "p2m_final_teardown"),
+    ("struct domain of ", "free_xenheap_pages"),
+)
+
+
+def freed_by(why: str, default: str) -> str:
+    """The C function that freed a frame, from its free's reason (``default`` if the reason names none)."""
+    if why.startswith("double free (") and why.endswith(")"):
+        why = why[len("double free (") : -1]
+    for prefix, fn in _FREED_BY:
+        if why.startswith(prefix):
+            return fn
+    head = why.split(" ")[0].split("(")[0]
+    return head if head.isidentifier() else default
+
+
 class FrameHeads:
     """The newest row of each frame, in a per-frame array (a frame beyond memory, MMIO, in a dict)."""
 

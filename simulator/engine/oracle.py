@@ -47,7 +47,7 @@ from simulator.engine.calls import NO_HARTS, NOTHING_FILTERED, FlushLog, c_stack
 from simulator.engine.cause import FLUSH_ON_VMID, Cause, Diagnosis, Stale, covers
 from simulator.engine.conductor import SimulationStop
 from simulator.engine.findings import Groups
-from simulator.engine.history import Chained, FrameHeads, FrameHistory, PutPaths, SlotHeads, SlotLast
+from simulator.engine.history import Chained, FrameHeads, FrameHistory, PutPaths, SlotHeads, SlotLast, freed_by
 from simulator.engine.rmap import ReverseMap
 from simulator.engine.windows import EVICTED, MARK_ALIAS, REFILLED, STILL_CACHED, Windows, origin
 from simulator.riscv import memory as M
@@ -683,7 +683,7 @@ class Oracle(Observer):
         if frees:
             x = frees[-1]
             chain.append((x[0], x[1], "free", f"free: mfn {mfn:#x}: {x[4]}"))
-            freer = str(x[4]).split(" ")[0]
+            freer = freed_by(str(x[4]), "the code that freed it")
             text = (
                 f"{op} {verb} mfn {slot} at step {now:,}, after {self.frame_hist.free_op(mfn, x[0], freer)} freed "
                 "it at "

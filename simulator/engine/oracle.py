@@ -639,13 +639,22 @@ class Oracle(Observer):
             self._seen.add(key)
             culprit, how = op, ""
             mine = [p for p in self.puts.get(mfn, ()) if p[3] == dom and p[2] != op]
-            if mine:  # the mapping domain's own reference went earlier, in another call, and the mapping stayed
-                pseq, _ph, culprit, _d = mine[-1]
-                how = f"; {culprit}(dom{dom}) dropped a reference at step {pseq:,} and left the mapping in place"
-            text = (
-                f"{op} freed mfn {mfn:#x} ({why}) while {where} still maps it{how}: the mapping must be removed, "
-                "and flushed, before the last reference goes"
-            )
+            stack = c_stack(2, 16)  # (only here, on a finding: the free's own path, innermost first)
+            if "p2m_free_subtree" in stack:  # the table walk freed it: it freed a frame a live PTE still links
+                culprit = "p2m_free_subtree"
+                last = len(stack) - stack[::-1].index("p2m_free_subtree")
+                text = (
+                    f"{op} freed mfn {mfn:#x} ({why}) in {' <- '.join(stack[: last + 1])}, while {where} still "
+                    "maps it: p2m_free_subtree must free only frames no live PTE links"
+                )
+            else:
+                if mine:  # the mapping domain's own reference went earlier, in another call, and the mapping stayed
+                    pseq, _ph, culprit, _d = mine[-1]
+                    how = f"; {culprit}(dom{dom}) dropped a reference at step {pseq:,} and left the mapping in place"
+                text = (
+                    f"{op} freed mfn {mfn:#x} ({why}) while {where} still maps it{how}: the mapping must be removed, "
+                    "and flushed, before the last reference goes"
+                )
             v = Violation(
                 "freed-while-mapped",
                 hart,

@@ -176,9 +176,45 @@ class Diagnosis:
     # -- the procedure ----------------------------------------------------------------------
 
     def cause(self, st: Stale) -> Cause:
+        twice = self._handed_out_twice(st)
+        if twice is not None:
+            return twice
         if st.kind == "leaf" and st.reuse is not None:
             return self._leaf(st)
         return self._table(st)  # a table, or a frame not handed out yet: the flush of its unlink
+
+    def _handed_out_twice(self, st: Stale) -> Cause | None:
+        """The frame was handed out again while its previous life had not ended (no free since that
+        hand-out): it sat on a free list twice, so no flush of any unlink was the missing step."""
+        if st.frees or st.reuse is None:
+            return None
+        hist = self.o.frame_hist.get(st.mfn, ())
+        before = [ev for ev in hist if ev[0] < st.reuse and ev[2] in ("alloc", "reuse", "free")]
+        if not before or before[-1][2] == "free":
+            return None
+        prev = before[-1]  # (seq, hart, kind, stamp, why, gen, state, owner)
+        doubles = [
+            v for v in self.o.violations
+            if v.cls == "invariant" and v.mfn == st.mfn and v.seq < st.reuse and v.headline.startswith("double free")
+        ]  # fmt: skip
+        evidence: tuple[Row, ...] = ((prev[0], prev[1], "alloc", f"alloc: mfn {st.mfn:#x}: {prev[4]} (gen {prev[5]})"),)
+        if doubles:
+            d = doubles[-1]
+            why = d.headline[d.headline.find("(") + 1 : -1] if d.headline.endswith(")") else ""
+            fn = freed_by(why, "the code that freed it twice")
+            evidence = ((d.seq, d.hart, "free", d.headline), *evidence)
+            how = f": {fn} freed it a second time at step {d.seq:,} ({why or d.headline})"
+        else:
+            fn, how = "the code that freed it twice", ""
+        return Cause(
+            "free-once",
+            "handed-out-twice",
+            fn,
+            f"mfn {st.mfn:#x} was handed out at step {st.reuse:,} while the life it began at step {prev[0]:,} "
+            f"({prev[4]}, gen {prev[5]}) had not ended: no free came between, so it was on a free list twice"
+            f"{how}; a frame is freed once per life, and no flush can stand in for that",
+            evidence,
+        )
 
     def _table(self, st: Stale) -> Cause:
         fill = st.entry.fill_seq if st.entry is not None else 0

@@ -11,6 +11,7 @@ the C function named, and that the same seed without the mutation is clean.
 
 from __future__ import annotations
 
+import json
 import sys
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -468,17 +469,27 @@ if __name__ == "__main__":
         sys.stdout.write(f"| `{name}` | {want} | {got} |\n")
 
 
-def test_a_table_the_trees_p2m_free_subtree_frees_while_linked_is_blamed_on_it() -> None:
+def test_a_table_the_trees_p2m_free_subtree_frees_while_linked_is_blamed_on_it(tmp_path: Any) -> None:
     """The tree's p2m_free_subtree reads entries past the table it frees (2048 below a root entry) and
     frees tables a live PTE still links: the cause names p2m_free_subtree and the free's path, not the
     hypercall it ran in.  The fixed profile (512 entries) frees nothing that is still linked."""
     r = run(Config("pool-churn", seed=0, profile="upstream+handle_guest_page_faults"))
     mapped = [v for v in r.violations if v.cls == "freed-while-mapped"]
     assert mapped and all(v.cause is not None and v.cause.function == "p2m_free_subtree" for v in mapped)
-    assert all(
-        "in paging_free_page <- p2m_free_page <- p2m_free_table <- p2m_free_subtree" in v.explain() for v in mapped
-    ), mapped[0].explain()
+    path = "in paging_free_page <- p2m_free_page <- p2m_free_table <- p2m_free_subtree"
+    leftover = "the link is the one p2m_free_subtree left at step"  # (a later free of a frame so linked)
+    assert all(path in v.explain() or leftover in v.explain() for v in mapped), [v.explain() for v in mapped]
+    assert any(path in v.explain() for v in mapped)
     assert not [v for v in run(Config("pool-churn", seed=0, profile="fixed")).violations]
+    # seed 3: a table freed so, then handed to the pool again and freed from it by the pool's shrink while
+    # the link is still there, is the same leftover: p2m_free_subtree's, as are the walks through it
+    log = tmp_path / "run.jsonl"
+    r = run(Config("pool-churn", seed=3, profile="upstream+handle_guest_page_faults", log=str(log)))
+    found = [e for e in map(json.loads, log.read_text().splitlines()) if e["event"] == "oracle.violation"]
+    left = [e for e in found if e["class"] == "freed-while-mapped" and "the link is the one" in e["missing"]]
+    assert left and {e["cause"]["function"] for e in left} == {"p2m_free_subtree"}, left[:1]
+    linked = [v for v in r.violations if v.cause is not None and v.cause.case == "freed-while-linked"]
+    assert linked and {v.cause.function for v in linked if v.cause is not None} == {"p2m_free_subtree"}
 
 
 def test_a_frame_handed_out_twice_is_not_blamed_on_a_missing_flush() -> None:

@@ -138,6 +138,8 @@ class Diagnosis:
     def _freer(self, st: Stale) -> str:
         """The C function that freed the frame, from the free's own event."""
         x = st.frees[0] if st.frees else None
+        if x is not None and (st.mfn, x) in self.o.mapped_frees:  # that free was a finding: its culprit
+            return self.o.mapped_frees[st.mfn, x]
         if x is not None and self.o.table_frees.get(st.mfn, -1) in range(x - 8, x + 1):
             return "p2m_free_subtree"
         if st.mfn in self.o.leaf_puts and x is not None and self.o.leaf_puts[st.mfn][0] <= x:

@@ -173,6 +173,9 @@ class Oracle(Observer):
         self.frames_freed = 0
         self.frames_reused = 0
         self._seen: set[tuple[Any, ...]] = set()
+        # (mfn, table, idx) -> (step, culprit) of the first free of the frame while that PTE linked it
+        self._mapped_first: dict[tuple[int, int, int], tuple[int, str]] = {}
+        self.mapped_frees: dict[tuple[int, int], str] = {}  # (mfn, step) of a free while mapped -> its culprit
         # per-hart context from the hypervisor's narrative
         self.hart_ctx: list[tuple[int, int, int] | None] = [None] * len(harts)  # (dom, vcpu, vmid)
         # history for explanations
@@ -640,7 +643,17 @@ class Oracle(Observer):
             culprit, how = op, ""
             mine = [p for p in self.puts.get(mfn, ()) if p[3] == dom and p[2] != op]
             stack = c_stack(2, 16)  # (only here, on a finding: the free's own path, innermost first)
-            if "p2m_free_subtree" in stack:  # the table walk freed it: it freed a frame a live PTE still links
+            first = self._mapped_first.get((mfn, table, idx))
+            store = self.last_store.get(table, idx)
+            if first is not None and store is not None and store[0] <= first[0]:
+                # the PTE has linked this frame since before an earlier free of it that was a finding:
+                # the link is that free's leftover, whatever frees the frame now
+                culprit = first[1]
+                text = (
+                    f"{op} freed mfn {mfn:#x} ({why}) while {where} still maps it: the link is the one {culprit} "
+                    f"left at step {first[0]:,}, when it freed the frame under it, and nothing removed it since"
+                )
+            elif "p2m_free_subtree" in stack:  # the table walk freed it: it freed a frame a live PTE still links
                 culprit = "p2m_free_subtree"
                 last = len(stack) - stack[::-1].index("p2m_free_subtree")
                 text = (
@@ -667,6 +680,8 @@ class Oracle(Observer):
                 text,
                 Cause("unmap-before-free", "freed-while-mapped", culprit, text),
             )
+            self._mapped_first.setdefault((mfn, table, idx), (self.conductor.seq, culprit))
+            self.mapped_frees.setdefault((mfn, self.conductor.seq), culprit)
             if self.bugs:
                 v.missing += f" (bugs injected: {', '.join(self.bugs)})"
             self._record(v, count=False)

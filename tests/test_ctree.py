@@ -154,6 +154,21 @@ def edited_tree(dst: Path, edit: str) -> Path:
     return dst
 
 
+def test_a_callback_from_the_trees_c_is_explained_by_the_c_functions_it_was_called_from() -> None:
+    """c_stack crosses a C callback (paging_free_page called by the tree's p2m_free_page): its C callers,
+    then the Python that started the C.  So the tree's over-read is blamed on its p2m_free_subtree, with
+    the free's path, exactly as on the model (it named the hypercall: the walk stopped at the callback)."""
+    base = Config("pool-churn", seed=2, profile="upstream+handle_guest_page_faults")
+    a, b = run(base), run(replace(base, xen_tree=str(TREE)))
+    # (the same causes; a title may differ where the C's own load names no PTE index)
+    assert [(x.get("defence"), x.get("function")) for x in a.causes] == [
+        (x.get("defence"), x.get("function")) for x in b.causes
+    ]
+    mapped = [v for v in b.violations if v.cls == "freed-while-mapped"]
+    assert mapped and {v.cause.function for v in mapped if v.cause is not None} == {"p2m_free_subtree"}
+    assert "in paging_free_page <- p2m_free_page <- p2m_free_table <- p2m_free_subtree" in mapped[0].explain()
+
+
 def _hunt(tree: Path, seeds: range, strict: bool = False) -> list[object]:
     out = []
     for s in seeds:

@@ -88,3 +88,12 @@ def spawned_frames(frame: Any) -> list[str] | None:
     if not isinstance(g, _Spawned) or g.frames is None:
         return []
     return g.frames()
+
+
+def callback_origin() -> tuple[list[str], Any] | None:
+    """From a C callback (the code runs in a greenlet_spawn greenlet): the C functions it was called from
+    (innermost first) and the frame where the Python that started the C waits; None elsewhere."""
+    current = greenlet.getcurrent()
+    if not isinstance(current, _Spawned) or current.parent is None:
+        return None
+    return (current.frames() if current.frames is not None else []), current.parent.gr_frame

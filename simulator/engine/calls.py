@@ -17,7 +17,7 @@ from collections.abc import Mapping, Sequence
 from types import MappingProxyType
 from typing import TYPE_CHECKING, Any
 
-from simulator.ctree.bridge import greenlet_spawn, spawned_frames
+from simulator.ctree.bridge import callback_origin, greenlet_spawn, spawned_frames
 from simulator.engine.history import Rows
 
 if TYPE_CHECKING:
@@ -328,32 +328,46 @@ def c_stack(depth: int = 1, limit: int = 64) -> list[str]:
     keep: Any = None  # the frame whose tail this walk will keep, and where in ``out`` that tail begins
     keep_at = 0
     plain = True
-    while f is not None and len(out) < limit:
-        if walked >= _TAIL_AT:
-            tail = tails.get(f)
-            if tail is not None:
-                out.extend(tail)
-                return out[:limit]
-            if keep is None:
-                keep, keep_at = f, len(out)
-        walked += 1
-        code = f.f_code
-        if code is bottom:  # an actor's root: below it are the event loop and the simulation's driver
-            break
-        if code is spawn:  # a hypervisor function of a Xen tree's C (--xen-tree) is running here
-            plain = False
-            out.extend(spawned_frames(f) or ())
-        else:
-            known = named.get(code)
-            if known is None:
-                path = code.co_filename.replace("\\", "/")
-                known = named[code] = (_c_named(path, code.co_name), _CTREE in path)
-            if known[1]:
+    named_spawn: Any = None  # the greenlet_spawn frame whose C functions a callback's walk already named
+    while True:
+        while f is not None and len(out) < limit:
+            if walked >= _TAIL_AT:
+                tail = tails.get(f)
+                if tail is not None:
+                    out.extend(tail)
+                    return out[:limit]
+                if keep is None:
+                    keep, keep_at = f, len(out)
+            walked += 1
+            code = f.f_code
+            if code is bottom:  # an actor's root: below it are the event loop and the simulation's driver
+                break
+            if code is spawn:  # a hypervisor function of a Xen tree's C (--xen-tree) is running here
                 plain = False
-            # (a CXen method right after the C frame of the same name is that frame's glue: named once)
-            if known[0] and not (known[1] and out and out[-1] == code.co_name):
-                out.append(code.co_name)
-        f = f.f_back  # type: ignore[assignment]
+                if f is not named_spawn:
+                    out.extend(spawned_frames(f) or ())
+            else:
+                known = named.get(code)
+                if known is None:
+                    path = code.co_filename.replace("\\", "/")
+                    known = named[code] = (_c_named(path, code.co_name), _CTREE in path)
+                if known[1]:
+                    plain = False
+                # (a CXen method right after the C frame of the same name is that frame's glue: named once)
+                if known[0] and not (known[1] and out and out[-1] == code.co_name):
+                    out.append(code.co_name)
+            f = f.f_back  # type: ignore[assignment]
+        if f is not None or len(out) >= limit:
+            break  # the actor's root, or the limit
+        # the top of a greenlet: a Xen tree's C (--xen-tree) called back into Python here; the walk goes on
+        # with the C functions it is in, then the Python that started the C, where its greenlet_spawn waits
+        callback = callback_origin()
+        if callback is None:
+            break
+        names, f = callback
+        plain = False
+        out.extend(names)
+        named_spawn = f
     if plain and keep is not None and f is not None and f.f_code is bottom:
         if len(tails) >= 64:
             tails.clear()  # (the frames of calls long returned go with it)

@@ -502,3 +502,16 @@ def test_a_frame_handed_out_twice_is_not_blamed_on_a_missing_flush() -> None:
     for v in twice:
         assert v.cause is not None and v.cause.defence == "free-once" and v.cause.function == "p2m_free_page"
         assert "a second time at step" in v.explain() and "after the unlink" not in v.explain(), v.explain()
+
+
+def test_xens_own_use_after_free_names_the_functions_that_made_the_access() -> None:
+    """Xen's load from a freed frame is told with the functions on its stack: a trap handler's, on a
+    guest's behalf, is do_trap's (not the job's label "guest"), and a hypercall's gives the path inside it."""
+    r = run(Config("pool-churn", seed=0, profile="upstream+handle_guest_page_faults"))
+    uaf = [v for v in r.violations if v.cls == "xen-use-after-free"]
+    texts = [v.explain() for v in uaf]
+    assert any("do_trap loads from" in t and "(in p2m_get_entry <- do_trap_guest_page_fault <- do_trap)" in t
+               for t in texts), texts  # fmt: skip
+    assert any("decrease_reservation loads from" in t and "<- p2m_set_entry <- p2m_set_range <- decrease_reservation)"
+               in t for t in texts), texts  # fmt: skip
+    assert not any("(guest)" in v.headline or "guest loads" in t for v, t in zip(uaf, texts, strict=True))

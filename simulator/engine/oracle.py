@@ -695,6 +695,10 @@ class Oracle(Observer):
             return
         self._seen.add(key)
         op = self._call(hart)[0]
+        path = c_stack(2, 12)  # (only here, on a finding: which of Xen's functions made the access)
+        if path and hart is not None and not self.calls.get(hart):
+            op = path[-1]  # no hypercall: a trap handler on a guest's behalf (do_trap), say, not the job's label
+        within = f" (in {' <- '.join(path)})" if path else ""
         now = self.conductor.seq
         verb = "stores to" if write else "loads from"
         slot = f"{mfn:#x}[{idx}]" if idx >= 0 else f"{mfn:#x}"
@@ -709,12 +713,12 @@ class Oracle(Observer):
             chain.append((x[0], x[1], "free", f"free: mfn {mfn:#x}: {x[4]}"))
             freer = freed_by(str(x[4]), "the code that freed it")
             text = (
-                f"{op} {verb} mfn {slot} at step {now:,}, after {self.frame_hist.free_op(mfn, x[0], freer)} freed "
-                "it at "
-                f"step {x[0]:,} ({x[4]}): the free must come after the last use"
+                f"{op} {verb} mfn {slot}{within} at step {now:,}, after "
+                f"{self.frame_hist.free_op(mfn, x[0], freer)} freed it at step {x[0]:,} ({x[4]}): the free must "
+                "come after the last use"
             )
         else:
-            freer, text = "", f"{op} {verb} mfn {slot}, which was never handed out"
+            freer, text = "", f"{op} {verb} mfn {slot}{within}, which was never handed out"
         chain.append((now, hart, "use", f"Xen {verb} mfn {slot} (it is {state}), in {op}"))
         v = Violation(
             "xen-use-after-free",

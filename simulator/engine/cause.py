@@ -27,6 +27,7 @@ from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
 from simulator.engine.history import freed_by
+from simulator.riscv.memory import POOL
 
 if TYPE_CHECKING:
     from simulator.engine.calls import Flush
@@ -195,17 +196,15 @@ class Diagnosis:
         if not before or before[-1][2] == "free":
             return None
         prev = before[-1]  # (seq, hart, kind, stamp, why, gen, state, owner)
-        doubles = [
-            v for v in self.o.violations
-            if v.cls == "invariant" and v.mfn == st.mfn and v.seq < st.reuse and v.headline.startswith("double free")
-        ]  # fmt: skip
+        if prev[6] == POOL:
+            return None  # a hand-out to a p2m pool, a free list of its own: handing it on from there is its use
+        doubles = [d for d in self.o.double_frees.get(st.mfn, ()) if d[0] < st.reuse]
         evidence: tuple[Row, ...] = ((prev[0], prev[1], "alloc", f"alloc: mfn {st.mfn:#x}: {prev[4]} (gen {prev[5]})"),)
         if doubles:
-            d = doubles[-1]
-            why = d.headline[d.headline.find("(") + 1 : -1] if d.headline.endswith(")") else ""
+            seq, hart, why = doubles[-1]
             fn = freed_by(why, "the code that freed it twice")
-            evidence = ((d.seq, d.hart, "free", d.headline), *evidence)
-            how = f": {fn} freed it a second time at step {d.seq:,} ({why or d.headline})"
+            evidence = ((seq, hart, "free", f"double free of mfn {st.mfn:#x} ({why})"), *evidence)
+            how = f": {fn} freed it a second time at step {seq:,} ({why})"
         else:
             fn, how = "the code that freed it twice", ""
         return Cause(

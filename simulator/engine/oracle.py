@@ -176,6 +176,7 @@ class Oracle(Observer):
         # (mfn, table, idx) -> (step, culprit) of the first free of the frame while that PTE linked it
         self._mapped_first: dict[tuple[int, int, int], tuple[int, str]] = {}
         self.mapped_frees: dict[tuple[int, int], str] = {}  # (mfn, step) of a free while mapped -> its culprit
+        self.double_frees: dict[int, list[tuple[int, int | None, str]]] = {}  # mfn -> [(step, hart, why)]
         # per-hart context from the hypervisor's narrative
         self.hart_ctx: list[tuple[int, int, int] | None] = [None] * len(harts)  # (dom, vcpu, vmid)
         # history for explanations
@@ -277,7 +278,8 @@ class Oracle(Observer):
 
     def on_retire(self, mfn: int, old_state: int, new_state: int, gen: int, why: str) -> None:
         hart = self._hart()
-        if old_state == M.FREE:
+        if old_state == M.FREE or old_state == new_state == M.POOL:  # (a frame freed to the pool it is in)
+            self.double_frees.setdefault(mfn, []).append((self.conductor.seq, hart, why))
             self.invariant(f"double free of mfn {mfn:#x} ({why})", mfn=mfn)
             return
         self.frames_freed += 1

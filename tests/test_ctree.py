@@ -17,7 +17,7 @@ import pytest
 
 from simulator.cli import main as cli_main
 from simulator.ctree.build import SOURCES
-from simulator.engine.scenario import Scenario
+from simulator.engine.scenario import Scenario, WorkloadError
 from simulator.engine.simulation import Config, ConfigError, run
 from tests.conftest import simulate
 
@@ -167,6 +167,18 @@ def test_a_callback_from_the_trees_c_is_explained_by_the_c_functions_it_was_call
     mapped = [v for v in b.violations if v.cls == "freed-while-mapped"]
     assert mapped and {v.cause.function for v in mapped if v.cause is not None} == {"p2m_free_subtree"}
     assert "in paging_free_page <- p2m_free_page <- p2m_free_table <- p2m_free_subtree" in mapped[0].explain()
+
+
+def test_after_the_trees_double_free_the_model_and_the_c_break_alike() -> None:
+    """The tree's double free of a table runs page_list_del on p2m->pages for a page the freelist holds:
+    the model's lists are the C's (xen/mm.h through page_info.list), so both end where the C does, at the
+    same step, with the same failed map (a deque once held the page twice, and the model went on)."""
+    base = Config("pool-churn", seed=0, profile="upstream+handle_guest_page_faults")
+    with pytest.raises(WorkloadError) as model:
+        run(base)
+    with pytest.raises(WorkloadError) as tree:
+        run(replace(base, xen_tree=str(TREE)))
+    assert str(model.value) == str(tree.value) and "failed at step 24,949" in str(model.value), str(model.value)
 
 
 def _hunt(tree: Path, seeds: range, strict: bool = False) -> list[object]:

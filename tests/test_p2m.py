@@ -70,7 +70,7 @@ def test_removing_a_2m_region_frees_its_table_but_a_4k_removal_does_not() -> Non
         await sim.on(0, "remove", xen.decrease_reservation, d, 0x400, 512)
         assert pool.total_pages == free_before + 1  # the level-0 table went back to the pool
         assert len(d.p2m.pages) == tables_before - 1
-        assert xen.memory.state[pool.freelist[-1]] == M.POOL  # at the tail: FIFO reuse
+        assert xen.memory.state[pool.freelist.tail] == M.POOL  # at the tail: FIFO reuse
         await sim.destroy(d)
 
     r = simulate(main, pcpus=1)

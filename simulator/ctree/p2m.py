@@ -40,6 +40,7 @@ from simulator.xen.fidelity import model
 from simulator.xen.hypervisor import Xen
 from simulator.xen.p2m import INVALID_MFN, P2MDomain, type_name
 from simulator.xen.page_alloc import MEMF_no_owner
+from simulator.xen.page_list import CYCLE
 
 if TYPE_CHECKING:
     from simulator.xen.spinlock import RwLock
@@ -456,12 +457,6 @@ def load(tree: str) -> CLib:
     return _LIBS[key]
 
 
-_CYCLE = (
-    "{what} is corrupt: walking it comes back to mfn {mfn:#x} (a cycle: a page was deleted from, or added to, "
-    "a list it was not on)"
-)
-
-
 def _page_list(lib: Any, first: int, step: Callable[[int], int], what: str) -> list[int]:
     """A page list of the C from ``first`` along ``step``; a panic if it comes back on itself."""
     out: list[int] = []
@@ -469,7 +464,7 @@ def _page_list(lib: Any, first: int, step: Callable[[int], int], what: str) -> l
     while pg >= 0:
         out.append(int(pg))
         if len(out) > lib.h_nr_frames():
-            raise XenPanic(_CYCLE.format(what=what, mfn=int(pg)))
+            raise XenPanic(CYCLE.format(what=what, mfn=int(pg)))
         pg = step(pg)
     return out
 

@@ -82,8 +82,8 @@ class Domain:
     ) -> None:
         self.domain_id = domain_id
         self.vcpus: list[Vcpu] = []
-        self.p2m = P2MDomain(self, p2m_lock)
-        self.arch_paging = PagingDomain(paging_lock)
+        self.p2m = P2MDomain(self, p2m_lock, links)
+        self.arch_paging = PagingDomain(paging_lock, links)
         self.dirty_cpumask = Cpumask(nr_harts)
         self.running_on: list[int] = []
         self.switch_ins = [0] * nr_harts  # vCPU switch-ins per hart, for lazy dirty-mask clearing

@@ -30,6 +30,7 @@ from simulator.riscv import pte as P
 from simulator.xen.base import XenPanic
 from simulator.xen.fidelity import glue, model, upstream
 from simulator.xen.page_alloc import MEMF_no_owner
+from simulator.xen.page_list import P2MPageList, PageLinks
 from simulator.xen.paging import ENOMEM, Paging
 from simulator.xen.spinlock import RwLock
 
@@ -101,10 +102,10 @@ class PteCtx(NamedTuple):
 class P2MDomain:
     """struct p2m_domain"""
 
-    def __init__(self, d: Domain, lock: RwLock) -> None:
+    def __init__(self, d: Domain, lock: RwLock, links: PageLinks) -> None:
         self.domain = d
         self.root = INVALID_MFN
-        self.pages: dict[int, None] = {}  # p2m->pages: table, metadata and root pages
+        self.pages = P2MPageList(links)  # p2m->pages: table, metadata and root pages
         self.lock = lock
         self.need_flush = False
         self.md: dict[int, int] = {}  # table page -> its metadata page (page_info.v.md.pg)
@@ -228,7 +229,7 @@ class P2m(Paging):
             return ENOMEM
         for i in range(P.ROOT_PAGES):
             self.clear_and_clean_page(page + i)
-            p2m.pages[page + i] = None  # page_list_add
+            p2m.pages.page_list_add(page + i)
         p2m.root = page
         self.emit("p2m_alloc_root_table", dom=d.domain_id, mfn=page)
         return 0
@@ -251,13 +252,13 @@ class P2m(Paging):
                 await self.p2m_free_table(p2m, p2m.deferred_tables.pop(0))
             pg = await self.paging_alloc_page(p2m.domain, state, why)
         if pg is not None:
-            p2m.pages[pg] = None  # page_list_add
+            p2m.pages.page_list_add(pg)
             self.clear_and_clean_page(pg)
         return pg
 
     @upstream("p2m.c")
     async def p2m_free_page(self, p2m: P2MDomain, pg: int) -> None:
-        p2m.pages.pop(pg, None)  # page_list_del
+        p2m.pages.page_list_del(pg)
         await self.paging_free_page(p2m.domain, pg, "p2m_free_page")
 
     @upstream("p2m.c")

@@ -15,12 +15,21 @@ after its owner's struct domain went away, as a foreign page can be, and then
 given to another domain) is taken off the old list first.  Xen would
 overwrite ``page_info.list`` and leave the old list pointing at it; that list
 is never walked again, and a dict per domain kept such a stale key as well.
+
+The P2M's own lists (``p2m->pages`` and the pool's ``d->arch.paging.freelist``)
+are ``PageListHead``: xen/mm.h's operations exactly, through the same
+next/prev arrays, with no model fix.  Their pages move between the two lists
+on every table allocation and free, and the tree's code deletes a page from
+``p2m->pages`` that a double free has already put on the freelist: what that
+does to both lists is the C's, so the model's must be too.
 """
 
 from __future__ import annotations
 
 from array import array
 from collections.abc import Iterator
+
+from simulator.xen.base import XenPanic
 
 
 class PageLinks:
@@ -94,3 +103,111 @@ class PageList:
             following = nxt[pg]  # read first: the caller may remove pg as it goes
             yield pg
             pg = following
+
+
+CYCLE = (
+    "{what} is corrupt: walking it comes back to mfn {mfn:#x} (a cycle: a page was deleted from, or added to, "
+    "a list it was not on)"
+)
+
+
+class PageListHead:
+    """struct page_list_head as xen/mm.h operates on it: no operation checks that the page is on this list
+    (``page_list_del`` of a page on another list rewrites that list's links, and this head's, as the C does).
+
+    ``count`` is model bookkeeping (the pages added less those deleted through this head), not the C's.
+    """
+
+    __slots__ = ("_links", "count", "next", "tail")
+
+    def __init__(self, links: PageLinks) -> None:
+        self._links = links
+        self.next = self.tail = -1
+        self.count = 0
+
+    def page_list_empty(self) -> bool:
+        return self.next < 0
+
+    def page_list_add(self, pg: int) -> None:
+        nxt, prev = self._links.next, self._links.prev
+        prev[pg], nxt[pg] = -1, self.next
+        if self.next >= 0:
+            prev[self.next] = pg
+        else:
+            self.tail = pg
+        self.next = pg
+        self.count += 1
+
+    def page_list_add_tail(self, pg: int) -> None:
+        nxt, prev = self._links.next, self._links.prev
+        nxt[pg], prev[pg] = -1, self.tail
+        if self.tail >= 0:
+            nxt[self.tail] = pg
+        else:
+            self.next = pg
+        self.tail = pg
+        self.count += 1
+
+    def page_list_del(self, pg: int) -> None:
+        nxt, prev = self._links.next, self._links.prev
+        p, n = prev[pg], nxt[pg]
+        if p >= 0:
+            nxt[p] = n
+        else:
+            self.next = n
+        if n >= 0:
+            prev[n] = p
+        else:
+            self.tail = p
+        nxt[pg] = prev[pg] = -1
+        self.count -= 1
+
+    def page_list_remove_head(self) -> int | None:
+        pg = self.next
+        if pg < 0:
+            return None
+        self.page_list_del(pg)
+        return pg
+
+    def walk(self, what: str, backwards: bool = False) -> list[int]:
+        """The list from its head along next (``backwards``: from its tail along prev, oldest first for
+        ``page_list_add``'s lists); a panic if it comes back on itself, as for the C's lists (``what`` names it)."""
+        step = self._links.prev if backwards else self._links.next
+        out: list[int] = []
+        pg = self.tail if backwards else self.next
+        limit = len(step)
+        while pg >= 0:
+            out.append(pg)
+            if len(out) > limit:
+                raise XenPanic(CYCLE.format(what=what, mfn=pg))
+            pg = step[pg]
+        return out
+
+    def __iter__(self) -> Iterator[int]:
+        return iter(self.walk("a page list"))
+
+    def __len__(self) -> int:
+        return len(self.walk("a page list"))
+
+    def __bool__(self) -> bool:
+        return self.next >= 0
+
+    def __contains__(self, pg: object) -> bool:
+        return pg in self.walk("a page list")
+
+
+class P2MPageList(PageListHead):
+    """p2m->pages: ``page_list_add`` puts a page at the head; the model's glue and invariants walk it oldest
+    first (from the tail), as they read the C's (``simulator/ctree``)."""
+
+    __slots__ = ()
+
+    def __iter__(self) -> Iterator[int]:
+        return iter(self.walk("p2m->pages", backwards=True))
+
+    def pop(self, pg: int, default: object = None) -> object:
+        """page_list_del if the page is on the list (the glue takes the root pages off before freeing them)."""
+        if pg in self.walk("p2m->pages"):
+            self.page_list_del(pg)
+            return None
+        return default

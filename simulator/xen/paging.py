@@ -14,13 +14,13 @@ under it.  Model difference: no ``general_preempt_check`` (pools are small).
 
 from __future__ import annotations
 
-from collections import deque
 from typing import TYPE_CHECKING
 
 from simulator.riscv import memory as M
 from simulator.xen.fidelity import model, upstream
 from simulator.xen.mm import Mm
 from simulator.xen.page_alloc import MEMF_no_owner
+from simulator.xen.page_list import PageLinks, PageListHead
 from simulator.xen.spinlock import SpinLock
 
 if TYPE_CHECKING:
@@ -33,9 +33,9 @@ EINVAL = -22
 class PagingDomain:
     """d->arch.paging"""
 
-    def __init__(self, lock: SpinLock) -> None:
+    def __init__(self, lock: SpinLock, links: PageLinks) -> None:
         self.lock = lock
-        self.freelist: deque[int] = deque()
+        self.freelist = PageListHead(links)  # threaded through page_info.list, as p2m->pages is
         self.total_pages = 0
         self.least_free = 1 << 62  # model: the fewest pages the freelist held after an allocation (a study reads it)
 
@@ -59,7 +59,7 @@ class Paging(Mm):
     async def paging_free_page(self, d: Domain, pg: int, why: str) -> None:
         pool = d.arch_paging
         await self.spin_lock(pool.lock)
-        pool.freelist.append(pg)  # page_list_add_tail
+        pool.freelist.page_list_add_tail(pg)
         pool.total_pages += 1
         self.memory.retire(pg, M.POOL, f"{why} -> dom{d.domain_id} p2m pool (tail)")
         self.spin_unlock(pool.lock)
@@ -72,8 +72,8 @@ class Paging(Mm):
     async def paging_alloc_page(self, d: Domain, state: int, why: str) -> int | None:
         pool = d.arch_paging
         await self.spin_lock(pool.lock)
-        pg = pool.freelist.popleft() if pool.freelist else None
-        pool.least_free = min(pool.least_free, len(pool.freelist))
+        pg = pool.freelist.page_list_remove_head()
+        pool.least_free = min(pool.least_free, pool.freelist.count)
         if pg is not None or self.profile.pool_total_underflow:
             pool.total_pages -= 1  # the tree decrements even when the list is empty
         self.spin_unlock(pool.lock)
@@ -91,10 +91,10 @@ class Paging(Mm):
     async def _paging_ret_to_domheap(self, d: Domain) -> int:
         pool = d.arch_paging
         assert self.spin_is_locked(pool.lock)
-        if not pool.freelist:
+        pg = pool.freelist.page_list_remove_head()
+        if pg is None:
             self.emit("printk", text="failed to free pages, P2M freelist is empty")
             return ENOMEM
-        pg = pool.freelist.popleft()
         pool.total_pages -= 1
         stamp = self.heap.tlbflush_timestamp[pg]
         await self.free_domheap_page(pg)
@@ -114,7 +114,7 @@ class Paging(Mm):
             self.emit("printk", text="failed to allocate pages")
             return ENOMEM
         pool.total_pages += 1
-        pool.freelist.append(pg)
+        pool.freelist.page_list_add_tail(pg)
         return 0
 
     @upstream("paging.c", differs="no general_preempt_check")

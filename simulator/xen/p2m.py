@@ -105,7 +105,7 @@ class P2MDomain:
     def __init__(self, d: Domain, lock: RwLock, links: PageLinks) -> None:
         self.domain = d
         self.root = INVALID_MFN
-        self.pages = P2MPageList(links)  # p2m->pages: table, metadata and root pages
+        self.pages = P2MPageList(links, "p2m->pages")  # table, metadata and root pages
         self.lock = lock
         self.need_flush = False
         self.md: dict[int, int] = {}  # table page -> its metadata page (page_info.v.md.pg)

@@ -118,10 +118,11 @@ class PageListHead:
     ``count`` is model bookkeeping (the pages added less those deleted through this head), not the C's.
     """
 
-    __slots__ = ("_links", "count", "next", "tail")
+    __slots__ = ("_links", "count", "next", "tail", "what")
 
-    def __init__(self, links: PageLinks) -> None:
+    def __init__(self, links: PageLinks, what: str) -> None:
         self._links = links
+        self.what = what  # its C name, for a panic at a walk that comes back on itself
         self.next = self.tail = -1
         self.count = 0
 
@@ -169,9 +170,9 @@ class PageListHead:
         self.page_list_del(pg)
         return pg
 
-    def walk(self, what: str, backwards: bool = False) -> list[int]:
+    def walk(self, backwards: bool = False) -> list[int]:
         """The list from its head along next (``backwards``: from its tail along prev, oldest first for
-        ``page_list_add``'s lists); a panic if it comes back on itself, as for the C's lists (``what`` names it)."""
+        ``page_list_add``'s lists); a panic if it comes back on itself, as for the C's lists."""
         step = self._links.prev if backwards else self._links.next
         out: list[int] = []
         pg = self.tail if backwards else self.next
@@ -179,21 +180,21 @@ class PageListHead:
         while pg >= 0:
             out.append(pg)
             if len(out) > limit:
-                raise XenPanic(CYCLE.format(what=what, mfn=pg))
+                raise XenPanic(CYCLE.format(what=self.what, mfn=pg))
             pg = step[pg]
         return out
 
     def __iter__(self) -> Iterator[int]:
-        return iter(self.walk("a page list"))
+        return iter(self.walk())
 
     def __len__(self) -> int:
-        return len(self.walk("a page list"))
+        return len(self.walk())
 
     def __bool__(self) -> bool:
         return self.next >= 0
 
     def __contains__(self, pg: object) -> bool:
-        return pg in self.walk("a page list")
+        return pg in self.walk()
 
 
 class P2MPageList(PageListHead):
@@ -203,11 +204,11 @@ class P2MPageList(PageListHead):
     __slots__ = ()
 
     def __iter__(self) -> Iterator[int]:
-        return iter(self.walk("p2m->pages", backwards=True))
+        return iter(self.walk(backwards=True))
 
     def pop(self, pg: int, default: object = None) -> object:
         """page_list_del if the page is on the list (the glue takes the root pages off before freeing them)."""
-        if pg in self.walk("p2m->pages"):
+        if pg in self.walk():
             self.page_list_del(pg)
             return None
         return default

@@ -35,7 +35,7 @@ class PagingDomain:
 
     def __init__(self, lock: SpinLock, links: PageLinks) -> None:
         self.lock = lock
-        self.freelist = PageListHead(links)  # threaded through page_info.list, as p2m->pages is
+        self.freelist = PageListHead(links, "d->arch.paging.freelist")  # through page_info.list, as p2m->pages
         self.total_pages = 0
         self.least_free = 1 << 62  # model: the fewest pages the freelist held after an allocation (a study reads it)
 

@@ -98,11 +98,12 @@ def check(xen: Xen) -> list[Problem]:
             )
         for mfn in pool.freelist:
             put(mfn, f"{name}'s p2m pool", M.POOL)
-        for mfn in d.p2m.pages:  # tables, metadata pages and the root
+        pages = list(d.p2m.pages)  # tables, metadata pages and the root (one walk of the list)
+        for mfn in pages:
             put(mfn, f"{name}'s p2m pages", M.TABLE, M.METADATA)
-        pages = set(d.p2m.pages)  # (one walk of the list)
+        on_list = set(pages)
         for table, mfn in d.p2m.md.items():
-            if mfn not in pages or mem.state[mfn] != M.METADATA:
+            if mfn not in on_list or mem.state[mfn] != M.METADATA:
                 problems.append(Problem(f"{name}: metadata page {mfn:#x} of table {table:#x} is not a p2m page", mfn))
         for mfn in d.page_list:
             put(mfn, f"{name}'s pages", M.DOMAIN)

@@ -40,7 +40,7 @@ from simulator.xen.fidelity import model
 from simulator.xen.hypervisor import Xen
 from simulator.xen.p2m import INVALID_MFN, P2MDomain, type_name
 from simulator.xen.page_alloc import MEMF_no_owner
-from simulator.xen.page_list import CYCLE
+from simulator.xen.page_list import walk_pages
 
 if TYPE_CHECKING:
     from simulator.xen.spinlock import RwLock
@@ -459,14 +459,7 @@ def load(tree: str) -> CLib:
 
 def _page_list(lib: Any, first: int, step: Callable[[int], int], what: str) -> list[int]:
     """A page list of the C from ``first`` along ``step``; a panic if it comes back on itself."""
-    out: list[int] = []
-    pg = first
-    while pg >= 0:
-        out.append(int(pg))
-        if len(out) > lib.h_nr_frames():
-            raise XenPanic(CYCLE.format(what=what, mfn=int(pg)))
-        pg = step(pg)
-    return out
+    return walk_pages(int(first), lambda pg: int(step(pg)), lib.h_nr_frames(), what)
 
 
 class CPageList:

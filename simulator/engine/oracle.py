@@ -643,10 +643,9 @@ class Oracle(Observer):
                 continue
             self._seen.add(key)
             culprit, how = op, ""
-            mine = [p for p in self.puts.get(mfn, ()) if p[3] == dom and p[2] != op]
-            stack = c_stack(2, 16)  # (only here, on a finding: the free's own path, innermost first)
             first = self._mapped_first.get((mfn, table, idx))
             store = self.last_store.get(table, idx)
+            stack: list[str] = []
             if first is not None and store is not None and store[0] <= first[0]:
                 # the PTE has linked this frame since before an earlier free of it that was a finding:
                 # the link is that free's leftover, whatever frees the frame now
@@ -655,7 +654,8 @@ class Oracle(Observer):
                     f"{op} freed mfn {mfn:#x} ({why}) while {where} still maps it: the link is the one {culprit} "
                     f"left at step {first[0]:,}, when it freed the frame under it, and nothing removed it since"
                 )
-            elif "p2m_free_subtree" in stack:  # the table walk freed it: it freed a frame a live PTE still links
+            elif "p2m_free_subtree" in (stack := c_stack(2, 16)):  # (on a finding only: the free's own path)
+                # the table walk freed it: it freed a frame a live PTE still links
                 culprit = "p2m_free_subtree"
                 last = len(stack) - stack[::-1].index("p2m_free_subtree")
                 text = (
@@ -663,6 +663,7 @@ class Oracle(Observer):
                     "maps it: p2m_free_subtree must free only frames no live PTE links"
                 )
             else:
+                mine = [p for p in self.puts.get(mfn, ()) if p[3] == dom and p[2] != op]
                 if mine:  # the mapping domain's own reference went earlier, in another call, and the mapping stayed
                     pseq, _ph, culprit, _d = mine[-1]
                     how = f"; {culprit}(dom{dom}) dropped a reference at step {pseq:,} and left the mapping in place"

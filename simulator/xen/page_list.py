@@ -27,7 +27,7 @@ does to both lists is the C's, so the model's must be too.
 from __future__ import annotations
 
 from array import array
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 
 from simulator.xen.base import XenPanic
 
@@ -111,6 +111,19 @@ CYCLE = (
 )
 
 
+def walk_pages(first: int, step: Callable[[int], int], limit: int, what: str) -> list[int]:
+    """A page list from ``first`` along ``step`` (-1 ends it); a panic if it holds more than ``limit``
+    pages, i.e. comes back on itself (the model's lists and, read through the harness, the C's)."""
+    out: list[int] = []
+    pg = first
+    while pg >= 0:
+        out.append(pg)
+        if len(out) > limit:
+            raise XenPanic(CYCLE.format(what=what, mfn=pg))
+        pg = step(pg)
+    return out
+
+
 class PageListHead:
     """struct page_list_head as xen/mm.h operates on it: no operation checks that the page is on this list
     (``page_list_del`` of a page on another list rewrites that list's links, and this head's, as the C does).
@@ -174,15 +187,7 @@ class PageListHead:
         """The list from its head along next (``backwards``: from its tail along prev, oldest first for
         ``page_list_add``'s lists); a panic if it comes back on itself, as for the C's lists."""
         step = self._links.prev if backwards else self._links.next
-        out: list[int] = []
-        pg = self.tail if backwards else self.next
-        limit = len(step)
-        while pg >= 0:
-            out.append(pg)
-            if len(out) > limit:
-                raise XenPanic(CYCLE.format(what=self.what, mfn=pg))
-            pg = step[pg]
-        return out
+        return walk_pages(self.tail if backwards else self.next, step.__getitem__, len(step), self.what)
 
     def __iter__(self) -> Iterator[int]:
         return iter(self.walk())
